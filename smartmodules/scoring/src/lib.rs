@@ -1,0 +1,16 @@
+//! How an answer is scored and what happens to it next.
+//!
+//! Plain Rust with no I/O, compiled both into the SmartModules (WASM) and into
+//! the native binary, so a score computed in the broker and one computed by
+//! `answerloop score` are the same number.
+//!
+//! - [`lexical`]: the similarity between an answer and its reference.
+//! - [`params`]: `threshold` and `max_attempts`, as SmartModule init params.
+//! - [`decide`]: the three SmartModules' logic: judge, regenerate, gate.
+
+pub mod decide;
+pub mod lexical;
+pub mod params;
+
+pub use decide::{judge, passes_gate, regenerate};
+pub use params::{Params, ParamsError};

@@ -1,0 +1,102 @@
+//! Compiles the SmartModule crates for `wasm32-unknown-unknown` whenever this
+//! crate is built, in the manner of substrate's wasm-builder: a nested cargo
+//! with its own target directory (so it never waits on the outer build's
+//! lock), then the `.wasm` files are copied into `OUT_DIR` for
+//! `include_bytes!`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const SMARTMODULES: [&str; 3] = ["answer-score", "regenerate", "quality-gate"];
+/// Crates whose sources end up in the `.wasm`: a change to any rebuilds them.
+const WASM_SOURCES: [&str; 5] = ["schema", "scoring", "answer-score", "regenerate", "quality-gate"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let smartmodules_dir = manifest_dir.parent().expect("smartmodules/").to_path_buf();
+    let workspace = smartmodules_dir.parent().expect("workspace root").to_path_buf();
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+
+    for name in WASM_SOURCES {
+        println!("cargo:rerun-if-changed={}", smartmodules_dir.join(name).display());
+    }
+    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.toml").display());
+    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    require_wasm_target(&rustc);
+
+    // <target>/<profile>/build/<crate>-<hash>/out -> <target>/<profile>/smartmodules
+    let target_dir = out_dir
+        .ancestors()
+        .nth(3)
+        .map(|profile_dir| profile_dir.join("smartmodules"))
+        .unwrap_or_else(|| out_dir.join("smartmodules"));
+
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&workspace)
+        .args(["build", "--release", "--target", WASM_TARGET])
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for name in SMARTMODULES {
+        cmd.args(["-p", name]);
+    }
+    // Flags meant for the host build must not leak into the wasm build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("could not run {cargo} to build the SmartModules: {e}"));
+    if !status.success() {
+        panic!("building the SmartModules for {WASM_TARGET} failed (see the errors above)");
+    }
+
+    let built = target_dir.join(WASM_TARGET).join("release");
+    for name in SMARTMODULES {
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        copy(&built.join(&file), &out_dir.join(&file));
+    }
+}
+
+/// Fail with the command that fixes it when the wasm32 standard library is absent.
+fn require_wasm_target(rustc: &str) {
+    let libdir = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", WASM_TARGET])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let has_core = libdir
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .is_some_and(|mut entries| {
+            entries.any(|e| {
+                e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
+            })
+        });
+    if !has_core {
+        panic!(
+            "\n\nThe Rust target {WASM_TARGET} is not installed, and answerloop's SmartModules \
+             are built for it.\nFix: rustup target add {WASM_TARGET}\n\n"
+        );
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| {
+        panic!("SmartModule {} was not built: {e}", from.display());
+    });
+}

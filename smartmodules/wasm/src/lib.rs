@@ -1,0 +1,45 @@
+//! The three answerloop SmartModules as `.wasm` bytes, built by `build.rs`
+//! from the crates beside this one, so the `answerloop` binary carries the
+//! very modules it registers with Fluvio or runs in its embedded broker.
+
+/// What a SmartModule does to the records that pass through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Map,
+    FilterMap,
+    Filter,
+}
+
+/// One compiled SmartModule.
+#[derive(Debug, Clone, Copy)]
+pub struct SmartModule {
+    /// The name it is registered under, in Fluvio and in the embedded broker.
+    pub name: &'static str,
+    pub kind: Kind,
+    pub wasm: &'static [u8],
+}
+
+pub const ANSWER_SCORE: SmartModule = SmartModule {
+    name: "answer-score",
+    kind: Kind::Map,
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/answer_score.wasm")),
+};
+
+pub const REGENERATE: SmartModule = SmartModule {
+    name: "regenerate",
+    kind: Kind::FilterMap,
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/regenerate.wasm")),
+};
+
+pub const QUALITY_GATE: SmartModule = SmartModule {
+    name: "quality-gate",
+    kind: Kind::Filter,
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/quality_gate.wasm")),
+};
+
+pub const ALL: [SmartModule; 3] = [ANSWER_SCORE, REGENERATE, QUALITY_GATE];
+
+/// The SmartModule registered under `name`, if it is one of ours.
+pub fn by_name(name: &str) -> Option<SmartModule> {
+    ALL.into_iter().find(|sm| sm.name == name)
+}

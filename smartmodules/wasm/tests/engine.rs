@@ -1,0 +1,162 @@
+//! The compiled SmartModules, run through fluvio-smartengine (the engine
+//! Fluvio's SPU uses), with the very `.wasm` bytes the binary ships.
+
+use answerloop_schema::{question_id, Answer, InvalidRecord, Question, Trace, Verdict};
+use answerloop_wasm::{SmartModule, ANSWER_SCORE, QUALITY_GATE, REGENERATE};
+use fluvio_smartengine::{SmartEngine, SmartModuleChainBuilder, SmartModuleConfig};
+use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
+use fluvio_smartmodule::Record;
+
+const REFERENCE: &str = "Ice floats because frozen water is less dense than liquid water.";
+const GOOD: &str = "Frozen water is less dense than liquid water, so ice floats.";
+const BAD: &str = "Mortgage rates depend on the central bank.";
+
+fn chain(sm: SmartModule, params: &[(&str, &str)]) -> fluvio_smartengine::SmartModuleChainInstance {
+    let mut config = SmartModuleConfig::builder();
+    config.smartmodule_names(vec![sm.name.to_string()]);
+    for (k, v) in params {
+        config.param(*k, *v);
+    }
+    let mut builder = SmartModuleChainBuilder::default();
+    builder.add_smart_module(config.build().unwrap(), sm.wasm.to_vec());
+    builder.initialize(&SmartEngine::new()).expect("chain initialises")
+}
+
+fn run(sm: SmartModule, params: &[(&str, &str)], inputs: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let records = inputs.into_iter().map(Record::new).collect();
+    let input = SmartModuleInput::try_from_records(records, 21).expect("input");
+    let output = chain(sm, params).process(input).expect("process");
+    assert!(output.error.is_none(), "{} returned an error: {:?}", sm.name, output.error);
+    output.successes.into_iter().map(|r| r.value.as_ref().to_vec()).collect()
+}
+
+fn answer(text: &str, attempt: u32) -> Answer {
+    Answer {
+        question: Question {
+            id: question_id("Why does ice float?"),
+            title: "Why does ice float?".into(),
+            content: String::new(),
+            reference: REFERENCE.into(),
+            category: 2,
+            attempt,
+            llm_attempts: attempt,
+            best: None,
+            not_before_ms: None,
+            trace: Trace::default(),
+        },
+        answer: text.into(),
+        model: "test".into(),
+        latency_ms: 5,
+        score: None,
+        verdict: None,
+    }
+}
+
+fn json(a: &Answer) -> Vec<u8> {
+    serde_json::to_vec(a).unwrap()
+}
+
+fn scored(text: &str, attempt: u32, params: &[(&str, &str)]) -> Answer {
+    let out = run(ANSWER_SCORE, params, vec![json(&answer(text, attempt))]);
+    assert_eq!(out.len(), 1);
+    serde_json::from_slice(&out[0]).expect("answer-score emits an answer")
+}
+
+#[test]
+fn answer_score_gives_accept_regenerate_and_exhausted() {
+    let a = scored(GOOD, 1, &[]);
+    assert_eq!(a.verdict, Some(Verdict::Accept));
+    assert!(a.score.unwrap() >= 0.4);
+    assert_eq!(scored(BAD, 1, &[]).verdict, Some(Verdict::Regenerate));
+    let exhausted = scored(BAD, 3, &[]);
+    assert_eq!(exhausted.verdict, Some(Verdict::Exhausted));
+    assert_eq!(exhausted.question.best.unwrap().answer, BAD);
+}
+
+#[test]
+fn answer_score_matches_the_native_scorer() {
+    for text in [GOOD, BAD, "", "ice", "Ünïcödé ice floats ❄"] {
+        let wasm = scored(text, 1, &[]).score.unwrap();
+        let native = answerloop_scoring::lexical::score(text, REFERENCE);
+        assert_eq!(wasm.to_bits(), native.to_bits(), "{text:?}");
+    }
+}
+
+#[test]
+fn answer_score_params_move_the_decision() {
+    assert_eq!(scored(GOOD, 1, &[("threshold", "0.99")]).verdict, Some(Verdict::Regenerate));
+    assert_eq!(scored(BAD, 1, &[("max_attempts", "1")]).verdict, Some(Verdict::Exhausted));
+    assert_eq!(scored(BAD, 1, &[("threshold", "0")]).verdict, Some(Verdict::Accept));
+}
+
+#[test]
+fn invalid_params_fail_the_chain_at_init_with_the_name() {
+    let mut config = SmartModuleConfig::builder();
+    config.smartmodule_names(vec!["answer-score".to_string()]);
+    config.param("threshold", "high");
+    let mut builder = SmartModuleChainBuilder::default();
+    builder.add_smart_module(config.build().unwrap(), ANSWER_SCORE.wasm.to_vec());
+    assert!(builder.initialize(&SmartEngine::new()).is_err());
+}
+
+#[test]
+fn broken_records_are_tagged_invalid_and_the_batch_goes_on() {
+    let inputs = vec![
+        b"{not json".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        Vec::new(),
+        json(&answer(GOOD, 1)),
+    ];
+    let out = run(ANSWER_SCORE, &[], inputs);
+    assert_eq!(out.len(), 4, "every record comes out, none stops the batch");
+    for raw in &out[..3] {
+        let tag: InvalidRecord = serde_json::from_slice(raw).expect("an invalid tag");
+        assert_eq!(tag.verdict, Verdict::Invalid);
+        assert!(!tag.error.is_empty());
+    }
+    let good: Answer = serde_json::from_slice(&out[3]).unwrap();
+    assert_eq!(good.verdict, Some(Verdict::Accept));
+}
+
+#[test]
+fn regenerate_emits_the_next_attempt_only_for_rejected_answers() {
+    let inputs = vec![
+        json(&scored(GOOD, 1, &[])),
+        json(&scored(BAD, 1, &[])),
+        json(&scored(BAD, 3, &[])),
+        b"garbage".to_vec(),
+    ];
+    let out = run(REGENERATE, &[], inputs);
+    assert_eq!(out.len(), 1);
+    let q: Question = serde_json::from_slice(&out[0]).unwrap();
+    assert_eq!(q.attempt, 2);
+    assert_eq!(q.best.unwrap().answer, BAD);
+}
+
+#[test]
+fn regenerate_honours_max_attempts() {
+    let input = vec![json(&scored(BAD, 2, &[("max_attempts", "5")]))];
+    assert_eq!(run(REGENERATE, &[("max_attempts", "5")], input.clone()).len(), 1);
+    assert_eq!(run(REGENERATE, &[("max_attempts", "2")], input).len(), 0);
+}
+
+#[test]
+fn quality_gate_passes_accepted_exhausted_and_invalid() {
+    let accepted = json(&scored(GOOD, 1, &[]));
+    let regen = json(&scored(BAD, 1, &[]));
+    let exhausted = json(&scored(BAD, 3, &[]));
+    let invalid = run(ANSWER_SCORE, &[], vec![b"nope".to_vec()]).remove(0);
+    let out = run(
+        QUALITY_GATE,
+        &[],
+        vec![accepted.clone(), regen, exhausted.clone(), invalid.clone()],
+    );
+    assert_eq!(out, vec![accepted, exhausted, invalid]);
+}
+
+#[test]
+fn quality_gate_threshold_param_is_applied() {
+    let good = json(&scored(GOOD, 1, &[]));
+    assert_eq!(run(QUALITY_GATE, &[("threshold", "0.99")], vec![good.clone()]).len(), 0);
+    assert_eq!(run(QUALITY_GATE, &[], vec![good]).len(), 1);
+}
