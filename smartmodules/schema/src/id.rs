@@ -26,6 +26,22 @@ pub fn question_id(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// The question id inside a possibly broken JSON record, when the record
+/// still shows an `"id":"<16 hex digits>"` field: a damaged answer can then
+/// be dead-lettered under its question instead of going missing.
+pub fn salvage_id(raw: &str) -> Option<String> {
+    let mut rest = raw;
+    while let Some(at) = rest.find("\"id\"") {
+        rest = &rest[at + 4..];
+        let value = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+        let id = value.get(..16)?;
+        if id.bytes().all(|b| b.is_ascii_hexdigit()) && value[16..].starts_with('"') {
+            return Some(id.to_string());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +53,15 @@ mod tests {
             question_id(" why is the sky BLUE? ")
         );
         assert_ne!(question_id("Why is the sky blue?"), question_id("Why is grass green?"));
+    }
+
+    #[test]
+    fn salvage_finds_an_id_in_a_broken_record() {
+        let raw = r#"{"question":{"id": "0123456789abcdef","title":"trunc"#;
+        assert_eq!(salvage_id(raw).as_deref(), Some("0123456789abcdef"));
+        assert_eq!(salvage_id(r#"{"id":"short"}"#), None);
+        assert_eq!(salvage_id("no id here"), None);
+        assert_eq!(salvage_id(r#"{"id":"0123456789abcdef0"}"#), None, "too long");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 mod id;
 
-pub use id::{normalise_question, question_id};
+pub use id::{normalise_question, question_id, salvage_id};
 use serde::{Deserialize, Serialize};
 
 /// Topic names shared by every transport.

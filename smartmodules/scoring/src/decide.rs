@@ -122,7 +122,7 @@ mod tests {
         }
     }
 
-    const GOOD: &str = "Frozen water is less dense than liquid water, so ice floats.";
+    const GOOD: &str = "Frozen water is less dense, so ice floats on top.";
     const BAD: &str = "Mortgage rates depend on the central bank.";
 
     #[test]

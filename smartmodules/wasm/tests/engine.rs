@@ -8,7 +8,7 @@ use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 use fluvio_smartmodule::Record;
 
 const REFERENCE: &str = "Ice floats because frozen water is less dense than liquid water.";
-const GOOD: &str = "Frozen water is less dense than liquid water, so ice floats.";
+const GOOD: &str = "Frozen water is less dense, so ice floats on top.";
 const BAD: &str = "Mortgage rates depend on the central bank.";
 
 fn chain(sm: SmartModule, params: &[(&str, &str)]) -> fluvio_smartengine::SmartModuleChainInstance {

@@ -1,0 +1,129 @@
+//! The broker seam: topics, produce with an optional SmartModule chain,
+//! consume from a committed offset with an optional chain, commit.
+//!
+//! Agents see only [`Broker`] and [`Consumer`], never a transport, so the
+//! embedded broker and a Fluvio cluster run the same agents.
+//!
+//! - [`embedded`]: durable topics in a local sled database, chains run by
+//!   fluvio-smartengine in-process.
+//! - [`chain`]: which SmartModules a chain runs, with which params.
+//! - [`commit`]: commit positions for records finished out of order.
+//! - [`producer`]: batches single records into one durable produce.
+
+pub mod chain;
+pub mod commit;
+pub mod embedded;
+pub mod producer;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use chain::ChainSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("cannot open the embedded broker at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("SmartModule chain [{chain}] failed: {reason}")]
+    Chain { chain: String, reason: String },
+    #[error("corrupt record at {topic}@{offset}: {reason}")]
+    Corrupt {
+        topic: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("broker task failed: {0}")]
+    Task(String),
+}
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+impl Record {
+    pub fn keyed(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: Some(key.into()),
+            value: value.into(),
+        }
+    }
+}
+
+/// A batch a consumer read. `records` are what came out of the consume chain
+/// (possibly none); `next` is the position after the last record read, the
+/// one to commit once every record of this batch and of earlier ones is done.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    pub next: u64,
+}
+
+/// Where a consumer starts when it has no committed offset of its own.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Stable id under which offsets are committed; `None` reads from the
+    /// beginning and commits nothing (a scan).
+    pub id: Option<String>,
+    pub chain: Option<ChainSpec>,
+}
+
+impl ConsumerConfig {
+    /// A consumer whose offsets are committed under `id`.
+    pub fn committed(id: &str, chain: Option<ChainSpec>) -> Self {
+        Self {
+            id: Some(id.to_string()),
+            chain,
+        }
+    }
+
+    /// A consumer that reads everything from the beginning and commits nothing.
+    pub fn scan() -> Self {
+        Self {
+            id: None,
+            chain: None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Create the topics that do not exist yet.
+    async fn create_topics(&self, topics: &[&str]) -> Result<(), BrokerError>;
+
+    /// Append `records` to `topic`, through `chain` first when given. Durable
+    /// when it returns.
+    async fn produce(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+        chain: Option<&ChainSpec>,
+    ) -> Result<(), BrokerError>;
+
+    /// A consumer of `topic` starting at its committed offset (or the
+    /// beginning: a new consumer never skips the backlog).
+    async fn consumer(
+        &self,
+        topic: &str,
+        config: ConsumerConfig,
+    ) -> Result<Box<dyn Consumer>, BrokerError>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next records after the current position, waiting up to `wait` for
+    /// some to arrive; an empty batch when none did. Cancel-safe: dropping the
+    /// future loses no records.
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Batch, BrokerError>;
+
+    /// Record that everything before `next` is done: a restarted consumer
+    /// with the same id starts there. Durable when it returns.
+    async fn commit(&mut self, next: u64) -> Result<(), BrokerError>;
+}

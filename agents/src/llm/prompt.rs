@@ -1,0 +1,87 @@
+//! The messages put to the model. The question text follows a fixed
+//! `Question:` line so that tools (and the simulator) can find it.
+
+use answerloop_schema::Question;
+
+use super::{ChatRequest, Message};
+
+pub const SYSTEM: &str = "You answer questions from a community question-and-answer site. \
+Answer the question directly and helpfully in a few plain sentences.";
+
+/// The line before the question text in every user message.
+pub const QUESTION_MARKER: &str = "Question:\n";
+
+const REGENERATE_NOTE: &str = "Your previous answer to this question was judged incomplete. \
+Give a direct, complete answer.";
+
+/// How a regenerated question is put to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RegeneratePrompt {
+    /// Tell the model its previous answer was judged incomplete.
+    #[default]
+    Feedback,
+    /// Ask again exactly as the first time.
+    Plain,
+}
+
+/// The chat request for `question`.
+pub fn request(question: &Question, style: RegeneratePrompt, max_tokens: u32, temperature: f32) -> ChatRequest {
+    let mut user = String::new();
+    if question.attempt > 1 && style == RegeneratePrompt::Feedback {
+        user.push_str(REGENERATE_NOTE);
+        user.push_str("\n\n");
+    }
+    user.push_str(QUESTION_MARKER);
+    user.push_str(&question.text());
+    ChatRequest {
+        messages: vec![Message::system(SYSTEM), Message::user(user)],
+        max_tokens,
+        temperature,
+    }
+}
+
+/// The question text in a user message built by [`request`], or the whole
+/// message when it has no marker.
+pub fn question_text(user_message: &str) -> &str {
+    user_message
+        .rsplit_once(QUESTION_MARKER)
+        .map_or(user_message, |(_, text)| text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use answerloop_schema::Trace;
+
+    fn question(attempt: u32) -> Question {
+        Question {
+            id: "x".into(),
+            title: "Why?".into(),
+            content: "Because I ask.".into(),
+            reference: "r".into(),
+            category: 1,
+            attempt,
+            llm_attempts: 0,
+            best: None,
+            not_before_ms: None,
+            trace: Trace::default(),
+        }
+    }
+
+    #[test]
+    fn first_attempt_asks_plainly_and_the_text_can_be_found_again() {
+        let r = request(&question(1), RegeneratePrompt::Feedback, 100, 0.0);
+        let user = &r.messages[1].content;
+        assert!(!user.contains("incomplete"));
+        assert_eq!(question_text(user), "Why?\nBecause I ask.");
+    }
+
+    #[test]
+    fn regenerated_attempt_carries_the_feedback_unless_plain() {
+        let r = request(&question(2), RegeneratePrompt::Feedback, 100, 0.0);
+        assert!(r.messages[1].content.starts_with(REGENERATE_NOTE));
+        assert_eq!(question_text(&r.messages[1].content), "Why?\nBecause I ask.");
+        let plain = request(&question(2), RegeneratePrompt::Plain, 100, 0.0);
+        assert_eq!(plain.messages, request(&question(1), RegeneratePrompt::Plain, 100, 0.0).messages);
+    }
+}

@@ -1,0 +1,143 @@
+//! The store agent: writes what passes the quality gate to the answer store,
+//! and every dead letter beside it, then commits its offsets, in that order:
+//! write, flush, commit. A crash between flush and commit replays records the
+//! store already has, and the store's idempotent writes keep one entry each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use answerloop_schema::{question_id, topics, DeadLetter, FailureClass, InvalidRecord, Scored};
+use answerloop_scoring::Params;
+use answerloop_storage::{Outcome, StoredAnswer, Store};
+use tokio::sync::{mpsc, watch};
+
+use crate::broker::{Broker, ChainSpec, Consumer, ConsumerConfig, Record};
+use crate::clock::now_ms;
+
+pub const ANSWERS_CONSUMER: &str = "store-agent";
+pub const DEAD_LETTERS_CONSUMER: &str = "store-agent-dead-letters";
+
+const READ_WAIT: Duration = Duration::from_millis(500);
+
+/// A question that reached its final state in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finalised {
+    pub id: String,
+    pub kind: FinalKind,
+    /// False when the store already had it (a replay after a crash).
+    pub new: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalKind {
+    Stored,
+    DeadLettered,
+}
+
+/// Run the store agent until `shutdown` turns true. Each finalised question
+/// is reported on `events` when given.
+pub async fn run(
+    broker: Arc<dyn Broker>,
+    store: Store,
+    params: Params,
+    batch: usize,
+    events: Option<mpsc::Sender<Finalised>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let gate = ChainSpec::single(answerloop_wasm::QUALITY_GATE.name, &params);
+    let answers = broker
+        .consumer(topics::ANSWERS, ConsumerConfig::committed(ANSWERS_CONSUMER, Some(gate)))
+        .await?;
+    let letters = broker
+        .consumer(topics::DEAD_LETTERS, ConsumerConfig::committed(DEAD_LETTERS_CONSUMER, None))
+        .await?;
+    tokio::try_join!(
+        drain(answers, &store, batch, events.clone(), shutdown.clone(), write_answer),
+        drain(letters, &store, batch, events, shutdown, write_dead_letter),
+    )?;
+    Ok(())
+}
+
+/// Read batches, write each record, flush, commit; until shutdown.
+async fn drain(
+    mut consumer: Box<dyn Consumer>,
+    store: &Store,
+    batch: usize,
+    events: Option<mpsc::Sender<Finalised>>,
+    mut shutdown: watch::Receiver<bool>,
+    write: fn(&Store, &Record) -> anyhow::Result<Finalised>,
+) -> anyhow::Result<()> {
+    loop {
+        let next = tokio::select! {
+            next = consumer.next_batch(batch, READ_WAIT) => next?,
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        };
+        if next.records.is_empty() {
+            continue;
+        }
+        let mut done = Vec::with_capacity(next.records.len());
+        for record in &next.records {
+            done.push(write(store, record)?);
+        }
+        store.flush().await?;
+        consumer.commit(next.next).await?;
+        if let Some(events) = &events {
+            for event in done {
+                let _ = events.send(event).await;
+            }
+        }
+    }
+}
+
+/// One record from the quality gate: a final answer, or a dead letter for a
+/// record that cannot be stored.
+fn write_answer(store: &Store, record: &Record) -> anyhow::Result<Finalised> {
+    let letter = match Scored::decode(&record.value) {
+        Scored::Answer(answer) => match StoredAnswer::from_final(&answer, now_ms()) {
+            Some(stored) => {
+                let outcome = store.put_answer(&stored)?;
+                return Ok(finalised(stored.id, FinalKind::Stored, outcome));
+            }
+            None => DeadLetter {
+                id: answer.question.id.clone(),
+                class: FailureClass::Invalid,
+                reason: "answer reached the store without a score (answer-score did not run)".into(),
+                status: None,
+                question: Some(answer.question),
+                raw: None,
+                at_ms: now_ms(),
+            },
+        },
+        Scored::Invalid(tag) => invalid_letter(&tag),
+    };
+    let outcome = store.put_dead_letter(&letter)?;
+    Ok(finalised(letter.id, FinalKind::DeadLettered, outcome))
+}
+
+/// One record from `dead-letters`.
+fn write_dead_letter(store: &Store, record: &Record) -> anyhow::Result<Finalised> {
+    let letter = serde_json::from_slice::<DeadLetter>(&record.value).unwrap_or_else(|e| {
+        invalid_letter(&InvalidRecord::new(format!("not a dead letter: {e}"), &record.value))
+    });
+    let outcome = store.put_dead_letter(&letter)?;
+    Ok(finalised(letter.id, FinalKind::DeadLettered, outcome))
+}
+
+/// A dead letter for a broken record, under the question id it still shows
+/// when one can be read from it, so the question is not left hanging.
+fn invalid_letter(tag: &InvalidRecord) -> DeadLetter {
+    DeadLetter {
+        id: answerloop_schema::salvage_id(&tag.raw)
+            .unwrap_or_else(|| format!("raw-{}", question_id(&tag.raw))),
+        class: FailureClass::Invalid,
+        reason: tag.error.clone(),
+        status: None,
+        question: None,
+        raw: Some(tag.raw.clone()),
+        at_ms: now_ms(),
+    }
+}
+
+fn finalised(id: String, kind: FinalKind, outcome: Outcome) -> Finalised {
+    Finalised { id, kind, new: outcome == Outcome::Inserted }
+}

@@ -1,0 +1,195 @@
+//! The Yahoo! Answers CSV: `"class","title","content","best answer"`, no
+//! header, every field quoted, `""` for a quote inside a field, newlines
+//! written as backslash-n.
+//!
+//! A row that cannot be used is counted or reported with its line number and
+//! skipped; the rest still load. A file with no usable row at all is an error
+//! that says what the file looked like instead.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::Path;
+
+use answerloop_schema::{category_name, question_id, Question, Trace};
+
+/// The question set shipped with the binary: original questions and answers
+/// written for this project in the Yahoo! Answers format.
+pub const SAMPLE_CSV: &str = include_str!("../../../data/sample.csv");
+pub const SAMPLE_NAME: &str = "data/sample.csv (built in)";
+
+/// Rows that did not become questions, and why.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ReadReport {
+    /// Rows read, usable or not.
+    pub rows: usize,
+    /// Rows with neither a title nor content.
+    pub no_question: usize,
+    /// Rows with no best answer to score against.
+    pub no_reference: usize,
+    /// Rows repeating an earlier question.
+    pub duplicates: usize,
+    /// Rows that could not be parsed, with their line numbers.
+    pub malformed: Vec<RowError>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowError {
+    pub line: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+#[derive(Debug)]
+pub struct Dataset {
+    pub questions: Vec<Question>,
+    pub report: ReadReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {source_name}: {error}")]
+    Io {
+        source_name: String,
+        error: std::io::Error,
+    },
+    #[error("{source_name} is not a Yahoo! Answers CSV: {why}")]
+    NotCsv { source_name: String, why: String },
+}
+
+/// Read the question set at `path`.
+pub fn read_path(path: &Path) -> Result<Dataset, DataError> {
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|error| DataError::Io {
+        source_name: name.clone(),
+        error,
+    })?;
+    parse(file, &name)
+}
+
+/// The built-in sample question set.
+pub fn sample() -> Dataset {
+    parse(SAMPLE_CSV.as_bytes(), SAMPLE_NAME).expect("the built-in sample parses")
+}
+
+/// Parse a Yahoo! Answers CSV from `input`; `source_name` names it in errors.
+pub fn parse(mut input: impl Read, source_name: &str) -> Result<Dataset, DataError> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(|error| DataError::Io {
+        source_name: source_name.to_string(),
+        error,
+    })?;
+    let not_csv = |why: String| DataError::NotCsv {
+        source_name: source_name.to_string(),
+        why,
+    };
+    if bytes[..bytes.len().min(4096)].contains(&0) {
+        return Err(not_csv("it is a binary file (it holds NUL bytes)".into()));
+    }
+
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let mut report = ReadReport::default();
+    let mut seen = HashSet::new();
+    let mut questions = Vec::new();
+    for row in reader.byte_records() {
+        report.rows += 1;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                report.malformed.push(RowError { line, reason: e.to_string() });
+                continue;
+            }
+        };
+        let line = row.position().map_or(0, |p| p.line());
+        match parse_row(&row) {
+            Ok(Row::Question(q)) => {
+                if seen.insert(q.id.clone()) {
+                    questions.push(*q);
+                } else {
+                    report.duplicates += 1;
+                }
+            }
+            Ok(Row::NoQuestion) => report.no_question += 1,
+            Ok(Row::NoReference) => report.no_reference += 1,
+            Err(reason) => report.malformed.push(RowError { line, reason }),
+        }
+    }
+    if questions.is_empty() && !report.malformed.is_empty() {
+        let first = &report.malformed[0];
+        return Err(not_csv(format!(
+            "none of its {} rows has the four fields class, title, content, best answer \
+             (first problem at {first})",
+            report.rows
+        )));
+    }
+    Ok(Dataset { questions, report })
+}
+
+enum Row {
+    Question(Box<Question>),
+    NoQuestion,
+    NoReference,
+}
+
+fn parse_row(row: &csv::ByteRecord) -> Result<Row, String> {
+    if row.len() != 4 {
+        return Err(format!(
+            "expected 4 fields (class, title, content, best answer), found {}",
+            row.len()
+        ));
+    }
+    let field = |i: usize, name: &str| {
+        std::str::from_utf8(&row[i])
+            .map(unescape)
+            .map_err(|e| format!("the {name} is not valid UTF-8 ({e})"))
+    };
+    let class_text = field(0, "class")?;
+    let category = class_text
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|c| category_name(*c).is_some())
+        .ok_or_else(|| format!("class {:?} is not a number from 1 to 10", class_text.trim()))?;
+    let mut title = field(1, "title")?.trim().to_string();
+    let mut content = field(2, "content")?.trim().to_string();
+    let reference = field(3, "best answer")?.trim().to_string();
+    if title.is_empty() {
+        std::mem::swap(&mut title, &mut content);
+    }
+    if title.is_empty() {
+        return Ok(Row::NoQuestion);
+    }
+    if reference.is_empty() {
+        return Ok(Row::NoReference);
+    }
+    let mut question = Question {
+        id: String::new(),
+        title,
+        content,
+        reference,
+        category,
+        attempt: 1,
+        llm_attempts: 0,
+        best: None,
+        not_before_ms: None,
+        trace: Trace::default(),
+    };
+    question.id = question_id(&question.text());
+    Ok(Row::Question(Box::new(question)))
+}
+
+/// The data set writes newlines as backslash-n.
+fn unescape(field: &str) -> String {
+    field.replace("\\n", "\n")
+}
+
+#[cfg(test)]
+mod tests;
