@@ -38,16 +38,19 @@ impl Store {
     fn export_jsonl(&self, mut out: impl Write) -> Result<usize, StoreError> {
         let mut n = 0;
         for answer in self.answers() {
-            let line = serde_json::to_string(&answer?).map_err(|e| StoreError::Export(e.to_string()))?;
-            writeln!(out, "{line}").map_err(|e| StoreError::Export(e.to_string()))?;
+            let line = serde_json::to_string(&answer?).map_err(|e| StoreError::Export(e.into()))?;
+            writeln!(out, "{line}").map_err(StoreError::Export)?;
             n += 1;
         }
-        out.flush().map_err(|e| StoreError::Export(e.to_string()))?;
+        out.flush().map_err(StoreError::Export)?;
         Ok(n)
     }
 
     fn export_csv(&self, out: impl Write) -> Result<usize, StoreError> {
-        let fail = |e: csv::Error| StoreError::Export(e.to_string());
+        let fail = |e: csv::Error| match e.into_kind() {
+            csv::ErrorKind::Io(io) => StoreError::Export(io),
+            other => StoreError::Export(std::io::Error::other(format!("{other:?}"))),
+        };
         let mut writer = csv::Writer::from_writer(out);
         writer.write_record(CSV_HEADER).map_err(fail)?;
         let mut n = 0;
@@ -69,7 +72,7 @@ impl Store {
                 .map_err(fail)?;
             n += 1;
         }
-        writer.flush().map_err(|e| StoreError::Export(e.to_string()))?;
+        writer.flush().map_err(StoreError::Export)?;
         Ok(n)
     }
 }

@@ -42,7 +42,7 @@ pub enum StoreError {
     #[error("cannot encode entry {key:?}: {source}")]
     Encode { key: String, source: serde_json::Error },
     #[error("export failed: {0}")]
-    Export(String),
+    Export(#[source] std::io::Error),
 }
 
 /// Whether a write changed the store.

@@ -159,7 +159,7 @@ async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
         }
         Err(error) => {
             context.stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(question = %question.id, %error, "LLM call failed");
+            tracing::debug!(question = %question.id, %error, "LLM call failed");
             let letter = failure_letter(question, &error);
             dead_letter(&context, letter).await
         }

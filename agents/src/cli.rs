@@ -1,0 +1,63 @@
+//! The command line: one subcommand a file under [`crate::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+#[derive(Debug, Parser)]
+#[command(name = "answerloop", version, about = "Answers questions with an LLM, scores every answer in the \
+    broker with WASM SmartModules, regenerates weak ones and stores the final answers.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--home`, shared by every command that touches state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HomeArg {
+    /// Directory holding all state (broker topics, answer store).
+    /// Default: $XDG_DATA_HOME/answerloop or ~/.local/share/answerloop.
+    #[arg(long, env = "ANSWERLOOP_HOME", value_name = "DIR", global = true)]
+    pub home: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline in one process until every question is final.
+    Run(commands::run::RunArgs),
+    /// Query and export the stored answers.
+    Answers(commands::answers::AnswersArgs),
+    /// List the questions the pipeline gave up on, with the reasons.
+    #[command(name = "dead-letters")]
+    DeadLetters(commands::answers::DeadLettersArgs),
+    /// The compiled SmartModules the binary carries.
+    Smartmodules(commands::smartmodules::SmartmodulesArgs),
+    /// Score an answer against a reference, as answer-score does in the broker.
+    Score(commands::score::ScoreArgs),
+    /// TEST TOOL: a simulated OpenAI-compatible LLM server with fault injection.
+    #[command(name = "llm-sim")]
+    LlmSim(commands::sim::SimArgs),
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Run(args) => commands::run::execute(args).await,
+        Command::Answers(args) => commands::answers::execute(args),
+        Command::DeadLetters(args) => commands::answers::execute_dead_letters(args),
+        Command::Smartmodules(args) => commands::smartmodules::execute(args),
+        Command::Score(args) => commands::score::execute(args),
+        Command::LlmSim(args) => commands::sim::execute(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

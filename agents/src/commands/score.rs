@@ -1,0 +1,38 @@
+//! `answerloop score --answer A --reference R`: the score answer-score gives.
+
+use std::process::ExitCode;
+
+use answerloop_scoring::{decide, lexical, Params};
+use serde_json::json;
+
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    #[arg(long)]
+    answer: String,
+    #[arg(long)]
+    reference: String,
+    /// The attempt this answer is, for the verdict.
+    #[arg(long, default_value_t = 1)]
+    attempt: u32,
+    #[arg(long, default_value_t = answerloop_scoring::params::DEFAULT_THRESHOLD)]
+    threshold: f32,
+    #[arg(long, default_value_t = answerloop_scoring::params::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    /// One JSON object instead of the bare score.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let params = Params::from_map(
+        &Params { threshold: args.threshold, max_attempts: args.max_attempts }.to_map(),
+    )?;
+    let score = lexical::score(&args.answer, &args.reference);
+    let verdict = decide::verdict(score, args.attempt, &params);
+    if args.json {
+        println!("{}", json!({"score": score, "verdict": verdict.as_str(), "scorer": "lexical", "threshold": params.threshold}));
+    } else {
+        println!("{score:.4}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

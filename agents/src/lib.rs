@@ -1,0 +1,28 @@
+//! answerloop's agents and their plumbing. The layout follows the data flow:
+//!
+//! - [`traffic`]: reads the question set, produces to `questions`.
+//! - [`llm`]: the LLM agent and its providers; answers go to `answers`,
+//!   scored on produce by the `answer-score` SmartModule.
+//! - [`store`]: the store agent; takes `answers` through `quality-gate`
+//!   and `dead-letters` into the answer store.
+//! - [`broker`]: the seam between agents and a transport, and the embedded
+//!   transport (sled topics, SmartModules through fluvio-smartengine).
+//! - [`intake`]: the consume loop the agents share (bounded concurrency,
+//!   commit behind finished work).
+//! - [`pipeline`]: `answerloop run`, all agents in one process.
+//! - [`sim`]: llm-sim, a test tool that stands in for an LLM API.
+//! - [`cli`] and [`commands`]: the command line.
+
+pub mod broker;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod home;
+pub mod intake;
+pub mod llm;
+pub mod logging;
+pub mod pipeline;
+pub mod secret;
+pub mod sim;
+pub mod store;
+pub mod traffic;
