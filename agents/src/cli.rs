@@ -7,8 +7,12 @@ use clap::{Parser, Subcommand};
 use crate::commands;
 
 #[derive(Debug, Parser)]
-#[command(name = "answerloop", version, about = "Answers questions with an LLM, scores every answer in the \
-    broker with WASM SmartModules, regenerates weak ones and stores the final answers.")]
+#[command(
+    name = "answerloop",
+    version,
+    about = "Answers questions with an LLM, scores every answer in the \
+    broker with WASM SmartModules, regenerates weak ones and stores the final answers."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -37,7 +37,10 @@ impl Home {
         }
         if self.root.exists() {
             if !self.root.is_dir() {
-                bail!("refusing to use {} as the answerloop home: it is not a directory", self.root.display());
+                bail!(
+                    "refusing to use {} as the answerloop home: it is not a directory",
+                    self.root.display()
+                );
             }
             let mut entries = std::fs::read_dir(&self.root)
                 .with_context(|| format!("cannot read {}", self.root.display()))?;
@@ -51,7 +54,8 @@ impl Home {
         }
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("cannot create the home {}", self.root.display()))?;
-        std::fs::write(&marker, MARKER_TEXT).with_context(|| format!("cannot write {}", marker.display()))?;
+        std::fs::write(&marker, MARKER_TEXT)
+            .with_context(|| format!("cannot write {}", marker.display()))?;
         Ok(())
     }
 
@@ -112,7 +116,10 @@ mod tests {
         std::fs::write(dir.path().join("thesis.tex"), "precious").unwrap();
         let home = Home::resolve(Some(dir.path())).unwrap();
         let err = home.prepare().unwrap_err().to_string();
-        assert!(err.contains("refusing") && err.contains("not empty"), "{err}");
+        assert!(
+            err.contains("refusing") && err.contains("not empty"),
+            "{err}"
+        );
         assert!(!dir.path().join(MARKER).exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(home.existing().is_err());

@@ -31,7 +31,11 @@ pub struct Intake {
 impl Intake {
     /// Run until `shutdown` turns true or a handler fails. A handler error is
     /// fatal for the agent (the record stays uncommitted, so nothing is lost).
-    pub async fn run<H, F>(mut self, mut shutdown: watch::Receiver<bool>, handle: H) -> anyhow::Result<()>
+    pub async fn run<H, F>(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        handle: H,
+    ) -> anyhow::Result<()>
     where
         H: Fn(Record) -> F,
         F: Future<Output = anyhow::Result<()>> + Send + 'static,

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use answerloop_schema::Verdict;
 use answerloop_schema::{topics, Question, Scored};
 use answerloop_scoring::Params;
 use answerloop_storage::Store;
-use answerloop_schema::Verdict;
+use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -145,9 +145,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     let interrupted = if remaining.is_empty() {
         false
     } else {
-        let agents = Agents::start(&options, broker.clone(), store.clone(), provider, stats.clone(), to_send);
+        let agents = Agents::start(
+            &options,
+            broker.clone(),
+            store.clone(),
+            provider,
+            stats.clone(),
+            to_send,
+        );
         let bar = progress_bar(options.progress, remaining.len());
-        let outcome = agents.wait_until_final(&mut remaining, &bar, options.stall_timeout).await;
+        let outcome = agents
+            .wait_until_final(&mut remaining, &bar, options.stall_timeout)
+            .await;
         bar.finish_and_clear();
         outcome?
     };
@@ -158,7 +167,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.interrupted = interrupted;
     summary.llm_calls = LlmStats::get(&stats.calls);
     summary.llm_failures = LlmStats::get(&stats.failures);
-    tally(&mut summary, &store, broker.as_ref(), &questions, options.agent.params).await?;
+    tally(
+        &mut summary,
+        &store,
+        broker.as_ref(),
+        &questions,
+        options.agent.params,
+    )
+    .await?;
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.questions_per_s = (summary.sent as f64 / summary.elapsed_s.max(1e-9)).max(0.0);
     Ok(summary)
@@ -175,7 +191,12 @@ fn report_rows(summary: &mut RunSummary, report: &ReadReport) {
     summary.rows = report.rows;
     summary.rows_skipped = report.no_question + report.no_reference + report.duplicates;
     summary.rows_malformed = report.malformed.len();
-    summary.malformed_examples = report.malformed.iter().take(5).map(|e| e.to_string()).collect();
+    summary.malformed_examples = report
+        .malformed
+        .iter()
+        .take(5)
+        .map(|e| e.to_string())
+        .collect();
 }
 
 /// The simulator (started here when chosen) and a client for the model.
@@ -242,11 +263,22 @@ impl Agents {
         let batch = options.agent.batch;
         tasks.spawn({
             let (broker, stopped) = (broker.clone(), stopped.clone());
-            async move { ("store", store::run(broker, store, params, batch, Some(events_tx), stopped).await) }
+            async move {
+                (
+                    "store",
+                    store::run(broker, store, params, batch, Some(events_tx), stopped).await,
+                )
+            }
         });
         tasks.spawn({
-            let (broker, stopped, config) = (broker.clone(), stopped.clone(), options.agent.clone());
-            async move { ("llm", llm::agent::run(broker, provider, config, stats, stopped).await) }
+            let (broker, stopped, config) =
+                (broker.clone(), stopped.clone(), options.agent.clone());
+            async move {
+                (
+                    "llm",
+                    llm::agent::run(broker, provider, config, stats, stopped).await,
+                )
+            }
         });
         let (arrival, rate, burst, seed) = options.schedule;
         let schedule = Schedule::new(arrival, rate, burst, seed);
@@ -256,7 +288,11 @@ impl Agents {
             let _ = task.await;
             ("traffic", result.map(|_| ()).map_err(Into::into))
         });
-        Self { stop, events, tasks }
+        Self {
+            stop,
+            events,
+            tasks,
+        }
     }
 
     /// Wait until every id in `remaining` is final; returns whether the run
@@ -336,9 +372,11 @@ fn progress_bar(visible: bool, len: usize) -> ProgressBar {
     }
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} final  {per_sec}  eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} final  {per_sec}  eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -375,7 +413,9 @@ async fn tally(
 
     // First-attempt scores come from the scored log: the store keeps finals only.
     let mut first: HashMap<String, f64> = HashMap::new();
-    let mut consumer = broker.consumer(topics::ANSWERS, ConsumerConfig::scan()).await?;
+    let mut consumer = broker
+        .consumer(topics::ANSWERS, ConsumerConfig::scan())
+        .await?;
     loop {
         let batch = consumer.next_batch(1024, Duration::ZERO).await?;
         if batch.records.is_empty() {
@@ -383,7 +423,11 @@ async fn tally(
         }
         for record in batch.records {
             if let Scored::Answer(a) = Scored::decode(&record.value) {
-                if let (1, Some(score), true) = (a.question.attempt, a.score, ids.contains(a.question.id.as_str())) {
+                if let (1, Some(score), true) = (
+                    a.question.attempt,
+                    a.score,
+                    ids.contains(a.question.id.as_str()),
+                ) {
                     first.entry(a.question.id).or_insert(f64::from(score));
                 }
             }

@@ -61,7 +61,10 @@ mod tests {
         let s = Secret::new("sk-test-123\n").unwrap();
         assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
         assert_eq!(s.expose(), "sk-test-123");
-        assert_eq!(s.redact("bad key sk-test-123 given"), "bad key [redacted] given");
+        assert_eq!(
+            s.redact("bad key sk-test-123 given"),
+            "bad key [redacted] given"
+        );
         assert!(Secret::new("  ").is_none());
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use answerloop_schema::{question_id, topics, DeadLetter, FailureClass, InvalidRecord, Scored};
 use answerloop_scoring::Params;
-use answerloop_storage::{Outcome, StoredAnswer, Store};
+use answerloop_storage::{Outcome, Store, StoredAnswer};
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::{Broker, ChainSpec, Consumer, ConsumerConfig, Record};
@@ -46,13 +46,26 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let gate = ChainSpec::single(answerloop_wasm::QUALITY_GATE.name, &params);
     let answers = broker
-        .consumer(topics::ANSWERS, ConsumerConfig::committed(ANSWERS_CONSUMER, Some(gate)))
+        .consumer(
+            topics::ANSWERS,
+            ConsumerConfig::committed(ANSWERS_CONSUMER, Some(gate)),
+        )
         .await?;
     let letters = broker
-        .consumer(topics::DEAD_LETTERS, ConsumerConfig::committed(DEAD_LETTERS_CONSUMER, None))
+        .consumer(
+            topics::DEAD_LETTERS,
+            ConsumerConfig::committed(DEAD_LETTERS_CONSUMER, None),
+        )
         .await?;
     tokio::try_join!(
-        drain(answers, &store, batch, events.clone(), shutdown.clone(), write_answer),
+        drain(
+            answers,
+            &store,
+            batch,
+            events.clone(),
+            shutdown.clone(),
+            write_answer
+        ),
         drain(letters, &store, batch, events, shutdown, write_dead_letter),
     )?;
     Ok(())
@@ -101,7 +114,8 @@ fn write_answer(store: &Store, record: &Record) -> anyhow::Result<Finalised> {
             None => DeadLetter {
                 id: answer.question.id.clone(),
                 class: FailureClass::Invalid,
-                reason: "answer reached the store without a score (answer-score did not run)".into(),
+                reason: "answer reached the store without a score (answer-score did not run)"
+                    .into(),
                 status: None,
                 question: Some(answer.question),
                 raw: None,
@@ -117,7 +131,10 @@ fn write_answer(store: &Store, record: &Record) -> anyhow::Result<Finalised> {
 /// One record from `dead-letters`.
 fn write_dead_letter(store: &Store, record: &Record) -> anyhow::Result<Finalised> {
     let letter = serde_json::from_slice::<DeadLetter>(&record.value).unwrap_or_else(|e| {
-        invalid_letter(&InvalidRecord::new(format!("not a dead letter: {e}"), &record.value))
+        invalid_letter(&InvalidRecord::new(
+            format!("not a dead letter: {e}"),
+            &record.value,
+        ))
     });
     let outcome = store.put_dead_letter(&letter)?;
     Ok(finalised(letter.id, FinalKind::DeadLettered, outcome))
@@ -139,5 +156,9 @@ fn invalid_letter(tag: &InvalidRecord) -> DeadLetter {
 }
 
 fn finalised(id: String, kind: FinalKind, outcome: Outcome) -> Finalised {
-    Finalised { id, kind, new: outcome == Outcome::Inserted }
+    Finalised {
+        id,
+        kind,
+        new: outcome == Outcome::Inserted,
+    }
 }

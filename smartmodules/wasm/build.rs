@@ -11,19 +11,37 @@ use std::process::Command;
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const SMARTMODULES: [&str; 3] = ["answer-score", "regenerate", "quality-gate"];
 /// Crates whose sources end up in the `.wasm`: a change to any rebuilds them.
-const WASM_SOURCES: [&str; 5] = ["schema", "scoring", "answer-score", "regenerate", "quality-gate"];
+const WASM_SOURCES: [&str; 5] = [
+    "schema",
+    "scoring",
+    "answer-score",
+    "regenerate",
+    "quality-gate",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let smartmodules_dir = manifest_dir.parent().expect("smartmodules/").to_path_buf();
-    let workspace = smartmodules_dir.parent().expect("workspace root").to_path_buf();
+    let workspace = smartmodules_dir
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
 
     for name in WASM_SOURCES {
-        println!("cargo:rerun-if-changed={}", smartmodules_dir.join(name).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            smartmodules_dir.join(name).display()
+        );
     }
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
@@ -38,7 +56,7 @@ fn main() {
 
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&workspace)
-        .args(["build", "--release", "--target", WASM_TARGET])
+        .args(["build", "--profile", "wasm", "--target", WASM_TARGET])
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
@@ -65,7 +83,7 @@ fn main() {
         panic!("building the SmartModules for {WASM_TARGET} failed (see the errors above)");
     }
 
-    let built = target_dir.join(WASM_TARGET).join("release");
+    let built = target_dir.join(WASM_TARGET).join("wasm");
     for name in SMARTMODULES {
         let file = format!("{}.wasm", name.replace('-', "_"));
         copy(&built.join(&file), &out_dir.join(&file));
@@ -83,9 +101,8 @@ fn require_wasm_target(rustc: &str) {
     let has_core = libdir
         .and_then(|dir| std::fs::read_dir(dir).ok())
         .is_some_and(|mut entries| {
-            entries.any(|e| {
-                e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
-            })
+            entries
+                .any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
         });
     if !has_core {
         panic!(

@@ -22,7 +22,15 @@ impl std::str::FromStr for Format {
 }
 
 const CSV_HEADER: [&str; 10] = [
-    "id", "category", "title", "answer", "score", "verdict", "attempt", "attempts", "model",
+    "id",
+    "category",
+    "title",
+    "answer",
+    "score",
+    "verdict",
+    "attempt",
+    "attempts",
+    "model",
     "reference",
 ];
 

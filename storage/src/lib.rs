@@ -29,8 +29,8 @@ const DEAD_LETTERS: &str = "dead-letters";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the answer store at {path}: {source}")]
-    Open { path: PathBuf, source: sled::Error },
+    #[error("cannot open the answer store at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
     #[error("answer store error: {0}")]
     Sled(#[from] sled::Error),
     #[error("stored entry {key:?} in {tree} is corrupt: {source}")]
@@ -40,7 +40,10 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     #[error("cannot encode entry {key:?}: {source}")]
-    Encode { key: String, source: serde_json::Error },
+    Encode {
+        key: String,
+        source: serde_json::Error,
+    },
     #[error("export failed: {0}")]
     Export(#[source] std::io::Error),
 }
@@ -70,7 +73,11 @@ impl Store {
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
-                source,
+                reason: if is_locked(&source) {
+                    "it is in use by another answerloop process".to_string()
+                } else {
+                    source.to_string()
+                },
             })?;
         Ok(Self {
             answers: db.open_tree(ANSWERS)?,
@@ -150,6 +157,17 @@ impl Store {
 
     pub fn dead_letter_count(&self) -> usize {
         self.dead_letters.len()
+    }
+}
+
+/// Whether opening a sled database failed because another process holds it.
+pub fn is_locked(error: &sled::Error) -> bool {
+    match error {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
     }
 }
 

@@ -50,7 +50,11 @@ impl StoredAnswer {
             category: q.category,
             answer: text.clone(),
             score: best_score,
-            verdict: if accepted { Verdict::Accept } else { Verdict::Exhausted },
+            verdict: if accepted {
+                Verdict::Accept
+            } else {
+                Verdict::Exhausted
+            },
             attempt,
             attempts: q.attempt,
             llm_attempts: q.llm_attempts,

@@ -1,4 +1,6 @@
-use answerloop_schema::{question_id, Answer, Best, DeadLetter, FailureClass, Question, Trace, Verdict};
+use answerloop_schema::{
+    question_id, Answer, Best, DeadLetter, FailureClass, Question, Trace, Verdict,
+};
 
 use super::*;
 use crate::export::Format;
@@ -20,7 +22,10 @@ fn scored(title: &str, answer: &str, score: f32, verdict: Verdict, attempt: u32)
                 model: "m".into(),
             }),
             not_before_ms: None,
-            trace: Trace { queued_ms: 100, answered_ms: None },
+            trace: Trace {
+                queued_ms: 100,
+                answered_ms: None,
+            },
         },
         answer: answer.into(),
         model: "m".into(),
@@ -61,17 +66,24 @@ fn the_same_final_answer_written_twice_leaves_one_entry() {
 #[test]
 fn a_question_is_stored_or_dead_lettered_never_both() {
     let (_dir, store) = open();
-    assert_eq!(store.put_dead_letter(&dead("q1")).unwrap(), Outcome::Inserted);
+    assert_eq!(
+        store.put_dead_letter(&dead("q1")).unwrap(),
+        Outcome::Inserted
+    );
     let a = StoredAnswer::from_final(&scored("q1", "yes", 0.9, Verdict::Accept, 1), 200).unwrap();
     assert_eq!(store.put_answer(&a).unwrap(), Outcome::AlreadyFinal);
-    assert_eq!(store.put_dead_letter(&dead("q1")).unwrap(), Outcome::AlreadyFinal);
+    assert_eq!(
+        store.put_dead_letter(&dead("q1")).unwrap(),
+        Outcome::AlreadyFinal
+    );
     assert_eq!((store.answer_count(), store.dead_letter_count()), (0, 1));
     assert!(store.is_final(&question_id("q1")).unwrap());
 }
 
 #[test]
 fn an_exhausted_question_stores_its_best_attempt_flagged() {
-    let a = StoredAnswer::from_final(&scored("q", "worse", 0.1, Verdict::Exhausted, 3), 200).unwrap();
+    let a =
+        StoredAnswer::from_final(&scored("q", "worse", 0.1, Verdict::Exhausted, 3), 200).unwrap();
     assert_eq!(a.answer, "best so far");
     assert_eq!((a.score, a.attempt, a.attempts), (0.3, 1, 3));
     assert_eq!(a.verdict, Verdict::Exhausted);
@@ -90,7 +102,8 @@ fn entries_survive_a_reopen_after_flush() {
     let path = dir.path().join("store");
     {
         let store = Store::open(&path).unwrap();
-        let a = StoredAnswer::from_final(&scored("q1", "yes", 0.9, Verdict::Accept, 1), 200).unwrap();
+        let a =
+            StoredAnswer::from_final(&scored("q1", "yes", 0.9, Verdict::Accept, 1), 200).unwrap();
         store.put_answer(&a).unwrap();
         store.flush_blocking().unwrap();
     }
@@ -101,12 +114,26 @@ fn entries_survive_a_reopen_after_flush() {
 #[test]
 fn stats_count_and_average() {
     let (_dir, store) = open();
-    for (t, s, v, att) in [("a", 0.8, Verdict::Accept, 1), ("b", 0.6, Verdict::Accept, 2), ("c", 0.1, Verdict::Exhausted, 3)] {
-        store.put_answer(&StoredAnswer::from_final(&scored(t, "x", s, v, att), 1).unwrap()).unwrap();
+    for (t, s, v, att) in [
+        ("a", 0.8, Verdict::Accept, 1),
+        ("b", 0.6, Verdict::Accept, 2),
+        ("c", 0.1, Verdict::Exhausted, 3),
+    ] {
+        store
+            .put_answer(&StoredAnswer::from_final(&scored(t, "x", s, v, att), 1).unwrap())
+            .unwrap();
     }
     store.put_dead_letter(&dead("d")).unwrap();
     let stats = store.stats().unwrap();
-    assert_eq!((stats.stored, stats.accepted, stats.exhausted, stats.dead_letters), (3, 2, 1, 1));
+    assert_eq!(
+        (
+            stats.stored,
+            stats.accepted,
+            stats.exhausted,
+            stats.dead_letters
+        ),
+        (3, 2, 1, 1)
+    );
     assert!((stats.mean_score_stored - (0.8 + 0.6 + 0.3) / 3.0).abs() < 1e-6);
     assert_eq!(stats.stored_by_attempt, vec![2, 1]);
 }
@@ -114,8 +141,16 @@ fn stats_count_and_average() {
 #[test]
 fn export_writes_jsonl_and_quoted_csv() {
     let (_dir, store) = open();
-    let a = scored("Is \"this\", quoted?", "yes, \"it\" is\nreally", 0.9, Verdict::Accept, 1);
-    store.put_answer(&StoredAnswer::from_final(&a, 1).unwrap()).unwrap();
+    let a = scored(
+        "Is \"this\", quoted?",
+        "yes, \"it\" is\nreally",
+        0.9,
+        Verdict::Accept,
+        1,
+    );
+    store
+        .put_answer(&StoredAnswer::from_final(&a, 1).unwrap())
+        .unwrap();
     let mut jsonl = Vec::new();
     assert_eq!(store.export(Format::Jsonl, &mut jsonl).unwrap(), 1);
     let line: StoredAnswer = serde_json::from_slice(jsonl.trim_ascii_end()).unwrap();

@@ -33,7 +33,8 @@ impl ChainSpec {
         self.steps
             .iter()
             .map(|s| {
-                let params: Vec<String> = s.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let params: Vec<String> =
+                    s.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 format!("{}({})", s.name, params.join(","))
             })
             .collect::<Vec<_>>()

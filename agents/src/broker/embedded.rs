@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fluvio_smartengine::{SmartEngine, SmartModuleChainBuilder, SmartModuleChainInstance, SmartModuleConfig};
+use fluvio_smartengine::{
+    SmartEngine, SmartModuleChainBuilder, SmartModuleChainInstance, SmartModuleConfig,
+};
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 use tokio::sync::Notify;
 
@@ -53,15 +55,17 @@ struct TopicLog {
 impl EmbeddedBroker {
     /// Open (or create) the broker's database in the directory `path`.
     pub fn open(path: &Path) -> Result<Self, BrokerError> {
-        let db = sled::Config::new().path(path).open().map_err(|e| BrokerError::Open {
-            path: path.display().to_string(),
-            reason: match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| BrokerError::Open {
+                path: path.display().to_string(),
+                reason: if answerloop_storage::is_locked(&e) {
                     "it is in use by another answerloop process".to_string()
-                }
-                other => other.to_string(),
-            },
-        })?;
+                } else {
+                    e.to_string()
+                },
+            })?;
         let offsets = db.open_tree(OFFSETS)?;
         let broker = Self {
             db,
@@ -109,12 +113,19 @@ impl EmbeddedBroker {
 
     /// The number of records in `topic` (its next offset).
     pub fn topic_len(&self, topic: &str) -> Result<u64, BrokerError> {
-        Ok(*self.topic(topic)?.next.lock().expect("offset lock poisoned"))
+        Ok(*self
+            .topic(topic)?
+            .next
+            .lock()
+            .expect("offset lock poisoned"))
     }
 
     /// The committed position of consumer `id` on `topic`, if any.
     pub fn committed(&self, topic: &str, id: &str) -> Result<Option<u64>, BrokerError> {
-        Ok(self.offsets.get(offset_key(topic, id))?.map(|v| decode_offset(&v)))
+        Ok(self
+            .offsets
+            .get(offset_key(topic, id))?
+            .map(|v| decode_offset(&v)))
     }
 
     fn build_chain(&self, spec: &ChainSpec) -> Result<SmartModuleChainInstance, BrokerError> {
@@ -134,7 +145,9 @@ impl EmbeddedBroker {
             let config = config.build().map_err(|e| fail(e.to_string()))?;
             builder.add_smart_module(config, module.wasm.to_vec());
         }
-        builder.initialize(&self.engine).map_err(|e| fail(format!("{e:#}")))
+        builder
+            .initialize(&self.engine)
+            .map_err(|e| fail(format!("{e:#}")))
     }
 
     fn produce_chain(&self, spec: &ChainSpec) -> Result<SharedChain, BrokerError> {
@@ -239,11 +252,18 @@ impl Broker for EmbeddedBroker {
         let log = self.topic(topic)?;
         let offset_key = config.id.as_deref().map(|id| offset_key(topic, id));
         let position = match &offset_key {
-            Some(key) => self.offsets.get(key)?.map(|v| decode_offset(&v)).unwrap_or(0),
+            Some(key) => self
+                .offsets
+                .get(key)?
+                .map(|v| decode_offset(&v))
+                .unwrap_or(0),
             None => 0,
         };
         let chain = match &config.chain {
-            Some(spec) => Some((Arc::new(Mutex::new(self.build_chain(spec)?)), spec.describe())),
+            Some(spec) => Some((
+                Arc::new(Mutex::new(self.build_chain(spec)?)),
+                spec.describe(),
+            )),
             None => None,
         };
         Ok(Box::new(EmbeddedConsumer {
@@ -376,7 +396,10 @@ mod tests {
     #[test]
     fn record_envelope_round_trips() {
         for record in [
-            Record { key: None, value: b"v".to_vec() },
+            Record {
+                key: None,
+                value: b"v".to_vec(),
+            },
             Record::keyed("k", "value"),
             Record::keyed("", ""),
         ] {

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use answerloop_storage::export::Format;
 use answerloop_storage::Store;
+use anyhow::Context;
 
 use crate::cli::HomeArg;
 use crate::home::Home;
@@ -78,7 +78,11 @@ pub fn execute(args: AnswersArgs) -> anyhow::Result<ExitCode> {
             if json {
                 writeln!(out, "{}", serde_json::to_string(&stats)?)?;
             } else {
-                writeln!(out, "stored        {} (accepted {}, exhausted {})", stats.stored, stats.accepted, stats.exhausted)?;
+                writeln!(
+                    out,
+                    "stored        {} (accepted {}, exhausted {})",
+                    stats.stored, stats.accepted, stats.exhausted
+                )?;
                 writeln!(out, "dead letters  {}", stats.dead_letters)?;
                 writeln!(out, "mean score    {:.3}", stats.mean_score_stored)?;
                 writeln!(out, "mean attempts {:.2}", stats.mean_attempts)?;
@@ -89,7 +93,11 @@ pub fn execute(args: AnswersArgs) -> anyhow::Result<ExitCode> {
             Some(answer) => writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?,
             None => {
                 let why = match store.dead_letter(&id)? {
-                    Some(letter) => format!("it was dead-lettered ({}): {}", letter.class.as_str(), letter.reason),
+                    Some(letter) => format!(
+                        "it was dead-lettered ({}): {}",
+                        letter.class.as_str(),
+                        letter.reason
+                    ),
                     None => "no such question in the store".to_string(),
                 };
                 eprintln!("no stored answer for {id}: {why}");
@@ -102,7 +110,14 @@ pub fn execute(args: AnswersArgs) -> anyhow::Result<ExitCode> {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(&a)?)?;
                 } else {
-                    writeln!(out, "{}  {:.3}  {:<9} {}", a.id, a.score, a.verdict.as_str(), one_line(&a.title, 70))?;
+                    writeln!(
+                        out,
+                        "{}  {:.3}  {:<9} {}",
+                        a.id,
+                        a.score,
+                        a.verdict.as_str(),
+                        one_line(&a.title, 70)
+                    )?;
                 }
             }
         }
@@ -131,7 +146,13 @@ pub fn execute_dead_letters(args: DeadLettersArgs) -> anyhow::Result<ExitCode> {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(&l)?)?;
                 } else {
-                    writeln!(out, "{}  {:<9} {}", l.id, l.class.as_str(), one_line(&l.reason, 90))?;
+                    writeln!(
+                        out,
+                        "{}  {:<9} {}",
+                        l.id,
+                        l.class.as_str(),
+                        one_line(&l.reason, 90)
+                    )?;
                 }
             }
         }

@@ -82,7 +82,11 @@ pub struct RunArgs {
     stall_timeout_secs: u64,
 
     /// OpenAI-compatible API root, e.g. http://127.0.0.1:11434/v1.
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
     openai_base_url: String,
     /// Model name for --llm openai.
     #[arg(long, env = "ANSWERLOOP_MODEL", default_value = "gpt-4o-mini")]
@@ -97,7 +101,11 @@ pub struct RunArgs {
 
 pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let params = Params::from_map(
-        &Params { threshold: args.threshold, max_attempts: args.max_attempts }.to_map(),
+        &Params {
+            threshold: args.threshold,
+            max_attempts: args.max_attempts,
+        }
+        .to_map(),
     )?;
     anyhow::ensure!(
         args.llm_timeout_secs.is_finite() && args.llm_timeout_secs > 0.0,
@@ -150,24 +158,69 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_summary(&summary);
     }
-    Ok(if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_summary(s: &RunSummary) {
-    let pct = |n: usize| if s.questions == 0 { 0.0 } else { 100.0 * n as f64 / s.questions as f64 };
+    let pct = |n: usize| {
+        if s.questions == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / s.questions as f64
+        }
+    };
     let score = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-    println!("answerloop run{}", if s.interrupted { " (interrupted)" } else { "" });
-    println!("  data          {} ({} rows, {} skipped, {} malformed)", s.data, s.rows, s.rows_skipped, s.rows_malformed);
+    println!(
+        "answerloop run{}",
+        if s.interrupted { " (interrupted)" } else { "" }
+    );
+    println!(
+        "  data          {} ({} rows, {} skipped, {} malformed)",
+        s.data, s.rows, s.rows_skipped, s.rows_malformed
+    );
     for example in &s.malformed_examples {
         println!("                  {example}");
     }
     println!("  model         {} ({})", s.model, s.llm);
-    println!("  questions     {} ({} already final, {} sent now)", s.questions, s.already_final, s.sent);
-    println!("  stored        {} ({:.1}%): {} accepted, {} exhausted", s.stored, pct(s.stored), s.accepted, s.exhausted);
-    println!("  dead letters  {} ({:.1}%)", s.dead_letters, pct(s.dead_letters));
-    println!("  LLM calls     {} ({} failed)", s.llm_calls, s.llm_failures);
-    println!("  mean score    first attempt {}, stored {}", score(s.mean_score_first_attempt), score(s.mean_score_stored));
-    println!("  by attempt    {:?} stored answers came from attempts 1..", s.stored_by_attempt);
-    println!("  threshold     {} (at most {} scored answers a question)", s.params.threshold, s.params.max_attempts);
-    println!("  time          {:.1}s ({:.1} questions/s sent)", s.elapsed_s, s.questions_per_s);
+    println!(
+        "  questions     {} ({} already final, {} sent now)",
+        s.questions, s.already_final, s.sent
+    );
+    println!(
+        "  stored        {} ({:.1}%): {} accepted, {} exhausted",
+        s.stored,
+        pct(s.stored),
+        s.accepted,
+        s.exhausted
+    );
+    println!(
+        "  dead letters  {} ({:.1}%)",
+        s.dead_letters,
+        pct(s.dead_letters)
+    );
+    println!(
+        "  LLM calls     {} ({} failed)",
+        s.llm_calls, s.llm_failures
+    );
+    println!(
+        "  mean score    first attempt {}, stored {}",
+        score(s.mean_score_first_attempt),
+        score(s.mean_score_stored)
+    );
+    println!(
+        "  by attempt    {:?} stored answers came from attempts 1..",
+        s.stored_by_attempt
+    );
+    println!(
+        "  threshold     {} (at most {} scored answers a question)",
+        s.params.threshold, s.params.max_attempts
+    );
+    println!(
+        "  time          {:.1}s ({:.1} questions/s sent)",
+        s.elapsed_s, s.questions_per_s
+    );
 }

@@ -25,12 +25,19 @@ pub struct ScoreArgs {
 
 pub fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     let params = Params::from_map(
-        &Params { threshold: args.threshold, max_attempts: args.max_attempts }.to_map(),
+        &Params {
+            threshold: args.threshold,
+            max_attempts: args.max_attempts,
+        }
+        .to_map(),
     )?;
     let score = lexical::score(&args.answer, &args.reference);
     let verdict = decide::verdict(score, args.attempt, &params);
     if args.json {
-        println!("{}", json!({"score": score, "verdict": verdict.as_str(), "scorer": "lexical", "threshold": params.threshold}));
+        println!(
+            "{}",
+            json!({"score": score, "verdict": verdict.as_str(), "scorer": "lexical", "threshold": params.threshold})
+        );
     } else {
         println!("{score:.4}");
     }

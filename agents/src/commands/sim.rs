@@ -24,7 +24,11 @@ pub struct SimKnobs {
     #[arg(long = "sim-fail-rate", default_value_t = 0.0)]
     pub sim_fail_rate: f64,
     /// Which faults to inject, comma-separated.
-    #[arg(long = "sim-fail-kinds", value_delimiter = ',', default_value = "503,500,429,quota,timeout,malformed")]
+    #[arg(
+        long = "sim-fail-kinds",
+        value_delimiter = ',',
+        default_value = "503,500,429,quota,timeout,malformed"
+    )]
     pub sim_fail_kinds: Vec<FaultKind>,
     /// Retry-After sent with 429 rate limits, in seconds.
     #[arg(long = "sim-retry-after-secs", default_value_t = 1.0)]
@@ -44,7 +48,10 @@ impl SimKnobs {
             self.sim_fail_rate
         );
         let secs = |name: &str, v: f64| {
-            anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} {v} is not a number of seconds");
+            anyhow::ensure!(
+                v.is_finite() && v >= 0.0,
+                "{name} {v} is not a number of seconds"
+            );
             Ok(Duration::from_secs_f64(v))
         };
         Ok(SimConfig {
@@ -62,9 +69,11 @@ impl SimKnobs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(about = "TEST TOOL, not a model: serves the OpenAI chat-completions API on loopback, \
+#[command(
+    about = "TEST TOOL, not a model: serves the OpenAI chat-completions API on loopback, \
     answering each known question with text of a chosen similarity to its reference, and \
-    injecting the faults real LLM APIs return.")]
+    injecting the faults real LLM APIs return."
+)]
 pub struct SimArgs {
     /// Address to serve on (keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:8089")]
@@ -86,7 +95,8 @@ pub async fn execute(args: SimArgs) -> anyhow::Result<ExitCode> {
     };
     let mut config = args.knobs.config()?;
     if let Some(var) = &args.require_key_env {
-        let key = std::env::var(var).map_err(|_| anyhow::anyhow!("--require-key-env: {var} is not set"))?;
+        let key = std::env::var(var)
+            .map_err(|_| anyhow::anyhow!("--require-key-env: {var} is not set"))?;
         config.api_key = Some(key);
     }
     let server = SimServer::start(args.listen, config, &dataset.questions).await?;

@@ -23,14 +23,21 @@ pub fn execute(args: SmartmodulesArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         SmartmodulesCommand::List => {
             for sm in answerloop_wasm::ALL {
-                println!("{:<14} {:<10} {:>8} bytes", sm.name, format!("{:?}", sm.kind), sm.wasm.len());
+                println!(
+                    "{:<14} {:<10} {:>8} bytes",
+                    sm.name,
+                    format!("{:?}", sm.kind),
+                    sm.wasm.len()
+                );
             }
         }
         SmartmodulesCommand::Export { dir } => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             for sm in answerloop_wasm::ALL {
                 let path = dir.join(format!("{}.wasm", sm.name));
-                std::fs::write(&path, sm.wasm).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, sm.wasm)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 println!("{}", path.display());
             }
         }

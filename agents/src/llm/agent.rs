@@ -86,21 +86,39 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let score_chain = ChainSpec::single(answerloop_wasm::ANSWER_SCORE.name, &config.params);
     let regenerate_chain = ChainSpec::single(answerloop_wasm::REGENERATE.name, &config.params);
-    let (answers, answers_task) = Producer::spawn(broker.clone(), topics::ANSWERS, Some(score_chain), 256);
-    let (dead_letters, dead_task) = Producer::spawn(broker.clone(), topics::DEAD_LETTERS, None, 256);
+    let (answers, answers_task) =
+        Producer::spawn(broker.clone(), topics::ANSWERS, Some(score_chain), 256);
+    let (dead_letters, dead_task) =
+        Producer::spawn(broker.clone(), topics::DEAD_LETTERS, None, 256);
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let batch = config.batch;
-    let context = Arc::new(Context { provider, config, answers, dead_letters, stats });
+    let context = Arc::new(Context {
+        provider,
+        config,
+        answers,
+        dead_letters,
+        stats,
+    });
 
-    let intake = |consumer| Intake { consumer, permits: permits.clone(), batch };
+    let intake = |consumer| Intake {
+        consumer,
+        permits: permits.clone(),
+        batch,
+    };
     let new_questions = intake(
         broker
-            .consumer(topics::QUESTIONS, ConsumerConfig::committed(QUESTIONS_CONSUMER, None))
+            .consumer(
+                topics::QUESTIONS,
+                ConsumerConfig::committed(QUESTIONS_CONSUMER, None),
+            )
             .await?,
     );
     let regenerated = intake(
         broker
-            .consumer(topics::ANSWERS, ConsumerConfig::committed(REGENERATE_CONSUMER, Some(regenerate_chain)))
+            .consumer(
+                topics::ANSWERS,
+                ConsumerConfig::committed(REGENERATE_CONSUMER, Some(regenerate_chain)),
+            )
             .await?,
     );
     let handler = |context: Arc<Context>| move |record: Record| answer(context.clone(), record);
@@ -133,11 +151,23 @@ async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
     };
     let config = &context.config;
     if question.llm_attempts >= config.max_llm_attempts {
-        let reason = format!("reached the cap of {} LLM calls for one question", config.max_llm_attempts);
-        return dead_letter(&context, letter_for(question, FailureClass::Cap, reason, None)).await;
+        let reason = format!(
+            "reached the cap of {} LLM calls for one question",
+            config.max_llm_attempts
+        );
+        return dead_letter(
+            &context,
+            letter_for(question, FailureClass::Cap, reason, None),
+        )
+        .await;
     }
 
-    let request = prompt::request(&question, config.regenerate_prompt, config.max_tokens, config.temperature);
+    let request = prompt::request(
+        &question,
+        config.regenerate_prompt,
+        config.max_tokens,
+        config.temperature,
+    );
     question.llm_attempts += 1;
     context.stats.calls.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
@@ -153,7 +183,10 @@ async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
                 question,
             };
             let value = serde_json::to_vec(&answer)?;
-            context.answers.send(Record::keyed(answer.question.id.clone(), value)).await?;
+            context
+                .answers
+                .send(Record::keyed(answer.question.id.clone(), value))
+                .await?;
             context.stats.answers.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
@@ -175,7 +208,12 @@ fn failure_letter(question: Question, error: &LlmError) -> DeadLetter {
     letter_for(question, class, error.to_string(), error.status)
 }
 
-fn letter_for(question: Question, class: FailureClass, reason: String, status: Option<u16>) -> DeadLetter {
+fn letter_for(
+    question: Question,
+    class: FailureClass,
+    reason: String,
+    status: Option<u16>,
+) -> DeadLetter {
     DeadLetter {
         id: question.id.clone(),
         class,
@@ -189,7 +227,10 @@ fn letter_for(question: Question, class: FailureClass, reason: String, status: O
 
 async fn dead_letter(context: &Context, letter: DeadLetter) -> anyhow::Result<()> {
     let value = serde_json::to_vec(&letter)?;
-    context.dead_letters.send(Record::keyed(letter.id.clone(), value)).await?;
+    context
+        .dead_letters
+        .send(Record::keyed(letter.id.clone(), value))
+        .await?;
     context.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -43,7 +43,11 @@ impl OpenAi {
             .build()
             .map_err(|e| LlmError::new(ErrorClass::Permanent, None, format!("HTTP client: {e}")))?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-        Ok(Self { client, url, config })
+        Ok(Self {
+            client,
+            url,
+            config,
+        })
     }
 
     fn redact(&self, text: &str) -> String {
@@ -101,7 +105,10 @@ impl Provider for OpenAi {
         if let Some(key) = &self.config.api_key {
             call = call.bearer_auth(key.expose());
         }
-        let response = call.send().await.map_err(|e| transport_error(&e, &self.url))?;
+        let response = call
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, &self.url))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response
@@ -125,7 +132,11 @@ impl Provider for OpenAi {
             .next()
             .and_then(|c| c.message.content)
             .ok_or_else(|| {
-                LlmError::new(ErrorClass::Malformed, Some(status), format!("reply has no message content: {}", quote(&text)))
+                LlmError::new(
+                    ErrorClass::Malformed,
+                    Some(status),
+                    format!("reply has no message content: {}", quote(&text)),
+                )
             })?;
         Ok(Completion {
             text: content,
@@ -144,7 +155,11 @@ fn transport_error(e: &reqwest::Error, url: &str) -> LlmError {
     } else {
         "connection failed"
     };
-    LlmError::new(ErrorClass::Overload, None, format!("{what}: {url}: {}", error_chain(e)))
+    LlmError::new(
+        ErrorClass::Overload,
+        None,
+        format!("{what}: {url}: {}", error_chain(e)),
+    )
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -174,7 +189,10 @@ pub fn classify_status(status: u16, headers: &HeaderMap, body: &str) -> LlmError
 
 /// OpenAI's codes for a spent quota or billing limit, as opposed to a rate limit.
 fn is_quota_code(code: Option<&str>) -> bool {
-    matches!(code, Some("insufficient_quota" | "billing_hard_limit_reached" | "billing_not_active"))
+    matches!(
+        code,
+        Some("insufficient_quota" | "billing_hard_limit_reached" | "billing_not_active")
+    )
 }
 
 /// `error.code`, or failing that `error.type`, of an OpenAI error body.
@@ -236,26 +254,49 @@ mod tests {
         let quota = r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
         let rate = r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
         assert_eq!(classify_status(429, &none, quota).class, ErrorClass::Quota);
-        assert_eq!(classify_status(429, &none, rate).class, ErrorClass::Overload);
-        assert_eq!(classify_status(429, &none, "not json").class, ErrorClass::Overload);
+        assert_eq!(
+            classify_status(429, &none, rate).class,
+            ErrorClass::Overload
+        );
+        assert_eq!(
+            classify_status(429, &none, "not json").class,
+            ErrorClass::Overload
+        );
         for s in [500, 502, 503, 504] {
-            assert_eq!(classify_status(s, &none, "").class, ErrorClass::Overload, "{s}");
+            assert_eq!(
+                classify_status(s, &none, "").class,
+                ErrorClass::Overload,
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404] {
-            assert_eq!(classify_status(s, &none, "").class, ErrorClass::Permanent, "{s}");
+            assert_eq!(
+                classify_status(s, &none, "").class,
+                ErrorClass::Permanent,
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn retry_after_reads_seconds_milliseconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(retry_after(&headers(&[("retry-after", "2")]), now), Some(Duration::from_secs(2)));
         assert_eq!(
-            retry_after(&headers(&[("retry-after-ms", "250"), ("retry-after", "9")]), now),
+            retry_after(&headers(&[("retry-after", "2")]), now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(
+                &headers(&[("retry-after-ms", "250"), ("retry-after", "9")]),
+                now
+            ),
             Some(Duration::from_millis(250))
         );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(retry_after(&headers(&[("retry-after", &date)]), now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &date)]), now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
         assert_eq!(retry_after(&headers(&[("retry-after", "-1")]), now), None);
     }

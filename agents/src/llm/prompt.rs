@@ -25,7 +25,12 @@ pub enum RegeneratePrompt {
 }
 
 /// The chat request for `question`.
-pub fn request(question: &Question, style: RegeneratePrompt, max_tokens: u32, temperature: f32) -> ChatRequest {
+pub fn request(
+    question: &Question,
+    style: RegeneratePrompt,
+    max_tokens: u32,
+    temperature: f32,
+) -> ChatRequest {
     let mut user = String::new();
     if question.attempt > 1 && style == RegeneratePrompt::Feedback {
         user.push_str(REGENERATE_NOTE);
@@ -80,8 +85,14 @@ mod tests {
     fn regenerated_attempt_carries_the_feedback_unless_plain() {
         let r = request(&question(2), RegeneratePrompt::Feedback, 100, 0.0);
         assert!(r.messages[1].content.starts_with(REGENERATE_NOTE));
-        assert_eq!(question_text(&r.messages[1].content), "Why?\nBecause I ask.");
+        assert_eq!(
+            question_text(&r.messages[1].content),
+            "Why?\nBecause I ask."
+        );
         let plain = request(&question(2), RegeneratePrompt::Plain, 100, 0.0);
-        assert_eq!(plain.messages, request(&question(1), RegeneratePrompt::Plain, 100, 0.0).messages);
+        assert_eq!(
+            plain.messages,
+            request(&question(1), RegeneratePrompt::Plain, 100, 0.0).messages
+        );
     }
 }

@@ -17,10 +17,16 @@ pub struct Message {
 
 impl Message {
     pub fn system(content: impl Into<String>) -> Self {
-        Self { role: "system".into(), content: content.into() }
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
     }
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: "user".into(), content: content.into() }
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -78,7 +84,12 @@ pub struct LlmError {
 
 impl LlmError {
     pub fn new(class: ErrorClass, status: Option<u16>, message: impl Into<String>) -> Self {
-        Self { class, status, message: message.into(), retry_after: None }
+        Self {
+            class,
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 

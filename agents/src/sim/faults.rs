@@ -43,7 +43,10 @@ impl FaultKind {
     }
 
     pub fn index(self) -> usize {
-        FaultKind::ALL.iter().position(|k| *k == self).expect("listed in ALL")
+        FaultKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .expect("listed in ALL")
     }
 }
 
@@ -64,10 +67,15 @@ mod tests {
     fn the_fault_rate_is_honoured() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let n = 20_000;
-        let faults = (0..n).filter(|_| draw(&mut rng, 0.3, &FaultKind::ALL).is_some()).count();
+        let faults = (0..n)
+            .filter(|_| draw(&mut rng, 0.3, &FaultKind::ALL).is_some())
+            .count();
         let share = faults as f64 / n as f64;
         assert!((share - 0.3).abs() < 0.02, "{share}");
         assert_eq!(draw(&mut rng, 1.0, &[]), None);
-        assert_eq!(draw(&mut rng, 1.0, &[FaultKind::Quota]), Some(FaultKind::Quota));
+        assert_eq!(
+            draw(&mut rng, 1.0, &[FaultKind::Quota]),
+            Some(FaultKind::Quota)
+        );
     }
 }

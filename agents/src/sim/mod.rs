@@ -130,7 +130,9 @@ impl SimState {
 
     /// The reference answer for a question text, if the simulator knows it.
     fn reference(&self, question_text: &str) -> Option<&str> {
-        self.references.get(&question_id(question_text)).map(String::as_str)
+        self.references
+            .get(&question_id(question_text))
+            .map(String::as_str)
     }
 }
 
@@ -144,7 +146,11 @@ pub struct SimServer {
 
 impl SimServer {
     /// Serve on `listen` (use port 0 for any free port).
-    pub async fn start(listen: SocketAddr, config: SimConfig, questions: &[Question]) -> std::io::Result<Self> {
+    pub async fn start(
+        listen: SocketAddr,
+        config: SimConfig,
+        questions: &[Question],
+    ) -> std::io::Result<Self> {
         let state = Arc::new(SimState::new(config, questions));
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -157,7 +163,12 @@ impl SimServer {
                 })
                 .await
         });
-        Ok(Self { addr, state, stop, task })
+        Ok(Self {
+            addr,
+            state,
+            stop,
+            task,
+        })
     }
 
     /// The OpenAI API root to point a client at.

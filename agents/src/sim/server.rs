@@ -56,18 +56,33 @@ async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byte
         if given != key {
             // Like the real API, quote the key that was sent back to the caller.
             let message = format!("Incorrect API key provided: {given}.");
-            return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", &message);
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                &message,
+            );
         }
     }
     let request: ChatBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             let message = format!("We could not parse the JSON body of your request: {e}");
-            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json", &message);
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_json",
+                &message,
+            );
         }
     };
     let Some(user) = request.messages.iter().rev().find(|m| m.role == "user") else {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "no_user_message", "messages has no user message");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "no_user_message",
+            "messages has no user message",
+        );
     };
 
     let (fault, delay, reply) = {
@@ -80,7 +95,10 @@ async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byte
                 text::answer(reference, q, &mut *rng)
             }
             None => {
-                state.stats.unknown_questions.fetch_add(1, Ordering::Relaxed);
+                state
+                    .stats
+                    .unknown_questions
+                    .fetch_add(1, Ordering::Relaxed);
                 text::unknown(&mut *rng)
             }
         };
@@ -95,7 +113,11 @@ async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byte
     }
     state.stats.answered.fetch_add(1, Ordering::Relaxed);
     let completion_tokens = reply.split_whitespace().count();
-    let prompt_tokens: usize = request.messages.iter().map(|m| m.content.split_whitespace().count()).sum();
+    let prompt_tokens: usize = request
+        .messages
+        .iter()
+        .map(|m| m.content.split_whitespace().count())
+        .sum();
     Json(json!({
         "id": "chatcmpl-sim",
         "object": "chat.completion",
@@ -118,7 +140,11 @@ async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byte
 fn latency(state: &SimState, rng: &mut impl Rng) -> Duration {
     let mean = state.config.latency.as_secs_f64();
     let jitter = state.config.latency_jitter.as_secs_f64();
-    let secs = if jitter > 0.0 { mean + rng.gen_range(-jitter..jitter) } else { mean };
+    let secs = if jitter > 0.0 {
+        mean + rng.gen_range(-jitter..jitter)
+    } else {
+        mean
+    };
     Duration::from_secs_f64(secs.max(0.0))
 }
 
@@ -145,8 +171,18 @@ async fn fault_response(state: &SimState, kind: FaultKind) -> Response {
                 "Rate limit reached for requests. Please try again later.",
             );
             let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, secs.ceil().to_string().parse().expect("a number"));
-            headers.insert("retry-after-ms", (secs * 1000.0).round().to_string().parse().expect("a number"));
+            headers.insert(
+                header::RETRY_AFTER,
+                secs.ceil().to_string().parse().expect("a number"),
+            );
+            headers.insert(
+                "retry-after-ms",
+                (secs * 1000.0)
+                    .round()
+                    .to_string()
+                    .parse()
+                    .expect("a number"),
+            );
             response
         }
         FaultKind::Quota => error(
@@ -157,7 +193,12 @@ async fn fault_response(state: &SimState, kind: FaultKind) -> Response {
         ),
         FaultKind::Timeout => {
             tokio::time::sleep(state.config.hang).await;
-            error(StatusCode::GATEWAY_TIMEOUT, "server_error", "timeout", "The request timed out.")
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                "timeout",
+                "The request timed out.",
+            )
         }
         FaultKind::Malformed => (
             StatusCode::OK,
@@ -169,7 +210,9 @@ async fn fault_response(state: &SimState, kind: FaultKind) -> Response {
 }
 
 async fn models(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {
-    Json(json!({"object": "list", "data": [{"id": state.config.model, "object": "model", "owned_by": "llm-sim"}]}))
+    Json(
+        json!({"object": "list", "data": [{"id": state.config.model, "object": "model", "owned_by": "llm-sim"}]}),
+    )
 }
 
 async fn stats(State(state): State<Arc<SimState>>) -> Json<super::SimStatsSnapshot> {

@@ -33,7 +33,9 @@ impl Quality {
 impl FromStr for Quality {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("bad quality {s:?}: use uniform:LO,HI, beta:A,B or fixed:Q (values from 0 to 1; A, B > 0)");
+        let bad = || {
+            format!("bad quality {s:?}: use uniform:LO,HI, beta:A,B or fixed:Q (values from 0 to 1; A, B > 0)")
+        };
         let (kind, args) = s.split_once(':').ok_or_else(bad)?;
         let nums: Vec<f64> = args
             .split(',')
@@ -42,7 +44,9 @@ impl FromStr for Quality {
             .map_err(|_| bad())?;
         let unit = |x: f64| (0.0..=1.0).contains(&x);
         match (kind, nums.as_slice()) {
-            ("uniform", &[lo, hi]) if unit(lo) && unit(hi) && lo <= hi => Ok(Quality::Uniform(lo, hi)),
+            ("uniform", &[lo, hi]) if unit(lo) && unit(hi) && lo <= hi => {
+                Ok(Quality::Uniform(lo, hi))
+            }
             ("beta", &[a, b]) if a > 0.0 && b > 0.0 => Ok(Quality::Beta(a, b)),
             ("fixed", &[q]) if unit(q) => Ok(Quality::Fixed(q)),
             _ => Err(bad()),
@@ -52,13 +56,56 @@ impl FromStr for Quality {
 
 /// Words that share nothing with any reference in the sample set.
 const FILLER: &[&str] = &[
-    "quasar", "marmalade", "trombone", "glacierly", "pixelated", "zephyr", "cobblestone",
-    "kaleidoscope", "umbrella", "xylophone", "lantern", "saffron", "tundra", "velvet",
-    "walrus", "origami", "nebula", "paprika", "quokka", "rhubarb", "sardine", "tapestry",
-    "ukulele", "vortex", "wombat", "yodel", "zeppelin", "armadillo", "bagpipe", "cactus",
-    "dandelion", "eggplant", "flamingo", "gargoyle", "harmonica", "iguana", "jellybean",
-    "kazoo", "lemonade", "meringue", "narwhal", "octopus", "pelican", "quiche", "raccoon",
-    "snorkel", "teapot", "unicycle", "vinaigrette", "waffle",
+    "quasar",
+    "marmalade",
+    "trombone",
+    "glacierly",
+    "pixelated",
+    "zephyr",
+    "cobblestone",
+    "kaleidoscope",
+    "umbrella",
+    "xylophone",
+    "lantern",
+    "saffron",
+    "tundra",
+    "velvet",
+    "walrus",
+    "origami",
+    "nebula",
+    "paprika",
+    "quokka",
+    "rhubarb",
+    "sardine",
+    "tapestry",
+    "ukulele",
+    "vortex",
+    "wombat",
+    "yodel",
+    "zeppelin",
+    "armadillo",
+    "bagpipe",
+    "cactus",
+    "dandelion",
+    "eggplant",
+    "flamingo",
+    "gargoyle",
+    "harmonica",
+    "iguana",
+    "jellybean",
+    "kazoo",
+    "lemonade",
+    "meringue",
+    "narwhal",
+    "octopus",
+    "pelican",
+    "quiche",
+    "raccoon",
+    "snorkel",
+    "teapot",
+    "unicycle",
+    "vinaigrette",
+    "waffle",
 ];
 
 /// An answer that keeps each word of `reference` with probability `q`.
@@ -106,12 +153,23 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let mean = |q: f64, rng: &mut rand::rngs::StdRng| {
             (0..200)
-                .map(|_| answerloop_scoring::lexical::score(&answer(reference, q, rng), reference) as f64)
+                .map(|_| {
+                    answerloop_scoring::lexical::score(&answer(reference, q, rng), reference) as f64
+                })
                 .sum::<f64>()
                 / 200.0
         };
-        let (low, mid, high) = (mean(0.1, &mut rng), mean(0.5, &mut rng), mean(0.9, &mut rng));
+        let (low, mid, high) = (
+            mean(0.1, &mut rng),
+            mean(0.5, &mut rng),
+            mean(0.9, &mut rng),
+        );
         assert!(low < mid && mid < high, "{low} {mid} {high}");
-        assert!((answerloop_scoring::lexical::score(&answer(reference, 1.0, &mut rng), reference) - 1.0).abs() < 1e-6);
+        assert!(
+            (answerloop_scoring::lexical::score(&answer(reference, 1.0, &mut rng), reference)
+                - 1.0)
+                .abs()
+                < 1e-6
+        );
     }
 }

@@ -50,8 +50,10 @@ impl Schedule {
         let gap = match self.arrival {
             Arrival::Constant if self.sent == 0 => 0.0,
             Arrival::Constant => 1.0 / rate,
-            Arrival::Poisson => Exp::new(rate).expect("rate is positive").sample(&mut self.rng),
-            Arrival::Burst if self.sent % u64::from(self.burst) == 0 && self.sent > 0 => {
+            Arrival::Poisson => Exp::new(rate)
+                .expect("rate is positive")
+                .sample(&mut self.rng),
+            Arrival::Burst if self.sent.is_multiple_of(u64::from(self.burst)) && self.sent > 0 => {
                 f64::from(self.burst) / rate
             }
             Arrival::Burst => 0.0,
@@ -66,7 +68,13 @@ impl Schedule {
 mod tests {
     use super::*;
 
-    fn offsets(arrival: Arrival, rate: Option<f64>, burst: u32, seed: u64, n: usize) -> Vec<Duration> {
+    fn offsets(
+        arrival: Arrival,
+        rate: Option<f64>,
+        burst: u32,
+        seed: u64,
+        n: usize,
+    ) -> Vec<Duration> {
         let mut s = Schedule::new(arrival, rate, burst, seed);
         (0..n).map(|_| s.next_offset()).collect()
     }
@@ -96,6 +104,8 @@ mod tests {
 
     #[test]
     fn no_rate_means_no_waiting() {
-        assert!(offsets(Arrival::Poisson, None, 1, 0, 3).iter().all(|d| d.is_zero()));
+        assert!(offsets(Arrival::Poisson, None, 1, 0, 3)
+            .iter()
+            .all(|d| d.is_zero()));
     }
 }

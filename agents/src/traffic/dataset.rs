@@ -79,10 +79,12 @@ pub fn sample() -> Dataset {
 /// Parse a Yahoo! Answers CSV from `input`; `source_name` names it in errors.
 pub fn parse(mut input: impl Read, source_name: &str) -> Result<Dataset, DataError> {
     let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes).map_err(|error| DataError::Io {
-        source_name: source_name.to_string(),
-        error,
-    })?;
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|error| DataError::Io {
+            source_name: source_name.to_string(),
+            error,
+        })?;
     let not_csv = |why: String| DataError::NotCsv {
         source_name: source_name.to_string(),
         why,
@@ -104,7 +106,10 @@ pub fn parse(mut input: impl Read, source_name: &str) -> Result<Dataset, DataErr
             Ok(row) => row,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                report.malformed.push(RowError { line, reason: e.to_string() });
+                report.malformed.push(RowError {
+                    line,
+                    reason: e.to_string(),
+                });
                 continue;
             }
         };

@@ -33,7 +33,9 @@ pub async fn run(
         }
         question.trace.queued_ms = now_ms();
         let value = serde_json::to_vec(&question).expect("a question always serialises");
-        producer.send(Record::keyed(question.id.clone(), value)).await?;
+        producer
+            .send(Record::keyed(question.id.clone(), value))
+            .await?;
         sent += 1;
     }
     Ok(sent)

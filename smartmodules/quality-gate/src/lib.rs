@@ -13,9 +13,10 @@ static PARAMS: OnceLock<Params> = OnceLock::new();
 
 #[smartmodule(init)]
 fn init(params: SmartModuleExtraParams) -> Result<()> {
-    let parsed = Params::from_lookup(|name| params.get(name).cloned())
-        .map_err(|e| eyre!("{e}"))?;
-    PARAMS.set(parsed).map_err(|_| eyre!("quality-gate initialised twice"))
+    let parsed = Params::from_lookup(|name| params.get(name).cloned()).map_err(|e| eyre!("{e}"))?;
+    PARAMS
+        .set(parsed)
+        .map_err(|_| eyre!("quality-gate initialised twice"))
 }
 
 #[smartmodule(filter)]

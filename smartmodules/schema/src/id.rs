@@ -33,7 +33,11 @@ pub fn salvage_id(raw: &str) -> Option<String> {
     let mut rest = raw;
     while let Some(at) = rest.find("\"id\"") {
         rest = &rest[at + 4..];
-        let value = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+        let value = rest
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start()
+            .strip_prefix('"')?;
         let id = value.get(..16)?;
         if id.bytes().all(|b| b.is_ascii_hexdigit()) && value[16..].starts_with('"') {
             return Some(id.to_string());
@@ -52,7 +56,10 @@ mod tests {
             question_id("Why is the  sky blue?"),
             question_id(" why is the sky BLUE? ")
         );
-        assert_ne!(question_id("Why is the sky blue?"), question_id("Why is grass green?"));
+        assert_ne!(
+            question_id("Why is the sky blue?"),
+            question_id("Why is grass green?")
+        );
     }
 
     #[test]
@@ -61,7 +68,11 @@ mod tests {
         assert_eq!(salvage_id(raw).as_deref(), Some("0123456789abcdef"));
         assert_eq!(salvage_id(r#"{"id":"short"}"#), None);
         assert_eq!(salvage_id("no id here"), None);
-        assert_eq!(salvage_id(r#"{"id":"0123456789abcdef0"}"#), None, "too long");
+        assert_eq!(
+            salvage_id(r#"{"id":"0123456789abcdef0"}"#),
+            None,
+            "too long"
+        );
     }
 
     #[test]

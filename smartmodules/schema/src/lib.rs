@@ -171,6 +171,9 @@ impl InvalidRecord {
 }
 
 /// A record on `answers` as a consumer sees it after scoring.
+// Decoded once per record and consumed at once: boxing the large variant
+// would only add an allocation on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scored {
     Answer(Answer),

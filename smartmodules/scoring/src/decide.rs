@@ -70,7 +70,10 @@ pub fn score_record(bytes: &[u8], params: &Params) -> Vec<u8> {
             judge(&mut answer, params);
             to_json(&answer)
         }
-        Err(err) => to_json(&InvalidRecord::new(format!("not an answer record: {err}"), bytes)),
+        Err(err) => to_json(&InvalidRecord::new(
+            format!("not an answer record: {err}"),
+            bytes,
+        )),
     }
 }
 
@@ -160,7 +163,10 @@ mod tests {
             judge(&mut a, &p);
             let regen = regenerate(&a, &p).is_some();
             let gate = passes_gate(&Scored::Answer(a.clone()), &p);
-            assert!(regen != gate, "{text} attempt {attempt}: regen={regen} gate={gate}");
+            assert!(
+                regen != gate,
+                "{text} attempt {attempt}: regen={regen} gate={gate}"
+            );
         }
     }
 

@@ -36,7 +36,12 @@ pub fn score(answer: &str, reference: &str) -> f32 {
             }
         }
     }
-    let norm = |v: &[(u64, u32)]| v.iter().map(|&(_, c)| (c as f64).powi(2)).sum::<f64>().sqrt();
+    let norm = |v: &[(u64, u32)]| {
+        v.iter()
+            .map(|&(_, c)| (c as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     let cosine = dot as f64 / (norm(&a) * norm(&b));
     cosine.clamp(0.0, 1.0) as f32
 }
@@ -110,7 +115,10 @@ mod tests {
     #[test]
     fn more_overlap_scores_higher() {
         let r = "Ice floats because frozen water is less dense than liquid water.";
-        let close = score("Frozen water is less dense than liquid water, so ice floats.", r);
+        let close = score(
+            "Frozen water is less dense than liquid water, so ice floats.",
+            r,
+        );
         let partial = score("Ice floats on lakes in winter.", r);
         let off = score("Interest rates affect mortgage payments.", r);
         assert!(close > partial && partial > off, "{close} {partial} {off}");

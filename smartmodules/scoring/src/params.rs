@@ -63,23 +63,23 @@ impl Params {
                 .parse::<f32>()
                 .ok()
                 .filter(|t| (0.0..=1.0).contains(t))
-                .ok_or_else(|| ParamsError {
+                .ok_or(ParamsError {
                     name: "threshold",
                     value: raw,
                     expected: "a number from 0 to 1",
                 })?;
         }
         if let Some(raw) = get("max_attempts") {
-            params.max_attempts = raw
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ParamsError {
-                    name: "max_attempts",
-                    value: raw,
-                    expected: "a whole number of at least 1",
-                })?;
+            params.max_attempts =
+                raw.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or(ParamsError {
+                        name: "max_attempts",
+                        value: raw,
+                        expected: "a whole number of at least 1",
+                    })?;
         }
         Ok(params)
     }
@@ -98,7 +98,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -108,7 +111,10 @@ mod tests {
 
     #[test]
     fn params_round_trip_through_the_map_form() {
-        let p = Params { threshold: 0.55, max_attempts: 5 };
+        let p = Params {
+            threshold: 0.55,
+            max_attempts: 5,
+        };
         assert_eq!(Params::from_map(&p.to_map()).unwrap(), p);
     }
 

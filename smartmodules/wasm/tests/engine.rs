@@ -19,15 +19,26 @@ fn chain(sm: SmartModule, params: &[(&str, &str)]) -> fluvio_smartengine::SmartM
     }
     let mut builder = SmartModuleChainBuilder::default();
     builder.add_smart_module(config.build().unwrap(), sm.wasm.to_vec());
-    builder.initialize(&SmartEngine::new()).expect("chain initialises")
+    builder
+        .initialize(&SmartEngine::new())
+        .expect("chain initialises")
 }
 
 fn run(sm: SmartModule, params: &[(&str, &str)], inputs: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let records = inputs.into_iter().map(Record::new).collect();
     let input = SmartModuleInput::try_from_records(records, 21).expect("input");
     let output = chain(sm, params).process(input).expect("process");
-    assert!(output.error.is_none(), "{} returned an error: {:?}", sm.name, output.error);
-    output.successes.into_iter().map(|r| r.value.as_ref().to_vec()).collect()
+    assert!(
+        output.error.is_none(),
+        "{} returned an error: {:?}",
+        sm.name,
+        output.error
+    );
+    output
+        .successes
+        .into_iter()
+        .map(|r| r.value.as_ref().to_vec())
+        .collect()
 }
 
 fn answer(text: &str, attempt: u32) -> Answer {
@@ -84,9 +95,18 @@ fn answer_score_matches_the_native_scorer() {
 
 #[test]
 fn answer_score_params_move_the_decision() {
-    assert_eq!(scored(GOOD, 1, &[("threshold", "0.99")]).verdict, Some(Verdict::Regenerate));
-    assert_eq!(scored(BAD, 1, &[("max_attempts", "1")]).verdict, Some(Verdict::Exhausted));
-    assert_eq!(scored(BAD, 1, &[("threshold", "0")]).verdict, Some(Verdict::Accept));
+    assert_eq!(
+        scored(GOOD, 1, &[("threshold", "0.99")]).verdict,
+        Some(Verdict::Regenerate)
+    );
+    assert_eq!(
+        scored(BAD, 1, &[("max_attempts", "1")]).verdict,
+        Some(Verdict::Exhausted)
+    );
+    assert_eq!(
+        scored(BAD, 1, &[("threshold", "0")]).verdict,
+        Some(Verdict::Accept)
+    );
 }
 
 #[test]
@@ -136,7 +156,10 @@ fn regenerate_emits_the_next_attempt_only_for_rejected_answers() {
 #[test]
 fn regenerate_honours_max_attempts() {
     let input = vec![json(&scored(BAD, 2, &[("max_attempts", "5")]))];
-    assert_eq!(run(REGENERATE, &[("max_attempts", "5")], input.clone()).len(), 1);
+    assert_eq!(
+        run(REGENERATE, &[("max_attempts", "5")], input.clone()).len(),
+        1
+    );
     assert_eq!(run(REGENERATE, &[("max_attempts", "2")], input).len(), 0);
 }
 
@@ -157,6 +180,9 @@ fn quality_gate_passes_accepted_exhausted_and_invalid() {
 #[test]
 fn quality_gate_threshold_param_is_applied() {
     let good = json(&scored(GOOD, 1, &[]));
-    assert_eq!(run(QUALITY_GATE, &[("threshold", "0.99")], vec![good.clone()]).len(), 0);
+    assert_eq!(
+        run(QUALITY_GATE, &[("threshold", "0.99")], vec![good.clone()]).len(),
+        0
+    );
     assert_eq!(run(QUALITY_GATE, &[], vec![good]).len(), 1);
 }

@@ -15,7 +15,10 @@ fn reads_quoted_fields_escaped_quotes_and_newlines() {
     assert_eq!(q.content, "Asking for a friend, really");
     assert_eq!(q.reference, "A thin film\nof water.");
     assert_eq!(q.category, 2);
-    assert_eq!(q.id, question_id("Why is \"ice\" slippery?\nAsking for a friend, really"));
+    assert_eq!(
+        q.id,
+        question_id("Why is \"ice\" slippery?\nAsking for a friend, really")
+    );
 }
 
 #[test]
@@ -31,7 +34,10 @@ fn rows_without_question_or_reference_are_counted_and_skipped() {
     )
     .unwrap();
     assert_eq!(d.questions.len(), 1);
-    assert_eq!((d.report.rows, d.report.no_question, d.report.no_reference), (3, 1, 1));
+    assert_eq!(
+        (d.report.rows, d.report.no_question, d.report.no_reference),
+        (3, 1, 1)
+    );
 }
 
 #[test]
@@ -59,7 +65,11 @@ fn malformed_rows_are_reported_with_line_numbers_and_the_rest_load() {
     assert_eq!(d.questions.len(), 2);
     let lines: Vec<u64> = d.report.malformed.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![2, 3]);
-    assert!(d.report.malformed[0].reason.contains("class \"11\""), "{}", d.report.malformed[0]);
+    assert!(
+        d.report.malformed[0].reason.contains("class \"11\""),
+        "{}",
+        d.report.malformed[0]
+    );
     assert!(d.report.malformed[1].reason.contains("expected 4 fields"));
 }
 
@@ -78,7 +88,10 @@ fn invalid_utf8_is_reported_not_fatal() {
 fn a_file_that_is_not_csv_is_a_clear_error() {
     let err = parse_str("{\"questions\": [1, 2, 3]}\n{\"more\": true}\n").unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("test.csv is not a Yahoo! Answers CSV"), "{text}");
+    assert!(
+        text.contains("test.csv is not a Yahoo! Answers CSV"),
+        "{text}"
+    );
     assert!(text.contains("line 1"), "{text}");
     let err = parse(&[0x7f, b'E', b'L', b'F', 0, 0, 1][..], "a.out").unwrap_err();
     assert!(err.to_string().contains("binary"), "{err}");

@@ -1,0 +1,135 @@
+//! The OpenAI-compatible provider against llm-sim over real HTTP on
+//! loopback: each injected fault reaches the agent as the right error class,
+//! and the API key never shows in an error.
+
+use std::time::Duration;
+
+use answerloop::llm::openai::{OpenAi, OpenAiConfig};
+use answerloop::llm::prompt::{self, RegeneratePrompt};
+use answerloop::llm::{ErrorClass, Provider};
+use answerloop::secret::Secret;
+use answerloop::sim::{FaultKind, Quality, SimConfig, SimServer};
+use answerloop::traffic::dataset;
+
+async fn sim(config: SimConfig) -> SimServer {
+    let questions = dataset::sample().questions;
+    SimServer::start("127.0.0.1:0".parse().unwrap(), config, &questions)
+        .await
+        .unwrap()
+}
+
+fn client(server: &SimServer, key: Option<&str>, timeout: Duration) -> OpenAi {
+    OpenAi::new(OpenAiConfig {
+        base_url: server.base_url(),
+        model: "llm-sim".into(),
+        api_key: key.and_then(Secret::new),
+        timeout,
+        name: "test".into(),
+    })
+    .unwrap()
+}
+
+fn request() -> answerloop::llm::ChatRequest {
+    let q = &dataset::sample().questions[0];
+    prompt::request(q, RegeneratePrompt::Feedback, 64, 0.0)
+}
+
+#[tokio::test]
+async fn a_known_question_gets_an_answer_near_its_reference() {
+    let server = sim(SimConfig {
+        quality: Quality::Fixed(1.0),
+        ..SimConfig::default()
+    })
+    .await;
+    let completion = client(&server, None, Duration::from_secs(5))
+        .complete(&request())
+        .await
+        .unwrap();
+    let reference = &dataset::sample().questions[0].reference;
+    assert_eq!(
+        answerloop_scoring::lexical::score(&completion.text, reference),
+        1.0
+    );
+    assert_eq!(completion.model, "llm-sim");
+    assert!(completion.completion_tokens.unwrap() > 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_fault_maps_to_its_error_class() {
+    let cases = [
+        (FaultKind::Unavailable, ErrorClass::Overload, Some(503)),
+        (FaultKind::Internal, ErrorClass::Overload, Some(500)),
+        (FaultKind::RateLimit, ErrorClass::Overload, Some(429)),
+        (FaultKind::Quota, ErrorClass::Quota, Some(429)),
+        (FaultKind::Timeout, ErrorClass::Overload, None),
+        (FaultKind::Malformed, ErrorClass::Malformed, Some(200)),
+    ];
+    for (kind, class, status) in cases {
+        let server = sim(SimConfig {
+            fail_rate: 1.0,
+            fail_kinds: vec![kind],
+            hang: Duration::from_secs(10),
+            retry_after: Duration::from_millis(1500),
+            ..SimConfig::default()
+        })
+        .await;
+        let err = client(&server, None, Duration::from_millis(300))
+            .complete(&request())
+            .await
+            .unwrap_err();
+        assert_eq!((err.class, err.status), (class, status), "{kind:?}: {err}");
+        if kind == FaultKind::RateLimit {
+            assert_eq!(
+                err.retry_after,
+                Some(Duration::from_millis(1500)),
+                "Retry-After is read"
+            );
+        }
+        assert_eq!(server.state.stats.snapshot().faults[kind.name()], 1);
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_an_overload_error_naming_the_url() {
+    let server = sim(SimConfig::default()).await;
+    let url = server.base_url();
+    server.shutdown().await;
+    let err = OpenAi::new(OpenAiConfig {
+        base_url: url.clone(),
+        model: "m".into(),
+        api_key: None,
+        timeout: Duration::from_secs(2),
+        name: "test".into(),
+    })
+    .unwrap()
+    .complete(&request())
+    .await
+    .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Overload);
+    assert!(err.message.contains(&url), "{err}");
+}
+
+#[tokio::test]
+async fn a_rejected_key_is_permanent_and_never_echoed() {
+    let server = sim(SimConfig {
+        api_key: Some("sk-right-key".into()),
+        ..SimConfig::default()
+    })
+    .await;
+    let wrong = "sk-wrong-key-4f1a9";
+    let err = client(&server, Some(wrong), Duration::from_secs(5))
+        .complete(&request())
+        .await
+        .unwrap_err();
+    assert_eq!((err.class, err.status), (ErrorClass::Permanent, Some(401)));
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(wrong), "the key leaked: {shown}");
+    assert!(shown.contains("[redacted]"), "{shown}");
+    let ok = client(&server, Some("sk-right-key"), Duration::from_secs(5))
+        .complete(&request())
+        .await;
+    assert!(ok.is_ok());
+    server.shutdown().await;
+}
