@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use answerloop::broker::embedded::EmbeddedBroker;
 use answerloop::broker::{Broker, ChainSpec, ConsumerConfig, Record};
-use answerloop_schema::{question_id, Answer, Question, Trace, Verdict};
+use answerloop_schema::{Answer, Question, Verdict};
 use answerloop_scoring::Params;
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -124,26 +124,9 @@ async fn producing_to_an_unknown_topic_is_an_error_naming_it() {
 }
 
 fn answer(text: &str, attempt: u32) -> Vec<u8> {
-    serde_json::to_vec(&Answer {
-        question: Question {
-            id: question_id("Why does ice float?"),
-            title: "Why does ice float?".into(),
-            content: String::new(),
-            reference: "Ice floats because frozen water is less dense than liquid water.".into(),
-            category: 2,
-            attempt,
-            llm_attempts: attempt,
-            best: None,
-            not_before_ms: None,
-            trace: Trace::default(),
-        },
-        answer: text.into(),
-        model: "m".into(),
-        latency_ms: 1,
-        score: None,
-        verdict: None,
-    })
-    .unwrap()
+    let reference = "Ice floats because frozen water is less dense than liquid water.";
+    let question = Question::new("Why does ice float?", "", reference, 2).at_attempt(attempt);
+    serde_json::to_vec(&Answer::new(question, text, "m", 1)).unwrap()
 }
 
 #[tokio::test]

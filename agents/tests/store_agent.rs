@@ -8,31 +8,19 @@ use std::time::Duration;
 use answerloop::broker::embedded::EmbeddedBroker;
 use answerloop::broker::{Broker, ChainSpec, Record};
 use answerloop::store::{self, FinalKind, ANSWERS_CONSUMER};
-use answerloop_schema::{question_id, topics, Answer, FailureClass, Question, Trace};
+use answerloop_schema::{question_id, topics, Answer, FailureClass, Question};
 use answerloop_scoring::Params;
 use answerloop_storage::Store;
 use tokio::sync::{mpsc, watch};
 
-fn answer(title: &str, text: &str, attempt: u32) -> Vec<u8> {
-    serde_json::to_vec(&Answer {
-        question: Question {
-            id: question_id(title),
-            title: title.into(),
-            content: String::new(),
-            reference: "Ice floats because frozen water is less dense than liquid water.".into(),
-            category: 2,
-            attempt,
-            llm_attempts: attempt,
-            best: None,
-            not_before_ms: None,
-            trace: Trace::default(),
-        },
-        answer: text.into(),
-        model: "m".into(),
-        latency_ms: 1,
-        score: None,
-        verdict: None,
-    })
+fn answer(title: &str, text: &str) -> Vec<u8> {
+    let reference = "Ice floats because frozen water is less dense than liquid water.";
+    serde_json::to_vec(&Answer::new(
+        Question::new(title, "", reference, 2),
+        text,
+        "m",
+        1,
+    ))
     .unwrap()
 }
 
@@ -42,13 +30,13 @@ async fn gated_answers_are_stored_once_and_broken_ones_dead_lettered() {
     let broker = Arc::new(EmbeddedBroker::open(&dir.path().join("broker")).unwrap());
     broker.create_topics(&topics::ALL).await.unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    let good = answer("q1", "Frozen water is less dense, so ice floats on top.", 1);
-    let mut broken = answer("q2", "whatever", 1);
+    let good = answer("q1", "Frozen water is less dense, so ice floats on top.");
+    let mut broken = answer("q2", "whatever");
     broken.truncate(broken.len() / 2);
     let records = vec![
         Record::keyed("q1", good.clone()),
         Record::keyed("q1", good), // delivered twice, as after a crash
-        Record::keyed("q3", answer("q3", "Mortgage rates.", 1)), // regenerated, not stored
+        Record::keyed("q3", answer("q3", "Mortgage rates.")), // regenerated, not stored
         Record::keyed("q2", broken),
     ];
     let score = ChainSpec::single("answer-score", &Params::default());

@@ -1,38 +1,21 @@
-use answerloop_schema::{
-    question_id, Answer, Best, DeadLetter, FailureClass, Question, Trace, Verdict,
-};
+use answerloop_schema::{question_id, Answer, Best, DeadLetter, FailureClass, Question, Verdict};
 
 use super::*;
 use crate::export::Format;
 
 fn scored(title: &str, answer: &str, score: f32, verdict: Verdict, attempt: u32) -> Answer {
-    Answer {
-        question: Question {
-            id: question_id(title),
-            title: title.into(),
-            content: String::new(),
-            reference: "ref".into(),
-            category: 3,
-            attempt,
-            llm_attempts: attempt,
-            best: Some(Best {
-                answer: "best so far".into(),
-                score: 0.3,
-                attempt: 1,
-                model: "m".into(),
-            }),
-            not_before_ms: None,
-            trace: Trace {
-                queued_ms: 100,
-                answered_ms: None,
-            },
-        },
-        answer: answer.into(),
+    let mut question = Question::new(title, "", "ref", 3).at_attempt(attempt);
+    question.best = Some(Best {
+        answer: "best so far".into(),
+        score: 0.3,
+        attempt: 1,
         model: "m".into(),
-        latency_ms: 7,
-        score: Some(score),
-        verdict: Some(verdict),
-    }
+    });
+    question.trace.queued_ms = 100;
+    let mut answer = Answer::new(question, answer, "m", 7);
+    answer.score = Some(score);
+    answer.verdict = Some(verdict);
+    answer
 }
 
 fn dead(title: &str) -> DeadLetter {

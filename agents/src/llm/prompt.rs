@@ -56,21 +56,9 @@ pub fn question_text(user_message: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use answerloop_schema::Trace;
 
     fn question(attempt: u32) -> Question {
-        Question {
-            id: "x".into(),
-            title: "Why?".into(),
-            content: "Because I ask.".into(),
-            reference: "r".into(),
-            category: 1,
-            attempt,
-            llm_attempts: 0,
-            best: None,
-            not_before_ms: None,
-            trace: Trace::default(),
-        }
+        Question::new("Why?", "Because I ask.", "r", 1).at_attempt(attempt)
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
 
-use answerloop_schema::{category_name, question_id, Question, Trace};
+use answerloop_schema::{category_name, Question};
 
 /// The question set shipped with the binary: original questions and answers
 /// written for this project in the Yahoo! Answers format.
@@ -175,19 +175,7 @@ fn parse_row(row: &csv::ByteRecord) -> Result<Row, String> {
     if reference.is_empty() {
         return Ok(Row::NoReference);
     }
-    let mut question = Question {
-        id: String::new(),
-        title,
-        content,
-        reference,
-        category,
-        attempt: 1,
-        llm_attempts: 0,
-        best: None,
-        not_before_ms: None,
-        trace: Trace::default(),
-    };
-    question.id = question_id(&question.text());
+    let question = Question::new(title, content, reference, category);
     Ok(Row::Question(Box::new(question)))
 }
 

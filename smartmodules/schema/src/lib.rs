@@ -76,6 +76,36 @@ pub struct Question {
 }
 
 impl Question {
+    /// A question at its first attempt; the id is derived from its text.
+    pub fn new(
+        title: impl Into<String>,
+        content: impl Into<String>,
+        reference: impl Into<String>,
+        category: u8,
+    ) -> Self {
+        let mut question = Question {
+            id: String::new(),
+            title: title.into(),
+            content: content.into(),
+            reference: reference.into(),
+            category,
+            attempt: 1,
+            llm_attempts: 0,
+            best: None,
+            not_before_ms: None,
+            trace: Trace::default(),
+        };
+        question.id = question_id(&question.text());
+        question
+    }
+
+    /// This question at a later attempt, as after regenerations.
+    pub fn at_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self.llm_attempts = attempt;
+        self
+    }
+
     /// The text put to the model: the title, and the content when present.
     pub fn text(&self) -> String {
         if self.content.trim().is_empty() {
@@ -144,6 +174,25 @@ pub struct Answer {
     pub score: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+}
+
+impl Answer {
+    /// A model's answer to `question`, not yet scored.
+    pub fn new(
+        question: Question,
+        answer: impl Into<String>,
+        model: impl Into<String>,
+        latency_ms: u64,
+    ) -> Self {
+        Self {
+            question,
+            answer: answer.into(),
+            model: model.into(),
+            latency_ms,
+            score: None,
+            verdict: None,
+        }
+    }
 }
 
 /// A record a SmartModule could not parse, tagged instead of failing.
@@ -248,30 +297,14 @@ mod tests {
     use super::*;
 
     fn question() -> Question {
-        Question {
-            id: question_id("Why is the sky blue?"),
-            title: "Why is the sky blue?".into(),
-            content: String::new(),
-            reference: "Rayleigh scattering.".into(),
-            category: 2,
-            attempt: 1,
-            llm_attempts: 0,
-            best: None,
-            not_before_ms: None,
-            trace: Trace::default(),
-        }
+        Question::new("Why is the sky blue?", "", "Rayleigh scattering.", 2)
     }
 
     #[test]
     fn answer_round_trips_through_json() {
-        let answer = Answer {
-            question: question(),
-            answer: "Because of scattering.".into(),
-            model: "m".into(),
-            latency_ms: 3,
-            score: Some(0.5),
-            verdict: Some(Verdict::Accept),
-        };
+        let mut answer = Answer::new(question(), "Because of scattering.", "m", 3);
+        answer.score = Some(0.5);
+        answer.verdict = Some(Verdict::Accept);
         let bytes = serde_json::to_vec(&answer).unwrap();
         assert_eq!(Scored::decode(&bytes), Scored::Answer(answer));
     }
@@ -292,6 +325,12 @@ mod tests {
         let tag = InvalidRecord::new("broken", &[0xff, b'a']);
         let bytes = serde_json::to_vec(&tag).unwrap();
         assert_eq!(Scored::decode(&bytes), Scored::Invalid(tag));
+    }
+
+    #[test]
+    fn new_questions_get_the_id_of_their_text() {
+        assert_eq!(question().id, question_id("why is the sky blue?"));
+        assert_eq!(question().attempt, 1);
     }
 
     #[test]

@@ -99,30 +99,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use answerloop_schema::{question_id, Trace};
 
     const REFERENCE: &str = "Ice floats because frozen water is less dense than liquid water.";
 
     fn answer(text: &str, attempt: u32) -> Answer {
-        Answer {
-            question: Question {
-                id: question_id("Why does ice float?"),
-                title: "Why does ice float?".into(),
-                content: String::new(),
-                reference: REFERENCE.into(),
-                category: 2,
-                attempt,
-                llm_attempts: attempt,
-                best: None,
-                not_before_ms: None,
-                trace: Trace::default(),
-            },
-            answer: text.into(),
-            model: "test".into(),
-            latency_ms: 1,
-            score: None,
-            verdict: None,
-        }
+        let question = Question::new("Why does ice float?", "", REFERENCE, 2).at_attempt(attempt);
+        Answer::new(question, text, "test", 1)
     }
 
     const GOOD: &str = "Frozen water is less dense, so ice floats on top.";

@@ -1,7 +1,7 @@
 //! The compiled SmartModules, run through fluvio-smartengine (the engine
 //! Fluvio's SPU uses), with the very `.wasm` bytes the binary ships.
 
-use answerloop_schema::{question_id, Answer, InvalidRecord, Question, Trace, Verdict};
+use answerloop_schema::{Answer, InvalidRecord, Question, Verdict};
 use answerloop_wasm::{SmartModule, ANSWER_SCORE, QUALITY_GATE, REGENERATE};
 use fluvio_smartengine::{SmartEngine, SmartModuleChainBuilder, SmartModuleConfig};
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
@@ -42,25 +42,8 @@ fn run(sm: SmartModule, params: &[(&str, &str)], inputs: Vec<Vec<u8>>) -> Vec<Ve
 }
 
 fn answer(text: &str, attempt: u32) -> Answer {
-    Answer {
-        question: Question {
-            id: question_id("Why does ice float?"),
-            title: "Why does ice float?".into(),
-            content: String::new(),
-            reference: REFERENCE.into(),
-            category: 2,
-            attempt,
-            llm_attempts: attempt,
-            best: None,
-            not_before_ms: None,
-            trace: Trace::default(),
-        },
-        answer: text.into(),
-        model: "test".into(),
-        latency_ms: 5,
-        score: None,
-        verdict: None,
-    }
+    let question = Question::new("Why does ice float?", "", REFERENCE, 2).at_attempt(attempt);
+    Answer::new(question, text, "test", 5)
 }
 
 fn json(a: &Answer) -> Vec<u8> {

@@ -1,4 +1,5 @@
 use super::*;
+use answerloop_schema::question_id;
 
 fn parse_str(text: &str) -> Result<Dataset, DataError> {
     parse(text.as_bytes(), "test.csv")
