@@ -18,19 +18,22 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// `--home`, shared by every command that touches state.
+/// `--home` and `--config`, shared by every command that touches state.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HomeArg {
     /// Directory holding all state (broker topics, answer store).
     /// Default: $XDG_DATA_HOME/answerloop or ~/.local/share/answerloop.
     #[arg(long, env = "ANSWERLOOP_HOME", value_name = "DIR", global = true)]
     pub home: Option<PathBuf>,
+    /// Configuration file (TOML). Default: answerloop.toml in the home, if present.
+    #[arg(long, env = "ANSWERLOOP_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole pipeline in one process until every question is final.
-    Run(commands::run::RunArgs),
+    Run(Box<commands::run::RunArgs>),
     /// Query and export the stored answers.
     Answers(commands::answers::AnswersArgs),
     /// List the questions the pipeline gave up on, with the reasons.
@@ -47,7 +50,7 @@ pub enum Command {
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Run(args) => commands::run::execute(args).await,
+        Command::Run(args) => commands::run::execute(*args).await,
         Command::Answers(args) => commands::answers::execute(args),
         Command::DeadLetters(args) => commands::answers::execute_dead_letters(args),
         Command::Smartmodules(args) => commands::smartmodules::execute(args),

@@ -17,6 +17,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod config;
 pub mod home;
 pub mod intake;
 pub mod llm;

@@ -25,21 +25,13 @@ use crate::broker::producer::Producer;
 use crate::broker::{Broker, ConsumerConfig};
 use crate::home::Home;
 use crate::llm::agent::{LlmAgentConfig, LlmStats};
-use crate::llm::openai::{OpenAi, OpenAiConfig};
-use crate::llm::Provider;
+use crate::llm::spec::{ProviderKind, ProviderSpec};
+use crate::llm::{ErrorClass, Provider};
 use crate::sim::{SimConfig, SimServer};
 use crate::store::{self, Finalised};
 use crate::traffic::arrival::Schedule;
 use crate::traffic::dataset::{self, Dataset, ReadReport};
 use crate::{llm, traffic};
-
-/// Which model answers.
-#[derive(Debug, Clone)]
-pub enum LlmChoice {
-    /// llm-sim in-process: a test tool, no real model.
-    Sim(SimConfig),
-    OpenAi(OpenAiConfig),
-}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -48,13 +40,13 @@ pub struct RunOptions {
     pub data: Option<PathBuf>,
     /// Use only the first N distinct questions.
     pub limit: Option<usize>,
-    pub llm: LlmChoice,
+    pub provider: ProviderSpec,
+    /// The in-process simulator's settings, when the provider is `sim`.
+    pub sim: SimConfig,
     pub agent: LlmAgentConfig,
     pub schedule: (traffic::arrival::Arrival, Option<f64>, u32, u64),
     /// Give up when no question becomes final for this long.
     pub stall_timeout: Duration,
-    /// Per-request time-out for the in-process simulator's client.
-    pub llm_timeout: Duration,
     pub progress: bool,
 }
 
@@ -72,6 +64,11 @@ pub struct RunSummary {
     pub dead_letters: usize,
     pub llm_calls: u64,
     pub llm_failures: u64,
+    /// Failed calls by error class.
+    pub llm_failures_by_class: HashMap<&'static str, u64>,
+    pub llm_retries: u64,
+    /// Questions parked on `deferred` after a quota error.
+    pub llm_deferred: u64,
     pub mean_score_first_attempt: Option<f64>,
     pub mean_score_stored: Option<f64>,
     /// Stored answers by the attempt that produced them (index 0 = attempt 1).
@@ -167,6 +164,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.interrupted = interrupted;
     summary.llm_calls = LlmStats::get(&stats.calls);
     summary.llm_failures = LlmStats::get(&stats.failures);
+    summary.llm_failures_by_class = ErrorClass::ALL
+        .iter()
+        .map(|c| (c.as_str(), stats.failures_of(*c)))
+        .collect();
+    summary.llm_retries = LlmStats::get(&stats.retries);
+    summary.llm_deferred = LlmStats::get(&stats.deferred);
     tally(
         &mut summary,
         &store,
@@ -204,23 +207,14 @@ async fn provider(
     options: &RunOptions,
     questions: &[Question],
 ) -> anyhow::Result<(Arc<dyn Provider>, Option<SimServer>)> {
-    Ok(match &options.llm {
-        LlmChoice::Sim(config) => {
-            let listen = "127.0.0.1:0".parse().expect("a socket address");
-            let sim = SimServer::start(listen, config.clone(), questions)
-                .await
-                .context("starting the in-process llm-sim")?;
-            let client = OpenAi::new(OpenAiConfig {
-                base_url: sim.base_url(),
-                model: config.model.clone(),
-                api_key: None,
-                timeout: options.llm_timeout,
-                name: "llm-sim".into(),
-            })?;
-            (Arc::new(client), Some(sim))
-        }
-        LlmChoice::OpenAi(config) => (Arc::new(OpenAi::new(config.clone())?), None),
-    })
+    if options.provider.kind() != ProviderKind::Sim {
+        return Ok((options.provider.connect(None)?, None));
+    }
+    let listen = "127.0.0.1:0".parse().expect("a socket address");
+    let sim = SimServer::start(listen, options.sim.clone(), questions)
+        .await
+        .context("starting the in-process llm-sim")?;
+    Ok((options.provider.connect(Some(&sim.base_url()))?, Some(sim)))
 }
 
 /// Question ids already on `topic`.

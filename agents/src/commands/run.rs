@@ -6,25 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use answerloop_scoring::Params;
-
 use super::sim::SimKnobs;
 use crate::cli::HomeArg;
+use crate::config::{self, FileConfig, LlmArgs};
 use crate::home::Home;
-use crate::llm::agent::LlmAgentConfig;
-use crate::llm::openai::OpenAiConfig;
-use crate::llm::prompt::RegeneratePrompt;
-use crate::pipeline::{self, LlmChoice, RunOptions, RunSummary};
-use crate::secret::Secret;
+use crate::llm::spec::ProviderKind;
+use crate::pipeline::{self, RunOptions, RunSummary};
 use crate::traffic::arrival::Arrival;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LlmKind {
-    /// llm-sim in-process: a test tool, not a model.
-    Sim,
-    /// Any OpenAI-compatible chat-completions server.
-    Openai,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -36,9 +24,6 @@ pub struct RunArgs {
     /// Use only the first N distinct questions.
     #[arg(long)]
     limit: Option<usize>,
-    /// Which model answers.
-    #[arg(long, value_enum, default_value = "sim")]
-    llm: LlmKind,
     /// One JSON object on the last line of stdout instead of the summary screen.
     #[arg(long)]
     json: bool,
@@ -55,101 +40,39 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
 
-    /// Accept answers scoring at or above this.
-    #[arg(long, default_value_t = answerloop_scoring::params::DEFAULT_THRESHOLD)]
-    threshold: f32,
-    /// At most this many scored answers a question.
-    #[arg(long, default_value_t = answerloop_scoring::params::DEFAULT_MAX_ATTEMPTS)]
-    max_attempts: u32,
-    /// At most this many LLM calls a question, retries included.
-    #[arg(long, default_value_t = 5)]
-    max_llm_attempts: u32,
-    /// LLM calls in flight at once.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
-    /// How a regenerated question is put to the model.
-    #[arg(long, value_enum, default_value = "feedback")]
-    regenerate_prompt: RegeneratePrompt,
-    #[arg(long, default_value_t = 256)]
-    max_tokens: u32,
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Per-request LLM time-out, in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    llm_timeout_secs: f64,
+    /// Accept answers scoring at or above this [default: 0.4].
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// At most this many scored answers a question [default: 3].
+    #[arg(long)]
+    max_attempts: Option<u32>,
     /// Stop with an error when no question becomes final for this many seconds.
     #[arg(long, default_value_t = 600)]
     stall_timeout_secs: u64,
 
-    /// OpenAI-compatible API root, e.g. http://127.0.0.1:11434/v1.
-    #[arg(
-        long,
-        env = "OPENAI_BASE_URL",
-        default_value = "https://api.openai.com/v1"
-    )]
-    openai_base_url: String,
-    /// Model name for --llm openai.
-    #[arg(long, env = "ANSWERLOOP_MODEL", default_value = "gpt-4o-mini")]
-    model: String,
-    /// File holding the API key; otherwise OPENAI_API_KEY is read. Never pass a key itself.
-    #[arg(long, value_name = "FILE")]
-    api_key_file: Option<PathBuf>,
-
+    #[command(flatten)]
+    llm: LlmArgs,
     #[command(flatten)]
     sim: SimKnobs,
 }
 
 pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let params = Params::from_map(
-        &Params {
-            threshold: args.threshold,
-            max_attempts: args.max_attempts,
-        }
-        .to_map(),
-    )?;
-    anyhow::ensure!(
-        args.llm_timeout_secs.is_finite() && args.llm_timeout_secs > 0.0,
-        "--llm-timeout-secs must be a positive number of seconds"
-    );
-    let llm_timeout = Duration::from_secs_f64(args.llm_timeout_secs);
-    let llm = match args.llm {
-        LlmKind::Sim => {
-            if !args.json {
-                eprintln!("LLM: llm-sim, the built-in test simulator (not a real model). Use --llm openai for a real server.");
-            }
-            LlmChoice::Sim(args.sim.config()?)
-        }
-        LlmKind::Openai => {
-            let api_key = match &args.api_key_file {
-                Some(path) => Some(Secret::from_file(path).map_err(anyhow::Error::msg)?),
-                None => Secret::from_env("OPENAI_API_KEY"),
-            };
-            LlmChoice::OpenAi(OpenAiConfig {
-                base_url: args.openai_base_url.clone(),
-                model: args.model.clone(),
-                api_key,
-                timeout: llm_timeout,
-                name: "openai".into(),
-            })
-        }
-    };
+    let home = Home::resolve(args.home.home.as_deref())?;
+    let file = FileConfig::load(args.home.config.as_deref(), home.root())?;
+    let params = config::scoring(args.threshold, args.max_attempts, &file.scoring)?;
+    let settings = args.llm.resolve(&file.llm, params)?;
+    if settings.provider.kind() == ProviderKind::Sim && !args.json {
+        eprintln!("LLM: llm-sim, the built-in test simulator (not a real model). Use --llm openai|ollama|gemini for a real one.");
+    }
     let options = RunOptions {
-        home: Home::resolve(args.home.home.as_deref())?,
+        home,
         data: args.data.clone(),
         limit: args.limit,
-        llm,
-        agent: LlmAgentConfig {
-            concurrency: args.concurrency,
-            max_llm_attempts: args.max_llm_attempts,
-            params,
-            regenerate_prompt: args.regenerate_prompt,
-            max_tokens: args.max_tokens,
-            temperature: args.temperature,
-            ..LlmAgentConfig::default()
-        },
+        provider: settings.provider,
+        sim: args.sim.config()?,
+        agent: settings.agent,
         schedule: (args.arrival, args.rate, args.burst, args.seed),
         stall_timeout: Duration::from_secs(args.stall_timeout_secs.max(1)),
-        llm_timeout,
         progress: !args.json && std::io::stderr().is_terminal(),
     };
     let summary = pipeline::run(options).await?;
@@ -202,9 +125,21 @@ fn print_summary(s: &RunSummary) {
         s.dead_letters,
         pct(s.dead_letters)
     );
+    let mut failures: Vec<String> = s
+        .llm_failures_by_class
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    failures.sort();
     println!(
-        "  LLM calls     {} ({} failed)",
-        s.llm_calls, s.llm_failures
+        "  LLM calls     {} ({} failed{}{}; {} retries, {} parked for quota)",
+        s.llm_calls,
+        s.llm_failures,
+        if failures.is_empty() { "" } else { ": " },
+        failures.join(", "),
+        s.llm_retries,
+        s.llm_deferred
     );
     println!(
         "  mean score    first attempt {}, stored {}",

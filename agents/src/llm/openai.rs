@@ -1,8 +1,8 @@
 //! Any OpenAI-compatible chat-completions server: OpenAI, vLLM, llama.cpp,
-//! LM Studio, Ollama's `/v1`, and answerloop's own `llm-sim` and `serve`.
+//! LM Studio, Ollama's `/v1`, and answerloop's own `llm-sim`.
 //!
-//! The key is sent as a bearer token and never appears in an error: bodies
-//! quoted in errors have it masked.
+//! A 429 is a quota error when its code says the account is out of credit
+//! (`insufficient_quota`), and a rate limit otherwise.
 
 use std::time::{Duration, SystemTime};
 
@@ -11,11 +11,9 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::http::{class_of_status, malformed, quote, HttpClient};
 use super::{ChatRequest, Completion, ErrorClass, LlmError, Provider};
 use crate::secret::Secret;
-
-/// Error bodies are quoted up to this many bytes.
-const BODY_QUOTE: usize = 300;
 
 #[derive(Debug, Clone)]
 pub struct OpenAiConfig {
@@ -30,31 +28,16 @@ pub struct OpenAiConfig {
 }
 
 pub struct OpenAi {
-    client: reqwest::Client,
+    http: HttpClient,
     url: String,
     config: OpenAiConfig,
 }
 
 impl OpenAi {
     pub fn new(config: OpenAiConfig) -> Result<Self, LlmError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| LlmError::new(ErrorClass::Permanent, None, format!("HTTP client: {e}")))?;
+        let http = HttpClient::new(config.timeout, config.api_key.clone())?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-        Ok(Self {
-            client,
-            url,
-            config,
-        })
-    }
-
-    fn redact(&self, text: &str) -> String {
-        match &self.config.api_key {
-            Some(key) => key.redact(text),
-            None => text.to_string(),
-        }
+        Ok(Self { http, url, config })
     }
 }
 
@@ -101,76 +84,33 @@ impl Provider for OpenAi {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         });
-        let mut call = self.client.post(&self.url).json(&body);
-        if let Some(key) = &self.config.api_key {
-            call = call.bearer_auth(key.expose());
+        let reply = self
+            .http
+            .post(&self.url, &body, |r, key| r.bearer_auth(key.expose()))
+            .await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(classify_status(reply.status, &reply.headers, &reply.body));
         }
-        let response = call
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, &self.url))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| transport_error(&e, &self.url))?;
-        let text = self.redact(&text);
-        if !(200..300).contains(&status) {
-            return Err(classify_status(status, &headers, &text));
-        }
-        let reply: Reply = serde_json::from_str(&text).map_err(|e| {
-            LlmError::new(
-                ErrorClass::Malformed,
-                Some(status),
-                format!("reply is not a chat completion ({e}): {}", quote(&text)),
+        let parsed: Reply = serde_json::from_str(&reply.body).map_err(|e| {
+            malformed(
+                reply.status,
+                &format!("reply is not a chat completion ({e})"),
+                &reply.body,
             )
         })?;
-        let content = reply
+        let content = parsed
             .choices
             .into_iter()
             .next()
             .and_then(|c| c.message.content)
-            .ok_or_else(|| {
-                LlmError::new(
-                    ErrorClass::Malformed,
-                    Some(status),
-                    format!("reply has no message content: {}", quote(&text)),
-                )
-            })?;
+            .ok_or_else(|| malformed(reply.status, "reply has no message content", &reply.body))?;
         Ok(Completion {
             text: content,
-            model: reply.model.unwrap_or_else(|| self.config.model.clone()),
-            prompt_tokens: reply.usage.as_ref().and_then(|u| u.prompt_tokens),
-            completion_tokens: reply.usage.as_ref().and_then(|u| u.completion_tokens),
+            model: parsed.model.unwrap_or_else(|| self.config.model.clone()),
+            prompt_tokens: parsed.usage.as_ref().and_then(|u| u.prompt_tokens),
+            completion_tokens: parsed.usage.as_ref().and_then(|u| u.completion_tokens),
         })
     }
-}
-
-fn transport_error(e: &reqwest::Error, url: &str) -> LlmError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "connection failed"
-    };
-    LlmError::new(
-        ErrorClass::Overload,
-        None,
-        format!("{what}: {url}: {}", error_chain(e)),
-    )
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Sort a non-2xx reply by status and the OpenAI error body.
@@ -178,9 +118,7 @@ pub fn classify_status(status: u16, headers: &HeaderMap, body: &str) -> LlmError
     let code = error_code(body);
     let class = match status {
         429 if is_quota_code(code.as_deref()) => ErrorClass::Quota,
-        408 | 409 | 425 | 429 => ErrorClass::Overload,
-        400..=499 => ErrorClass::Permanent,
-        _ => ErrorClass::Overload,
+        s => class_of_status(s),
     };
     let mut err = LlmError::new(class, Some(status), quote(body));
     err.retry_after = retry_after(headers, SystemTime::now());
@@ -221,18 +159,6 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-fn quote(body: &str) -> String {
-    let body = body.trim();
-    if body.len() <= BODY_QUOTE {
-        return body.to_string();
-    }
-    let mut end = BODY_QUOTE;
-    while !body.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &body[..end])
 }
 
 #[cfg(test)]
@@ -299,13 +225,5 @@ mod tests {
         );
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
         assert_eq!(retry_after(&headers(&[("retry-after", "-1")]), now), None);
-    }
-
-    #[test]
-    fn long_bodies_are_cut_on_a_char_boundary() {
-        let body = "é".repeat(400);
-        let q = quote(&body);
-        assert!(q.len() <= BODY_QUOTE + 3);
-        assert!(q.ends_with('…'));
     }
 }

@@ -15,7 +15,8 @@ const REGENERATE_NOTE: &str = "Your previous answer to this question was judged 
 Give a direct, complete answer.";
 
 /// How a regenerated question is put to the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RegeneratePrompt {
     /// Tell the model its previous answer was judged incomplete.
     #[default]

@@ -61,6 +61,17 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    pub const ALL: [ErrorClass; 4] = [
+        ErrorClass::Overload,
+        ErrorClass::Quota,
+        ErrorClass::Permanent,
+        ErrorClass::Malformed,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Overload => "overload",

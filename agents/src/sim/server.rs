@@ -185,12 +185,18 @@ async fn fault_response(state: &SimState, kind: FaultKind) -> Response {
             );
             response
         }
-        FaultKind::Quota => error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "insufficient_quota",
-            "insufficient_quota",
-            "You exceeded your current quota, please check your plan and billing details.",
-        ),
+        FaultKind::Quota => {
+            // Unlike OpenAI, say when the quota returns, so that a simulated
+            // quota pause lasts --sim-retry-after-secs, not the agent's default.
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "insufficient_quota",
+                "You exceeded your current quota, please check your plan and billing details.",
+            );
+            add_retry_after(&mut response, state.config.retry_after);
+            response
+        }
         FaultKind::Timeout => {
             tokio::time::sleep(state.config.hang).await;
             error(
@@ -207,6 +213,24 @@ async fn fault_response(state: &SimState, kind: FaultKind) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `Retry-After` in whole seconds and OpenAI's `retry-after-ms`.
+fn add_retry_after(response: &mut Response, wait: Duration) {
+    let secs = wait.as_secs_f64();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::RETRY_AFTER,
+        secs.ceil().to_string().parse().expect("a number"),
+    );
+    headers.insert(
+        "retry-after-ms",
+        (secs * 1000.0)
+            .round()
+            .to_string()
+            .parse()
+            .expect("a number"),
+    );
 }
 
 async fn models(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use answerloop::home::Home;
 use answerloop::llm::agent::LlmAgentConfig;
-use answerloop::pipeline::{LlmChoice, RunOptions};
+use answerloop::llm::spec::{ProviderKind, ProviderSpec};
+use answerloop::pipeline::RunOptions;
 use answerloop::sim::{Quality, SimConfig};
 use answerloop::traffic::arrival::Arrival;
 
@@ -16,11 +17,11 @@ pub fn sim_run(home: &Path, sim: SimConfig, limit: Option<usize>) -> RunOptions 
         home: Home::resolve(Some(home)).unwrap(),
         data: None,
         limit,
-        llm: LlmChoice::Sim(sim),
+        provider: ProviderSpec::new(ProviderKind::Sim, None, None, None, Duration::from_secs(2)),
+        sim,
         agent: LlmAgentConfig::default(),
         schedule: (Arrival::Constant, None, 1, 0),
         stall_timeout: Duration::from_secs(120),
-        llm_timeout: Duration::from_secs(2),
         progress: false,
     }
 }

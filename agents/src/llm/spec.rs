@@ -1,0 +1,132 @@
+//! Which provider to call, as configured, and the client built from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::gemini::{Gemini, GeminiConfig};
+use super::ollama::{Ollama, OllamaConfig};
+use super::openai::{OpenAi, OpenAiConfig};
+use super::{LlmError, Provider};
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// llm-sim in-process: a test tool, not a model.
+    Sim,
+    /// Any OpenAI-compatible chat-completions server.
+    Openai,
+    /// Ollama's native API.
+    Ollama,
+    /// Google Gemini.
+    Gemini,
+}
+
+impl ProviderKind {
+    /// The environment variable holding this provider's key, if it takes one.
+    pub fn key_env(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("OPENAI_API_KEY"),
+            ProviderKind::Gemini => Some("GEMINI_API_KEY"),
+            ProviderKind::Sim | ProviderKind::Ollama => None,
+        }
+    }
+
+    fn default_base_url(self) -> String {
+        match self {
+            ProviderKind::Openai => std::env::var("OPENAI_BASE_URL")
+                .unwrap_or_else(|_| "https://api.openai.com/v1".into()),
+            ProviderKind::Ollama => "http://127.0.0.1:11434".into(),
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com".into(),
+            ProviderKind::Sim => String::new(),
+        }
+    }
+
+    fn default_model(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "gpt-4o-mini",
+            ProviderKind::Ollama => "tinyllama",
+            ProviderKind::Gemini => "gemini-2.0-flash",
+            ProviderKind::Sim => "llm-sim",
+        }
+    }
+}
+
+/// A provider with everything needed to reach it.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    kind: ProviderKind,
+    base_url: String,
+    model: String,
+    api_key: Option<Secret>,
+    timeout: Duration,
+}
+
+impl ProviderSpec {
+    pub fn new(
+        kind: ProviderKind,
+        base_url: Option<String>,
+        model: Option<String>,
+        api_key: Option<Secret>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            kind,
+            base_url: base_url.unwrap_or_else(|| kind.default_base_url()),
+            model: model.unwrap_or_else(|| kind.default_model().to_string()),
+            api_key,
+            timeout,
+        }
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The client. For [`ProviderKind::Sim`], `sim_url` is the running
+    /// simulator's API root.
+    pub fn connect(&self, sim_url: Option<&str>) -> Result<Arc<dyn Provider>, LlmError> {
+        let openai = |base_url: String, name: &str, api_key: Option<Secret>| {
+            OpenAi::new(OpenAiConfig {
+                base_url,
+                model: self.model.clone(),
+                api_key,
+                timeout: self.timeout,
+                name: name.into(),
+            })
+        };
+        Ok(match self.kind {
+            ProviderKind::Sim => Arc::new(openai(
+                sim_url.unwrap_or_default().to_string(),
+                "llm-sim",
+                None,
+            )?),
+            ProviderKind::Openai => Arc::new(openai(
+                self.base_url.clone(),
+                "openai",
+                self.api_key.clone(),
+            )?),
+            ProviderKind::Ollama => Arc::new(Ollama::new(OllamaConfig {
+                base_url: self.base_url.clone(),
+                model: self.model.clone(),
+                timeout: self.timeout,
+            })?),
+            ProviderKind::Gemini => Arc::new(Gemini::new(GeminiConfig {
+                base_url: self.base_url.clone(),
+                model: self.model.clone(),
+                api_key: self.api_key.clone(),
+                timeout: self.timeout,
+            })?),
+        })
+    }
+}
