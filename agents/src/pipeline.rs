@@ -67,6 +67,8 @@ pub struct RunSummary {
     /// Failed calls by error class.
     pub llm_failures_by_class: HashMap<&'static str, u64>,
     pub llm_retries: u64,
+    /// Total backoff the agent slept before retries, in milliseconds.
+    pub llm_retry_delay_ms: u64,
     /// Questions parked on `deferred` after a quota error.
     pub llm_deferred: u64,
     pub mean_score_first_attempt: Option<f64>,
@@ -169,6 +171,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
         .map(|c| (c.as_str(), stats.failures_of(*c)))
         .collect();
     summary.llm_retries = LlmStats::get(&stats.retries);
+    summary.llm_retry_delay_ms = LlmStats::get(&stats.retry_delay_ms);
     summary.llm_deferred = LlmStats::get(&stats.deferred);
     tally(
         &mut summary,

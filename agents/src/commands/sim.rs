@@ -30,7 +30,10 @@ pub struct SimKnobs {
         default_value = "503,500,429,quota,timeout,malformed"
     )]
     pub sim_fail_kinds: Vec<FaultKind>,
-    /// Retry-After sent with 429 rate limits, in seconds.
+    /// The first N requests fail (taking the fault kinds in turn), then --sim-fail-rate applies.
+    #[arg(long = "sim-fail-first", default_value_t = 0)]
+    pub sim_fail_first: u64,
+    /// Retry-After sent with 429 rate limits and quota errors, in seconds.
     #[arg(long = "sim-retry-after-secs", default_value_t = 1.0)]
     pub sim_retry_after_secs: f64,
     /// How long a `timeout` fault holds a request, in seconds.
@@ -60,6 +63,7 @@ impl SimKnobs {
             quality: self.sim_quality,
             fail_rate: self.sim_fail_rate,
             fail_kinds: self.sim_fail_kinds.clone(),
+            fail_first: self.sim_fail_first,
             retry_after: secs("--sim-retry-after-secs", self.sim_retry_after_secs)?,
             hang: secs("--sim-hang-secs", self.sim_hang_secs)?,
             seed: self.sim_seed,

@@ -209,11 +209,14 @@ async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
             if retried == 0 {
                 context.budget.deposit();
             }
-            context.provider.complete(&request).await
+            let result = context.provider.complete(&request).await;
+            // Tell the gate before the slot frees, so no waiting call slips
+            // out between a quota error and the pause it causes.
+            inform_gate(&context, &result);
+            result
         };
         let error = match result {
             Ok(completion) => {
-                context.gate.on_success();
                 question.trace.answered_ms = Some(now_ms());
                 let latency_ms = started.elapsed().as_millis() as u64;
                 let answer = Answer::new(question, completion.text, completion.model, latency_ms);
@@ -235,9 +238,6 @@ async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
             ErrorClass::Quota => return park(&context, question, &error).await,
             ErrorClass::Overload | ErrorClass::Malformed => {
                 let rate_limited = error.status == Some(429);
-                if rate_limited {
-                    context.gate.on_rate_limited();
-                }
                 // A 429 that names its wait is pacing, not a storm: it does
                 // not spend the retry budget.
                 let paced = rate_limited && error.retry_after.is_some();
@@ -261,6 +261,27 @@ async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
     }
 }
 
+/// Success adds rate back; a rate limit halves it; a spent quota pauses it.
+fn inform_gate(context: &Context, result: &Result<super::Completion, LlmError>) {
+    match result {
+        Ok(_) => context.gate.on_success(),
+        Err(e) if e.class == ErrorClass::Quota => {
+            context
+                .gate
+                .pause_until(tokio::time::Instant::now() + quota_delay(context, e));
+        }
+        Err(e) if e.status == Some(429) => context.gate.on_rate_limited(),
+        Err(_) => {}
+    }
+}
+
+/// How long a quota error parks: the provider's word, else the configured delay.
+fn quota_delay(context: &Context, error: &LlmError) -> Duration {
+    error
+        .retry_after
+        .unwrap_or(context.config.retry.quota_delay)
+}
+
 /// A rough token count for the per-minute token budget: four characters a
 /// token for the prompt, plus the most the reply may take.
 fn estimate_tokens(request: &ChatRequest) -> u32 {
@@ -268,15 +289,10 @@ fn estimate_tokens(request: &ChatRequest) -> u32 {
     (chars / 4) as u32 + request.max_tokens
 }
 
-/// The quota is spent: pause the gate and park the question on `deferred`
-/// until the quota returns.
+/// The quota is spent (the gate is already paused): park the question on
+/// `deferred` until the quota returns.
 async fn park(context: &Context, mut question: Question, error: &LlmError) -> anyhow::Result<()> {
-    let delay = error
-        .retry_after
-        .unwrap_or(context.config.retry.quota_delay);
-    context
-        .gate
-        .pause_until(tokio::time::Instant::now() + delay);
+    let delay = quota_delay(context, error);
     question.not_before_ms = Some(now_ms() + delay.as_millis() as u64);
     let value = serde_json::to_vec(&question)?;
     context

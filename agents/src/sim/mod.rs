@@ -44,6 +44,9 @@ pub struct SimConfig {
     pub fail_rate: f64,
     /// Faults to choose from, uniformly, when a request fails.
     pub fail_kinds: Vec<FaultKind>,
+    /// The first this many requests fail, taking `fail_kinds` in turn,
+    /// whatever `fail_rate` says: for tests that need an exact script.
+    pub fail_first: u64,
     /// `Retry-After` sent with 429 rate limits.
     pub retry_after: Duration,
     /// How long a `timeout` fault holds the request before answering.
@@ -63,6 +66,7 @@ impl Default for SimConfig {
             quality: Quality::Uniform(0.1, 0.9),
             fail_rate: 0.0,
             fail_kinds: FaultKind::ALL.to_vec(),
+            fail_first: 0,
             retry_after: Duration::from_secs(1),
             hang: Duration::from_secs(120),
             seed: 0,
@@ -105,12 +109,24 @@ impl SimStats {
     }
 }
 
+/// At most this many requests are kept in the request log.
+const REQUEST_LOG_CAP: usize = 100_000;
+
+/// One request as the simulator saw it: when it arrived, and the fault it
+/// got (`None` for an answer).
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    pub at: tokio::time::Instant,
+    pub fault: Option<FaultKind>,
+}
+
 /// Shared by every request.
 pub struct SimState {
     config: SimConfig,
     /// Reference answers by question id.
     references: HashMap<String, String>,
     rng: Mutex<StdRng>,
+    log: Mutex<Vec<Request>>,
     pub stats: SimStats,
 }
 
@@ -124,8 +140,33 @@ impl SimState {
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
             config,
             references,
+            log: Mutex::new(Vec::new()),
             stats: SimStats::default(),
         }
+    }
+
+    /// The requests seen so far, in arrival order (the first 100,000).
+    pub fn request_log(&self) -> Vec<Request> {
+        self.log.lock().expect("log poisoned").clone()
+    }
+
+    /// Count a request and decide its fault: scripted first, then by rate.
+    fn admit(&self, rng: &mut StdRng) -> Option<FaultKind> {
+        let index = self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let kinds = &self.config.fail_kinds;
+        let fault = if index < self.config.fail_first && !kinds.is_empty() {
+            Some(kinds[(index % kinds.len() as u64) as usize])
+        } else {
+            faults::draw(rng, self.config.fail_rate, kinds)
+        };
+        let mut log = self.log.lock().expect("log poisoned");
+        if log.len() < REQUEST_LOG_CAP {
+            log.push(Request {
+                at: tokio::time::Instant::now(),
+                fault,
+            });
+        }
+        fault
     }
 
     /// The reference answer for a question text, if the simulator knows it.

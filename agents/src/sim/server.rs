@@ -15,7 +15,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{faults, text, FaultKind, SimState};
+use super::{text, FaultKind, SimState};
 use crate::llm::prompt::question_text;
 
 pub fn router(state: Arc<SimState>) -> Router {
@@ -46,7 +46,7 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
 }
 
 async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
-    state.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let fault = state.admit(&mut state.rng.lock().expect("rng poisoned"));
     if let Some(key) = &state.config.api_key {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -85,9 +85,8 @@ async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byte
         );
     };
 
-    let (fault, delay, reply) = {
+    let (delay, reply) = {
         let mut rng = state.rng.lock().expect("rng poisoned");
-        let fault = faults::draw(&mut *rng, state.config.fail_rate, &state.config.fail_kinds);
         let delay = latency(&state, &mut *rng);
         let reply = match state.reference(question_text(&user.content)) {
             Some(reference) => {
@@ -102,7 +101,7 @@ async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byte
                 text::unknown(&mut *rng)
             }
         };
-        (fault, delay, reply)
+        (delay, reply)
     };
     if let Some(kind) = fault {
         state.stats.faults[kind.index()].fetch_add(1, Ordering::Relaxed);
