@@ -44,12 +44,21 @@ fn the_api_key_never_reaches_logs_errors_or_dead_letters() {
         .with_writer(move || writer.clone())
         .init();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (wrong_home, right_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     runtime.block_on(async {
         let questions = answerloop::traffic::dataset::sample().questions;
-        let config = SimConfig { api_key: Some(RIGHT.into()), ..SimConfig::default() };
-        let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), config, &questions).await.unwrap();
+        let config = SimConfig {
+            api_key: Some(RIGHT.into()),
+            ..SimConfig::default()
+        };
+        let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), config, &questions)
+            .await
+            .unwrap();
         for (home, key) in [(&wrong_home, WRONG), (&right_home, RIGHT)] {
             let mut options = sim_run(home.path(), SimConfig::default(), Some(5));
             options.provider = ProviderSpec::new(
@@ -73,10 +82,16 @@ fn the_api_key_never_reaches_logs_errors_or_dead_letters() {
         .collect();
     assert_eq!(letters.len(), 5);
     for letter in &letters {
-        assert!(letter.contains("[redacted]"), "the server echoed the key and it was masked: {letter}");
+        assert!(
+            letter.contains("[redacted]"),
+            "the server echoed the key and it was masked: {letter}"
+        );
         assert!(!letter.contains(WRONG), "{letter}");
     }
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("LLM call failed"), "the capture works");
-    assert!(!logs.contains(WRONG) && !logs.contains(RIGHT), "a key reached the logs");
+    assert!(
+        !logs.contains(WRONG) && !logs.contains(RIGHT),
+        "a key reached the logs"
+    );
 }

@@ -11,9 +11,11 @@
 //! - [`prompt`]: the messages put to the model for a question.
 //! - [`gate`]: concurrency, per-minute limits, quota pauses and AIMD.
 //! - [`retry`]: backoff with full jitter, and the retry budget.
+//! - [`caller`]: one question's calls: retries by error class, caps.
 //! - [`agent`]: the LLM agent: consume questions, call, produce answers.
 
 pub mod agent;
+pub mod caller;
 pub mod gate;
 pub mod gemini;
 pub mod http;
