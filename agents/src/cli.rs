@@ -43,6 +43,8 @@ pub enum Command {
     Smartmodules(commands::smartmodules::SmartmodulesArgs),
     /// Score an answer against a reference, as answer-score does in the broker.
     Score(commands::score::ScoreArgs),
+    /// Benchmarks with machine-readable output.
+    Bench(commands::bench::BenchArgs),
     /// TEST TOOL: a simulated OpenAI-compatible LLM server with fault injection.
     #[command(name = "llm-sim")]
     LlmSim(commands::sim::SimArgs),
@@ -56,6 +58,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Smartmodules(args) => commands::smartmodules::execute(args),
         Command::Score(args) => commands::score::execute(args),
         Command::LlmSim(args) => commands::sim::execute(args).await,
+        Command::Bench(args) => commands::bench::execute(args).await,
     }
 }
 

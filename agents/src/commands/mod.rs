@@ -1,6 +1,7 @@
 //! One module a subcommand: its arguments and what it does.
 
 pub mod answers;
+pub mod bench;
 pub mod run;
 pub mod score;
 pub mod sim;

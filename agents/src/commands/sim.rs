@@ -41,6 +41,9 @@ pub struct SimKnobs {
     pub sim_hang_secs: f64,
     #[arg(long = "sim-seed", default_value_t = 0)]
     pub sim_seed: u64,
+    /// Answers a second the simulated account allows; past it, 429 with Retry-After.
+    #[arg(long = "sim-quota-per-sec")]
+    pub sim_quota_per_sec: Option<u32>,
 }
 
 impl SimKnobs {
@@ -67,6 +70,7 @@ impl SimKnobs {
             retry_after: secs("--sim-retry-after-secs", self.sim_retry_after_secs)?,
             hang: secs("--sim-hang-secs", self.sim_hang_secs)?,
             seed: self.sim_seed,
+            quota_per_sec: self.sim_quota_per_sec,
             ..SimConfig::default()
         })
     }

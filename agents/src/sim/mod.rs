@@ -56,6 +56,10 @@ pub struct SimConfig {
     pub model: String,
     /// When set, requests must carry this bearer key (401 otherwise).
     pub api_key: Option<String>,
+    /// Answers a second the simulated account may take; past it, 429
+    /// `rate_limit_exceeded` with the wait until the next one. Faults do not
+    /// count against it.
+    pub quota_per_sec: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -72,6 +76,7 @@ impl Default for SimConfig {
             seed: 0,
             model: "llm-sim".into(),
             api_key: None,
+            quota_per_sec: None,
         }
     }
 }
@@ -81,6 +86,8 @@ impl Default for SimConfig {
 pub struct SimStats {
     pub requests: AtomicU64,
     pub answered: AtomicU64,
+    /// Requests refused because the simulated quota was used up.
+    pub over_quota: AtomicU64,
     pub unknown_questions: AtomicU64,
     pub faults: [AtomicU64; FaultKind::ALL.len()],
 }
@@ -89,6 +96,7 @@ pub struct SimStats {
 pub struct SimStatsSnapshot {
     pub requests: u64,
     pub answered: u64,
+    pub over_quota: u64,
     pub unknown_questions: u64,
     pub faults: HashMap<&'static str, u64>,
 }
@@ -99,6 +107,7 @@ impl SimStats {
         SimStatsSnapshot {
             requests: get(&self.requests),
             answered: get(&self.answered),
+            over_quota: get(&self.over_quota),
             unknown_questions: get(&self.unknown_questions),
             faults: FaultKind::ALL
                 .iter()
@@ -127,6 +136,7 @@ pub struct SimState {
     references: HashMap<String, String>,
     rng: Mutex<StdRng>,
     log: Mutex<Vec<Request>>,
+    quota: Option<governor::DefaultDirectRateLimiter>,
     pub stats: SimStats,
 }
 
@@ -136,13 +146,29 @@ impl SimState {
             .iter()
             .map(|q| (q.id.clone(), q.reference.clone()))
             .collect();
+        let quota = config
+            .quota_per_sec
+            .and_then(std::num::NonZeroU32::new)
+            .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n)));
         Self {
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
+            quota,
             config,
             references,
             log: Mutex::new(Vec::new()),
             stats: SimStats::default(),
         }
+    }
+
+    /// `Err(wait)` when the simulated account's quota is used up for now.
+    fn take_quota(&self) -> Result<(), Duration> {
+        let Some(limiter) = &self.quota else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| {
+            use governor::clock::Clock;
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
     }
 
     /// The requests seen so far, in arrival order (the first 100,000).

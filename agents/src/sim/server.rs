@@ -107,6 +107,17 @@ async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Byte
         state.stats.faults[kind.index()].fetch_add(1, Ordering::Relaxed);
         return fault_response(&state, kind).await;
     }
+    if let Err(wait) = state.take_quota() {
+        state.stats.over_quota.fetch_add(1, Ordering::Relaxed);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            "rate_limit_exceeded",
+            "Rate limit reached for requests per second. Please try again later.",
+        );
+        add_retry_after(&mut response, wait);
+        return response;
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
