@@ -1,15 +1,17 @@
-//! The OpenAI-compatible provider against llm-sim over real HTTP on
-//! loopback: each injected fault reaches the agent as the right error class,
-//! and the API key never shows in an error.
+//! The providers against llm-sim over real HTTP on loopback, in each API's
+//! own dialect: each injected fault reaches the agent as the right error
+//! class, and the API key never shows in an error.
 
 use std::time::Duration;
 
 use answerloop::llm::openai::{OpenAi, OpenAiConfig};
 use answerloop::llm::prompt::{self, RegeneratePrompt};
+use answerloop::llm::spec::{ProviderKind, ProviderSpec};
 use answerloop::llm::{ErrorClass, Provider};
 use answerloop::secret::Secret;
 use answerloop::sim::{FaultKind, Quality, SimConfig, SimServer};
 use answerloop::traffic::dataset;
+use std::sync::Arc;
 
 async fn sim(config: SimConfig) -> SimServer {
     let questions = dataset::sample().questions;
@@ -131,5 +133,160 @@ async fn a_rejected_key_is_permanent_and_never_echoed() {
         .complete(&request())
         .await;
     assert!(ok.is_ok());
+    server.shutdown().await;
+}
+
+/// A client of `kind` for the simulator at `server`.
+fn provider(
+    kind: ProviderKind,
+    server: &SimServer,
+    key: Option<&str>,
+    timeout: Duration,
+) -> Arc<dyn Provider> {
+    let base = match kind {
+        ProviderKind::Openai => server.base_url(),
+        _ => format!("http://{}", server.addr),
+    };
+    ProviderSpec::new(
+        kind,
+        Some(base),
+        Some("sim-model".into()),
+        key.and_then(Secret::new),
+        timeout,
+    )
+    .connect(None)
+    .unwrap()
+}
+
+#[tokio::test]
+async fn ollama_and_gemini_answer_through_their_own_apis() {
+    let server = sim(SimConfig {
+        quality: Quality::Fixed(1.0),
+        ..SimConfig::default()
+    })
+    .await;
+    let reference = &dataset::sample().questions[0].reference;
+    for kind in [ProviderKind::Ollama, ProviderKind::Gemini] {
+        let completion = provider(kind, &server, None, Duration::from_secs(5))
+            .complete(&request())
+            .await
+            .unwrap();
+        assert_eq!(
+            answerloop_scoring::lexical::score(&completion.text, reference),
+            1.0,
+            "{kind:?}"
+        );
+        assert!(completion.completion_tokens.unwrap() > 0, "{kind:?}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ollama_and_gemini_faults_map_to_their_classes() {
+    use ErrorClass::*;
+    let cases = [
+        (
+            ProviderKind::Ollama,
+            FaultKind::Unavailable,
+            Overload,
+            Some(503),
+        ),
+        (
+            ProviderKind::Ollama,
+            FaultKind::Internal,
+            Overload,
+            Some(500),
+        ),
+        (
+            ProviderKind::Ollama,
+            FaultKind::Malformed,
+            Malformed,
+            Some(200),
+        ),
+        (ProviderKind::Ollama, FaultKind::Timeout, Overload, None),
+        (
+            ProviderKind::Gemini,
+            FaultKind::Unavailable,
+            Overload,
+            Some(503),
+        ),
+        (
+            ProviderKind::Gemini,
+            FaultKind::Internal,
+            Overload,
+            Some(500),
+        ),
+        (
+            ProviderKind::Gemini,
+            FaultKind::RateLimit,
+            Overload,
+            Some(429),
+        ),
+        (ProviderKind::Gemini, FaultKind::Quota, Quota, Some(429)),
+        (
+            ProviderKind::Gemini,
+            FaultKind::Malformed,
+            Malformed,
+            Some(200),
+        ),
+        (ProviderKind::Gemini, FaultKind::Timeout, Overload, None),
+    ];
+    for (kind, fault, class, status) in cases {
+        let server = sim(SimConfig {
+            fail_rate: 1.0,
+            fail_kinds: vec![fault],
+            hang: Duration::from_secs(10),
+            retry_after: Duration::from_millis(2500),
+            ..SimConfig::default()
+        })
+        .await;
+        let err = provider(kind, &server, None, Duration::from_millis(300))
+            .complete(&request())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.class, err.status),
+            (class, status),
+            "{kind:?} {fault:?}: {err}"
+        );
+        if kind == ProviderKind::Gemini && status == Some(429) {
+            assert_eq!(
+                err.retry_after,
+                Some(Duration::from_millis(2500)),
+                "RetryInfo.retryDelay is read"
+            );
+        }
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_gemini_key_is_permanent_and_never_echoed() {
+    let server = sim(SimConfig {
+        api_key: Some("gem-right".into()),
+        ..SimConfig::default()
+    })
+    .await;
+    let wrong = "gem-wrong-51c0";
+    let err = provider(
+        ProviderKind::Gemini,
+        &server,
+        Some(wrong),
+        Duration::from_secs(5),
+    )
+    .complete(&request())
+    .await
+    .unwrap_err();
+    assert_eq!((err.class, err.status), (ErrorClass::Permanent, Some(400)));
+    assert!(!format!("{err} {err:?}").contains(wrong));
+    let ok = provider(
+        ProviderKind::Gemini,
+        &server,
+        Some("gem-right"),
+        Duration::from_secs(5),
+    )
+    .complete(&request())
+    .await;
+    assert!(ok.is_ok(), "{ok:?}");
     server.shutdown().await;
 }
