@@ -6,25 +6,16 @@ mod common;
 
 #[test]
 fn bench_llm_prints_its_figures_as_json() {
-    let out = common::binary()
-        .args([
-            "bench",
-            "llm",
-            "--duration-secs",
-            "1",
-            "--warmup-secs",
-            "0.2",
-            "--quota-per-sec",
-            "50",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json_of([
+        "bench",
+        "llm",
+        "--duration-secs",
+        "1",
+        "--warmup-secs",
+        "0.2",
+        "--quota-per-sec",
+        "50",
+    ]);
     for key in [
         "utilisation",
         "success_per_sec",

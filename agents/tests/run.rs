@@ -11,7 +11,7 @@ use answerloop::sim::{Quality, SimConfig};
 use answerloop::traffic::dataset;
 use answerloop_schema::Verdict;
 use answerloop_storage::Store;
-use common::{binary, sim, sim_run};
+use common::{binary, json_of, sim, sim_run};
 
 /// Every question of the sample is final exactly once: stored or
 /// dead-lettered, never both, never neither.
@@ -152,19 +152,8 @@ async fn good_answers_are_accepted_at_the_first_attempt() {
 #[test]
 fn run_json_prints_one_object_on_the_last_line() {
     let dir = tempfile::tempdir().unwrap();
-    let out = binary()
-        .args(["run", "--json", "--limit", "20", "--home"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let last = stdout.lines().last().unwrap();
-    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let home = dir.path().to_str().unwrap();
+    let v = json_of(["run", "--json", "--limit", "20", "--home", home]);
     for key in [
         "questions",
         "stored",
@@ -175,7 +164,7 @@ fn run_json_prints_one_object_on_the_last_line() {
         "mean_score_first_attempt",
         "mean_score_stored",
     ] {
-        assert!(v.get(key).is_some(), "missing {key} in {last}");
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
     assert_eq!(v["questions"], 20);
     assert_eq!(
@@ -241,20 +230,15 @@ fn malformed_rows_are_reported_with_line_numbers_and_the_rest_answered() {
          \"2\",\"Why is the sea salty?\",\"\",\"Rivers carry dissolved salts into it.\"\n",
     )
     .unwrap();
-    let out = binary()
-        .args(["run", "--json", "--home"])
-        .arg(dir.path().join("home"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let home = dir.path().join("home");
+    let v = json_of([
+        "run".as_ref(),
+        "--json".as_ref(),
+        "--home".as_ref(),
+        home.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ]);
     assert_eq!(v["questions"], 2);
     assert_eq!(v["rows_malformed"], 1);
     assert!(
