@@ -88,7 +88,7 @@ async fn time_outs_are_overload_and_retried() {
         None,
         None,
         None,
-        Duration::from_millis(200),
+        Duration::from_millis(1000),
     );
     let (s, _) = run(o).await;
     assert_eq!((s.llm_calls, s.stored), (2, 1), "{s:?}");
@@ -179,33 +179,18 @@ async fn a_spent_quota_parks_the_question_and_pauses_every_call_until_it_returns
         ..scripted(&[FaultKind::Quota], 1, 0.0)
     })
     .await;
+    // One call at a time: the slot frees only after the agent has heard of
+    // the quota error and paused, so the order below is exact.
     let mut o = options(&dir, SimConfig::default(), 5);
-    o.agent.rate.concurrency = 4;
     against(&mut o, &sim);
     let (s, letters) = run(o).await;
     assert_eq!((s.llm_deferred, s.stored, s.llm_calls), (1, 5, 6), "{s:?}");
     assert!(letters.is_empty());
     let log = sim.state.request_log();
     assert_eq!(log[0].fault, Some(FaultKind::Quota));
-    // The three calls already under way when the quota ran out may land;
-    // the fifth question waits for the pause to end.
-    let after_pause: Vec<_> = log[1..]
-        .iter()
-        .filter(|r| r.at >= log[0].at + pause)
-        .collect();
-    let during: Vec<_> = log[1..]
-        .iter()
-        .filter(|r| r.at < log[0].at + pause)
-        .collect();
-    assert!(
-        during.len() <= 3,
-        "{} calls started during the pause",
-        during.len()
-    );
-    assert!(
-        after_pause.len() >= 2,
-        "the parked question and the rest resumed"
-    );
+    for later in &log[1..] {
+        assert!(later.at >= log[0].at + pause, "a call started {:?} into the pause", later.at - log[0].at);
+    }
     sim.shutdown().await;
 }
 

@@ -76,7 +76,7 @@ async fn each_fault_maps_to_its_error_class() {
             ..SimConfig::default()
         })
         .await;
-        let err = client(&server, None, Duration::from_millis(300))
+        let err = client(&server, None, Duration::from_millis(1500))
             .complete(&request())
             .await
             .unwrap_err();
@@ -240,7 +240,7 @@ async fn ollama_and_gemini_faults_map_to_their_classes() {
             ..SimConfig::default()
         })
         .await;
-        let err = provider(kind, &server, None, Duration::from_millis(300))
+        let err = provider(kind, &server, None, Duration::from_millis(1500))
             .complete(&request())
             .await
             .unwrap_err();

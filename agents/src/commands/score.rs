@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use answerloop_scoring::{decide, lexical, Params};
+use answerloop_scoring::{decide, lexical};
+
+use crate::config;
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -24,13 +26,7 @@ pub struct ScoreArgs {
 }
 
 pub fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
-    let params = Params::from_map(
-        &Params {
-            threshold: args.threshold,
-            max_attempts: args.max_attempts,
-        }
-        .to_map(),
-    )?;
+    let params = config::scoring(Some(args.threshold), Some(args.max_attempts), &Default::default())?;
     let score = lexical::score(&args.answer, &args.reference);
     let verdict = decide::verdict(score, args.attempt, &params);
     if args.json {
