@@ -14,8 +14,26 @@ use crate::commands;
     broker with WASM SmartModules, regenerates weak ones and stores the final answers."
 )]
 pub struct Cli {
+    /// Threads each local-model generation uses (one is fastest on two cores).
+    #[arg(
+        long,
+        global = true,
+        env = "ANSWERLOOP_MODEL_THREADS",
+        default_value_t = 1
+    )]
+    pub model_threads: usize,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Set the thread counts candle reads. Call before any thread starts:
+    /// candle and rayon read them once, from the environment only.
+    pub fn configure_model_threads(&self) {
+        let threads = self.model_threads.max(1).to_string();
+        std::env::set_var("RAYON_NUM_THREADS", &threads);
+        std::env::set_var("CANDLE_NUM_THREADS", &threads);
+    }
 }
 
 /// `--home` and `--config`, shared by every command that touches state.
@@ -43,6 +61,10 @@ pub enum Command {
     Smartmodules(commands::smartmodules::SmartmodulesArgs),
     /// Score an answer against a reference, as answer-score does in the broker.
     Score(commands::score::ScoreArgs),
+    /// The local model cache: fetch, list, verify.
+    Models(commands::models::ModelsArgs),
+    /// Serve the local model as an OpenAI-compatible chat-completions API.
+    Serve(commands::serve::ServeArgs),
     /// Benchmarks with machine-readable output.
     Bench(commands::bench::BenchArgs),
     /// TEST TOOL: a simulated OpenAI-compatible LLM server with fault injection.
@@ -59,6 +81,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Score(args) => commands::score::execute(args),
         Command::LlmSim(args) => commands::sim::execute(args).await,
         Command::Bench(args) => commands::bench::execute(args).await,
+        Command::Models(args) => commands::models::execute(args),
+        Command::Serve(args) => commands::serve::execute(args).await,
     }
 }
 

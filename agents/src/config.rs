@@ -9,12 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use answerloop_models::ModelCache;
 use answerloop_scoring::Params;
 use anyhow::Context;
 use serde::Deserialize;
 
 use crate::llm::agent::LlmAgentConfig;
 use crate::llm::gate::RateConfig;
+use crate::llm::local::LocalConfig;
 use crate::llm::prompt::RegeneratePrompt;
 use crate::llm::retry::RetryConfig;
 use crate::llm::spec::{ProviderKind, ProviderSpec};
@@ -48,6 +50,8 @@ pub struct LlmFile {
     pub regenerate_prompt: Option<RegeneratePrompt>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    /// Local model generation threads.
+    pub model_workers: Option<usize>,
     #[serde(default)]
     pub retry: RetryFile,
 }
@@ -100,7 +104,7 @@ impl FileConfig {
 /// LLM flags; each overrides the config file, which overrides the default.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct LlmArgs {
-    /// Which model answers [default: sim].
+    /// Which model answers [default: local].
     #[arg(long, value_enum)]
     pub llm: Option<ProviderKind>,
     /// The provider's API root [default: the provider's own; OPENAI_BASE_URL for openai].
@@ -154,6 +158,15 @@ pub struct LlmArgs {
     /// How long a quota error parks a question when the provider names no delay, s [default: 60].
     #[arg(long)]
     pub quota_delay_secs: Option<f64>,
+    /// Local model: generation workers, each on its own thread [default: one a core, at most 4].
+    #[arg(long)]
+    pub model_workers: Option<usize>,
+    /// Local model: requests that may wait for a worker [default: 64].
+    #[arg(long)]
+    pub model_queue: Option<usize>,
+    /// Seed for sampling at a temperature above 0 [default: fixed].
+    #[arg(long)]
+    pub sample_seed: Option<u64>,
 }
 
 /// What the LLM agent runs with, after merging.
@@ -166,7 +179,12 @@ pub struct LlmSettings {
 impl LlmArgs {
     /// Merge flags over the file over defaults; `scoring` is the resolved
     /// scoring params. Reads the API key from its file or the environment.
-    pub fn resolve(&self, file: &LlmFile, scoring: Params) -> anyhow::Result<LlmSettings> {
+    pub fn resolve(
+        &self,
+        file: &LlmFile,
+        scoring: Params,
+        models: ModelCache,
+    ) -> anyhow::Result<LlmSettings> {
         let retry_file = &file.retry;
         let defaults = LlmAgentConfig::default();
         let secs = |name: &str, v: f64| -> anyhow::Result<Duration> {
@@ -180,7 +198,7 @@ impl LlmArgs {
             "the LLM time-out",
             self.llm_timeout_secs.or(file.timeout_secs).unwrap_or(60.0),
         )?;
-        let kind = self.llm.or(file.provider).unwrap_or(ProviderKind::Sim);
+        let kind = self.llm.or(file.provider).unwrap_or(ProviderKind::Local);
         let key_file = self.api_key_file.as_ref().or(file.api_key_file.as_ref());
         let api_key = match key_file {
             Some(path) => Some(Secret::from_file(path).map_err(anyhow::Error::msg)?),
@@ -188,7 +206,17 @@ impl LlmArgs {
         };
         let base_url = self.base_url.clone().or_else(|| file.base_url.clone());
         let model = self.model.clone().or_else(|| file.model.clone());
-        let provider = ProviderSpec::new(kind, base_url, model, api_key, timeout);
+        let local = LocalConfig {
+            workers: self
+                .model_workers
+                .or(file.model_workers)
+                .unwrap_or(LocalConfig::default().workers),
+            queue: self.model_queue.unwrap_or(64),
+            seed: self.sample_seed.unwrap_or(LocalConfig::default().seed),
+        };
+        anyhow::ensure!(local.workers >= 1, "--model-workers must be at least 1");
+        let provider =
+            ProviderSpec::new(kind, base_url, model, api_key, timeout).with_local(models, local);
 
         let concurrency = self
             .concurrency
@@ -291,7 +319,9 @@ mod tests {
             ..LlmArgs::default()
         };
         let params = scoring(None, None, &file.scoring).unwrap();
-        let settings = args.resolve(&file.llm, params).unwrap();
+        let settings = args
+            .resolve(&file.llm, params, ModelCache::new("m"))
+            .unwrap();
         assert_eq!(settings.provider.kind(), ProviderKind::Ollama);
         assert_eq!(settings.provider.model(), "tinyllama");
         assert_eq!(settings.agent.rate.concurrency, 5);
@@ -320,12 +350,12 @@ mod tests {
             concurrency: Some(0),
             ..LlmArgs::default()
         };
-        assert!(zero.resolve(&file, params).is_err());
+        assert!(zero.resolve(&file, params, ModelCache::new("m")).is_err());
         let nan = LlmArgs {
             llm_timeout_secs: Some(f64::NAN),
             ..LlmArgs::default()
         };
-        assert!(nan.resolve(&file, params).is_err());
+        assert!(nan.resolve(&file, params, ModelCache::new("m")).is_err());
         assert!(scoring(Some(2.0), None, &ScoringFile::default()).is_err());
     }
 

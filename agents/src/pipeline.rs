@@ -210,8 +210,19 @@ async fn provider(
     options: &RunOptions,
     questions: &[Question],
 ) -> anyhow::Result<(Arc<dyn Provider>, Option<SimServer>)> {
-    if options.provider.kind() != ProviderKind::Sim {
-        return Ok((options.provider.connect(None)?, None));
+    match options.provider.kind() {
+        ProviderKind::Sim => {}
+        ProviderKind::Local => {
+            // Fetching and loading are seconds of blocking work.
+            let spec = options.provider.clone();
+            let provider = tokio::task::spawn_blocking(move || {
+                crate::commands::models::ensure_local_model(spec.models())?;
+                Ok::<_, anyhow::Error>(spec.connect(None)?)
+            })
+            .await??;
+            return Ok((provider, None));
+        }
+        _ => return Ok((options.provider.connect(None)?, None)),
     }
     let listen = "127.0.0.1:0".parse().expect("a socket address");
     let sim = SimServer::start(listen, options.sim.clone(), questions)

@@ -189,7 +189,11 @@ async fn a_spent_quota_parks_the_question_and_pauses_every_call_until_it_returns
     let log = sim.state.request_log();
     assert_eq!(log[0].fault, Some(FaultKind::Quota));
     for later in &log[1..] {
-        assert!(later.at >= log[0].at + pause, "a call started {:?} into the pause", later.at - log[0].at);
+        assert!(
+            later.at >= log[0].at + pause,
+            "a call started {:?} into the pause",
+            later.at - log[0].at
+        );
     }
     sim.shutdown().await;
 }

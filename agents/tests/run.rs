@@ -153,7 +153,9 @@ async fn good_answers_are_accepted_at_the_first_attempt() {
 fn run_json_prints_one_object_on_the_last_line() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().to_str().unwrap();
-    let v = json_of(["run", "--json", "--limit", "20", "--home", home]);
+    let v = json_of([
+        "run", "--llm", "sim", "--json", "--limit", "20", "--home", home,
+    ]);
     for key in [
         "questions",
         "stored",
@@ -233,6 +235,8 @@ fn malformed_rows_are_reported_with_line_numbers_and_the_rest_answered() {
     let home = dir.path().join("home");
     let v = json_of([
         "run".as_ref(),
+        "--llm".as_ref(),
+        "sim".as_ref(),
         "--json".as_ref(),
         "--home".as_ref(),
         home.as_os_str(),
@@ -254,7 +258,7 @@ fn malformed_rows_are_reported_with_line_numbers_and_the_rest_answered() {
 fn a_broker_in_use_by_another_process_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let first = binary()
-        .args(["run", "--limit", "1", "--home"])
+        .args(["run", "--llm", "sim", "--limit", "1", "--home"])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -263,7 +267,7 @@ fn a_broker_in_use_by_another_process_is_refused_clearly() {
     let _held =
         answerloop::broker::embedded::EmbeddedBroker::open(&dir.path().join("broker")).unwrap();
     let out = binary()
-        .args(["run", "--home"])
+        .args(["run", "--llm", "sim", "--home"])
         .arg(dir.path())
         .output()
         .unwrap();

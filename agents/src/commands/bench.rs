@@ -29,6 +29,24 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// The LLM call policy against llm-sim: utilisation of the provider's capacity.
     Llm(LlmBench),
+    /// The local model: prompt and generation tokens per second
+    /// (threads: the global --model-threads).
+    Model(ModelBench),
+}
+
+#[derive(Debug, clap::Args)]
+struct ModelBench {
+    #[command(flatten)]
+    home: crate::cli::HomeArg,
+    /// Most tokens generated a run.
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
+    /// Runs (over the sample's first questions); figures are totals over all runs.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Keep the Q4_1 matrices as shipped, to measure what requantising buys.
+    #[arg(long)]
+    no_requantize: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +79,7 @@ struct LlmBench {
 pub async fn execute(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
         BenchWhat::Llm(bench) => llm(bench).await,
+        BenchWhat::Model(bench) => tokio::task::spawn_blocking(move || model(bench)).await?,
     }
 }
 
@@ -166,6 +185,55 @@ async fn llm(args: LlmBench) -> anyhow::Result<ExitCode> {
         "retries": LlmStats::get(&stats.retries),
         "sim_over_quota": sim_stats.over_quota,
         "sim_faults": sim_stats.faults,
+    });
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn model(args: ModelBench) -> anyhow::Result<ExitCode> {
+    use answerloop_models::smollm::{chat_prompt, LoadOptions};
+    use answerloop_models::{GenerateOptions, SmolLm, SMOLLM2};
+
+    let cache = super::models::cache(&args.home);
+    super::models::ensure_local_model(&cache)?;
+    let started = Instant::now();
+    let options = LoadOptions {
+        requantize: !args.no_requantize,
+        ..LoadOptions::default()
+    };
+    let model = SmolLm::load(&cache.main_file(&SMOLLM2), options)?;
+    let load_secs = started.elapsed().as_secs_f64();
+    let mut session = model.session();
+    let generate = GenerateOptions {
+        max_tokens: args.tokens,
+        ..GenerateOptions::default()
+    };
+    let (mut prompt_tokens, mut prompt_secs, mut gen_tokens, mut gen_secs) = (0, 0.0, 0, 0.0);
+    for question in dataset::sample().questions.iter().take(args.runs.max(1)) {
+        let request = prompt::request(question, RegeneratePrompt::Plain, args.tokens as u32, 0.0);
+        let text = chat_prompt(
+            request
+                .messages
+                .iter()
+                .map(|m| (m.role.as_str(), m.content.as_str())),
+        );
+        let g = session.generate(&text, &generate)?;
+        prompt_tokens += g.prompt_tokens;
+        prompt_secs += g.prompt_time.as_secs_f64();
+        gen_tokens += g.completion_tokens;
+        gen_secs += g.generation_time.as_secs_f64();
+    }
+    let report = json!({
+        "bench": "model",
+        "model": crate::llm::local::MODEL_NAME,
+        "threads": std::env::var("CANDLE_NUM_THREADS").ok(),
+        "requantized": !args.no_requantize,
+        "load_secs": load_secs,
+        "runs": args.runs.max(1),
+        "prompt_tokens": prompt_tokens,
+        "prompt_tokens_per_sec": prompt_tokens as f64 / prompt_secs.max(1e-9),
+        "generated_tokens": gen_tokens,
+        "generated_tokens_per_sec": gen_tokens as f64 / gen_secs.max(1e-9),
     });
     println!("{report}");
     Ok(ExitCode::SUCCESS)

@@ -2,7 +2,9 @@
 
 pub mod answers;
 pub mod bench;
+pub mod models;
 pub mod run;
 pub mod score;
+pub mod serve;
 pub mod sim;
 pub mod smartmodules;

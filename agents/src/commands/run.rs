@@ -60,7 +60,9 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
     let file = FileConfig::load(args.home.config.as_deref(), home.root())?;
     let params = config::scoring(args.threshold, args.max_attempts, &file.scoring)?;
-    let settings = args.llm.resolve(&file.llm, params)?;
+    let models = super::models::cache(&args.home);
+    let settings = args.llm.resolve(&file.llm, params, models)?;
+
     if settings.provider.kind() == ProviderKind::Sim && !args.json {
         eprintln!("LLM: llm-sim, the built-in test simulator (not a real model). Use --llm openai|ollama|gemini for a real one.");
     }

@@ -26,7 +26,11 @@ pub struct ScoreArgs {
 }
 
 pub fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
-    let params = config::scoring(Some(args.threshold), Some(args.max_attempts), &Default::default())?;
+    let params = config::scoring(
+        Some(args.threshold),
+        Some(args.max_attempts),
+        &Default::default(),
+    )?;
     let score = lexical::score(&args.answer, &args.reference);
     let verdict = decide::verdict(score, args.attempt, &params);
     if args.json {

@@ -4,6 +4,7 @@
 //! - [`provider`]: the [`Provider`] trait and the error classes every
 //!   provider maps its failures to.
 //! - [`openai`]: any OpenAI-compatible chat-completions server.
+//! - [`local`]: SmolLM2 in this process, on model worker threads.
 //! - [`ollama`]: Ollama's native `/api/chat`.
 //! - [`gemini`]: Google's `generateContent`.
 //! - [`http`]: the HTTP plumbing they share.
@@ -19,6 +20,7 @@ pub mod caller;
 pub mod gate;
 pub mod gemini;
 pub mod http;
+pub mod local;
 pub mod ollama;
 pub mod openai;
 pub mod prompt;

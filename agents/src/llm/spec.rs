@@ -5,15 +5,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use answerloop_models::{ModelCache, SMOLLM2};
+
 use super::gemini::{Gemini, GeminiConfig};
+use super::local::{Local, LocalConfig};
 use super::ollama::{Ollama, OllamaConfig};
 use super::openai::{OpenAi, OpenAiConfig};
-use super::{LlmError, Provider};
+use super::{ErrorClass, LlmError, Provider};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
+    /// SmolLM2-135M-Instruct in this process (fetched on first use).
+    Local,
     /// llm-sim in-process: a test tool, not a model.
     Sim,
     /// Any OpenAI-compatible chat-completions server.
@@ -30,7 +35,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => Some("OPENAI_API_KEY"),
             ProviderKind::Gemini => Some("GEMINI_API_KEY"),
-            ProviderKind::Sim | ProviderKind::Ollama => None,
+            ProviderKind::Local | ProviderKind::Sim | ProviderKind::Ollama => None,
         }
     }
 
@@ -40,7 +45,7 @@ impl ProviderKind {
                 .unwrap_or_else(|_| "https://api.openai.com/v1".into()),
             ProviderKind::Ollama => "http://127.0.0.1:11434".into(),
             ProviderKind::Gemini => "https://generativelanguage.googleapis.com".into(),
-            ProviderKind::Sim => String::new(),
+            ProviderKind::Local | ProviderKind::Sim => String::new(),
         }
     }
 
@@ -50,6 +55,7 @@ impl ProviderKind {
             ProviderKind::Ollama => "tinyllama",
             ProviderKind::Gemini => "gemini-2.0-flash",
             ProviderKind::Sim => "llm-sim",
+            ProviderKind::Local => super::local::MODEL_NAME,
         }
     }
 }
@@ -62,6 +68,9 @@ pub struct ProviderSpec {
     model: String,
     api_key: Option<Secret>,
     timeout: Duration,
+    /// Where the local model lives, and how it runs.
+    models: ModelCache,
+    local: LocalConfig,
 }
 
 impl ProviderSpec {
@@ -78,7 +87,20 @@ impl ProviderSpec {
             model: model.unwrap_or_else(|| kind.default_model().to_string()),
             api_key,
             timeout,
+            models: ModelCache::locate(None),
+            local: LocalConfig::default(),
         }
+    }
+
+    /// Run the local model from `models` with `config`.
+    pub fn with_local(mut self, models: ModelCache, config: LocalConfig) -> Self {
+        self.models = models;
+        self.local = config;
+        self
+    }
+
+    pub fn models(&self) -> &ModelCache {
+        &self.models
     }
 
     pub fn kind(&self) -> ProviderKind {
@@ -106,6 +128,19 @@ impl ProviderSpec {
             })
         };
         Ok(match self.kind {
+            ProviderKind::Local => {
+                if !self.models.is_installed(&SMOLLM2) {
+                    return Err(LlmError::new(
+                        ErrorClass::Permanent,
+                        None,
+                        format!(
+                            "the local model is not in {}: run `answerloop models fetch`",
+                            self.models.root().display()
+                        ),
+                    ));
+                }
+                Arc::new(Local::load(&self.models.main_file(&SMOLLM2), self.local)?)
+            }
             ProviderKind::Sim => Arc::new(openai(
                 sim_url.unwrap_or_default().to_string(),
                 "llm-sim",

