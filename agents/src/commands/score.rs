@@ -23,6 +23,12 @@ pub struct ScoreArgs {
     /// One JSON object instead of the bare score.
     #[arg(long)]
     json: bool,
+    /// The exact reference scorer instead: cosine of all-MiniLM-L6-v2
+    /// embeddings (native only; fetched on first use).
+    #[arg(long)]
+    exact: bool,
+    #[command(flatten)]
+    home: crate::cli::HomeArg,
 }
 
 pub fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
@@ -31,12 +37,19 @@ pub fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         Some(args.max_attempts),
         &Default::default(),
     )?;
-    let score = lexical::score(&args.answer, &args.reference);
+    let (score, scorer) = if args.exact {
+        let cache = super::models::cache(&args.home);
+        super::models::ensure(&cache, &answerloop_models::MINILM)?;
+        let model = answerloop_models::MiniLm::load(&cache)?;
+        (model.score(&args.answer, &args.reference)?, "exact")
+    } else {
+        (lexical::score(&args.answer, &args.reference), "lexical")
+    };
     let verdict = decide::verdict(score, args.attempt, &params);
     if args.json {
         println!(
             "{}",
-            json!({"score": score, "verdict": verdict.as_str(), "scorer": "lexical", "threshold": params.threshold})
+            json!({"score": score, "verdict": verdict.as_str(), "scorer": scorer, "threshold": params.threshold})
         );
     } else {
         println!("{score:.4}");
