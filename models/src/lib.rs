@@ -8,10 +8,12 @@
 //!   SmolLM2's own pre-tokenizer, ChatML).
 //! - [`minilm`]: all-MiniLM-L6-v2 sentence embeddings, the original
 //!   project's scorer, as the exact reference for answerloop's own score.
+//! - [`distill`]: the static embedding table distilled from MiniLM.
 //! - [`pool`]: model workers on their own threads, off the async executor,
 //!   behind a bounded queue.
 
 pub mod cache;
+pub mod distill;
 pub mod minilm;
 pub mod pool;
 pub mod smollm;

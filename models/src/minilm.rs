@@ -19,6 +19,7 @@ const MAX_TOKENS: usize = 256;
 pub struct MiniLm {
     model: BertModel,
     tokenizer: Tokenizer,
+    hidden_size: usize,
 }
 
 impl MiniLm {
@@ -44,6 +45,10 @@ impl MiniLm {
         // installed file in place (installs rename a new file over it).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DTYPE, &Device::Cpu)? };
         let model = BertModel::load(vb, &config_value)?;
+        let hidden_size = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["hidden_size"].as_u64())
+            .unwrap_or(384) as usize;
         let mut tokenizer =
             Tokenizer::from_file(tokenizer).map_err(|e| fail(tokenizer, e.to_string()))?;
         tokenizer
@@ -53,7 +58,21 @@ impl MiniLm {
             }))
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(Some(PaddingParams::default()));
-        Ok(Self { model, tokenizer })
+        Ok(Self { model, tokenizer, hidden_size })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    /// Mean-pooled outputs (not normalised) of unpadded `ids` (batch, seq).
+    pub fn pooled(&self, ids: &Tensor) -> Result<Tensor, ModelError> {
+        let hidden = self.model.forward(ids, &ids.zeros_like()?, None)?;
+        Ok(hidden.mean(1)?)
     }
 
     /// Unit-length sentence embeddings, one row a text.

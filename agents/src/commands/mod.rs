@@ -2,6 +2,7 @@
 
 pub mod answers;
 pub mod bench;
+pub mod eval;
 pub mod models;
 pub mod run;
 pub mod score;

@@ -23,6 +23,19 @@ enum ModelsCommand {
     List,
     /// Re-hash the cached files.
     Verify,
+    /// Distil the static embedding table answer-score uses from all-MiniLM-L6-v2.
+    Distill {
+        /// Where to write the table (the committed one is
+        /// smartmodules/scoring/data/static-embedding.bin).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Dimensions kept by PCA.
+        #[arg(long, default_value_t = 128)]
+        dims: usize,
+        /// SIF smoothing of the token weights.
+        #[arg(long, default_value_t = 1e-3)]
+        sif_a: f64,
+    },
 }
 
 /// The model cache for these arguments: ANSWERLOOP_MODELS_DIR, else the
@@ -90,6 +103,7 @@ pub fn execute(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             }
             println!("cache: {}", cache.root().display());
         }
+        ModelsCommand::Distill { out, dims, sif_a } => distill(&cache, &out, dims, sif_a)?,
         ModelsCommand::Verify => {
             for package in ALL.iter().filter(|p| cache.is_installed(p)) {
                 cache.verify(package)?;
@@ -98,4 +112,45 @@ pub fn execute(args: ModelsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn distill(cache: &ModelCache, out: &std::path::Path, dims: usize, sif_a: f64) -> anyhow::Result<()> {
+    use answerloop_models::distill::{distill, DistillOptions};
+    use answerloop_models::{MiniLm, MINILM};
+
+    ensure(cache, &MINILM)?;
+    let model = MiniLm::load(cache)?;
+    let sample = crate::traffic::dataset::sample();
+    let corpus: Vec<&str> = sample
+        .questions
+        .iter()
+        .flat_map(|q| [q.title.as_str(), q.content.as_str(), q.reference.as_str()])
+        .collect();
+    let options = DistillOptions { dims, sif_a, ..DistillOptions::default() };
+    let table = distill(&model, &corpus, &options)?;
+    let provenance = serde_json::json!({
+        "teacher": "sentence-transformers/all-MiniLM-L6-v2",
+        "teacher_package": MINILM.requirement,
+        "teacher_sha256": MINILM.artifacts[0].sha256,
+        "licence": MINILM.licence,
+        "method": "each WordPiece token alone ([CLS] t [SEP]) through the teacher, mean-pooled; PCA; SIF weights a/(a+p) from token frequencies in data/sample.csv; int8 per-token scale",
+        "dims": table.dims,
+        "pca_explained_variance": table.explained,
+        "sif_a": sif_a,
+        "tokens": table.tokens.len(),
+        "command": format!("answerloop models distill --out {} --dims {dims} --sif-a {sif_a}", out.display()),
+    })
+    .to_string();
+    let bytes = answerloop_scoring::table::write(&provenance, table.dims, &table.tokens, &table.scales, &table.vectors);
+    answerloop_scoring::semantic::StaticModel::parse(&bytes)?;
+    std::fs::write(out, &bytes)?;
+    println!(
+        "{} tokens x {} dims ({:.1}% of the variance), {} bytes: {}",
+        table.tokens.len(),
+        table.dims,
+        table.explained * 100.0,
+        bytes.len(),
+        out.display()
+    );
+    Ok(())
 }

@@ -4,13 +4,17 @@
 //! the native binary, so a score computed in the broker and one computed by
 //! `answerloop score` are the same number.
 //!
-//! - [`lexical`]: the similarity between an answer and its reference.
+//! - [`semantic`]: the score: static embeddings distilled from
+//!   all-MiniLM-L6-v2, read from [`table`].
+//! - [`lexical`]: word overlap, the baseline the semantic score must beat.
 //! - [`params`]: `threshold` and `max_attempts`, as SmartModule init params.
 //! - [`decide`]: the three SmartModules' logic: judge, regenerate, gate.
 
 pub mod decide;
 pub mod lexical;
 pub mod params;
+pub mod semantic;
+pub mod table;
 
 pub use decide::{judge, passes_gate, regenerate};
 pub use params::{Params, ParamsError};

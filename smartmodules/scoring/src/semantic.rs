@@ -1,0 +1,172 @@
+//! The semantic score that runs inside WASM: static token embeddings
+//! distilled from all-MiniLM-L6-v2 (see `answerloop models distill` and
+//! docs/scoring.md). A text's vector is the importance-weighted sum of its
+//! WordPiece tokens' vectors; the score is the cosine of the answer's and the
+//! reference's vectors, clamped to [0, 1].
+//!
+//! Tokenisation follows BERT's uncased tokenizer closely enough for the
+//! table's vocabulary: lower-case, common Latin accents stripped, words are
+//! runs of letters and digits (punctuation never counts, so it cannot move a
+//! score), then greedy longest-match WordPiece. A word with no WordPiece
+//! split is left out, as BERT maps it to `[UNK]`.
+
+use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
+
+use crate::table::{Table, TableError};
+
+/// The committed table (about 3.9 MB), built into every binary that scores.
+static TABLE: &[u8] = include_bytes!("../data/static-embedding.bin");
+
+/// BERT gives words longer than this `[UNK]`.
+const MAX_WORD_CHARS: usize = 100;
+
+pub struct StaticModel<'a> {
+    table: Table<'a>,
+    /// Word-initial pieces.
+    words: FxHashMap<&'a str, u32>,
+    /// Continuation pieces, without their `##`.
+    pieces: FxHashMap<&'a str, u32>,
+    /// The longest piece, in bytes: no match is tried beyond it.
+    max_piece: usize,
+}
+
+/// The built-in model, parsed on first use.
+pub fn model() -> &'static StaticModel<'static> {
+    static MODEL: OnceLock<StaticModel<'static>> = OnceLock::new();
+    MODEL.get_or_init(|| StaticModel::parse(TABLE).expect("the committed table parses (a test checks it)"))
+}
+
+/// The semantic score of `answer` against `reference`, in [0, 1].
+pub fn score(answer: &str, reference: &str) -> f32 {
+    model().score(answer, reference)
+}
+
+impl<'a> StaticModel<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, TableError> {
+        let table = Table::parse(bytes)?;
+        let mut words = FxHashMap::default();
+        let mut pieces = FxHashMap::default();
+        let mut max_piece = 0;
+        for (id, token) in table.tokens.iter().enumerate() {
+            match token.strip_prefix("##") {
+                Some(piece) => pieces.insert(piece, id as u32),
+                None => words.insert(*token, id as u32),
+            };
+            max_piece = max_piece.max(token.len());
+        }
+        Ok(Self { table, words, pieces, max_piece })
+    }
+
+    pub fn table(&self) -> &Table<'a> {
+        &self.table
+    }
+
+    /// The WordPiece token ids of `text`.
+    pub fn tokens(&self, text: &str) -> Vec<u32> {
+        let mut ids = Vec::new();
+        let mut word = String::new();
+        for c in text.chars().chain(std::iter::once(' ')) {
+            if c.is_alphanumeric() {
+                for lower in c.to_lowercase() {
+                    word.push(strip_accent(lower));
+                }
+            } else if !word.is_empty() {
+                self.word_pieces(&word, &mut ids);
+                word.clear();
+            }
+        }
+        ids
+    }
+
+    fn word_pieces(&self, word: &str, ids: &mut Vec<u32>) {
+        if let Some(id) = self.words.get(word) {
+            ids.push(*id);
+            return;
+        }
+        if word.chars().count() > MAX_WORD_CHARS {
+            return;
+        }
+        let start_len = ids.len();
+        let mut start = 0;
+        while start < word.len() {
+            let mut end = word.len().min(start + self.max_piece);
+            let found = loop {
+                while !word.is_char_boundary(end) {
+                    end -= 1;
+                }
+                if end <= start {
+                    break None;
+                }
+                let map = if start == 0 { &self.words } else { &self.pieces };
+                if let Some(id) = map.get(&word[start..end]) {
+                    break Some(*id);
+                }
+                end -= 1;
+            };
+            match found {
+                Some(id) => {
+                    ids.push(id);
+                    start = end;
+                }
+                None => {
+                    ids.truncate(start_len); // the whole word is [UNK]
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The text's vector: the weighted sum of its tokens' vectors.
+    pub fn embed(&self, text: &str) -> Vec<f32> {
+        let mut sum = vec![0.0; self.table.dims];
+        for id in self.tokens(text) {
+            self.table.accumulate(id as usize, &mut sum);
+        }
+        sum
+    }
+
+    /// Cosine of the two texts' vectors, clamped to [0, 1]; 0 when either
+    /// has no known token.
+    pub fn score(&self, answer: &str, reference: &str) -> f32 {
+        cosine(&self.embed(answer), &self.embed(reference))
+    }
+}
+
+/// Cosine in [0, 1]; 0 for a zero vector.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        dot += f64::from(*x) * f64::from(*y);
+        na += f64::from(*x) * f64::from(*x);
+        nb += f64::from(*y) * f64::from(*y);
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    (dot / (na.sqrt() * nb.sqrt())).clamp(0.0, 1.0) as f32
+}
+
+/// The base letter of a lower-case Latin letter with a diacritic, as BERT's
+/// uncased tokenizer strips accents.
+fn strip_accent(c: char) -> char {
+    match c {
+        'à'..='å' | 'ā' | 'ă' | 'ą' => 'a',
+        'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => 'c',
+        'è'..='ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => 'e',
+        'ì'..='ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' => 'i',
+        'ñ' | 'ń' | 'ņ' | 'ň' => 'n',
+        'ò'..='ö' | 'ø' | 'ō' | 'ŏ' | 'ő' => 'o',
+        'ù'..='ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => 'u',
+        'ý' | 'ÿ' => 'y',
+        'ś' | 'ŝ' | 'ş' | 'š' => 's',
+        'ź' | 'ż' | 'ž' => 'z',
+        'ď' | 'đ' => 'd',
+        'ĝ' | 'ğ' | 'ġ' | 'ģ' => 'g',
+        'ł' | 'ľ' | 'ĺ' | 'ļ' => 'l',
+        'ř' | 'ŕ' | 'ŗ' => 'r',
+        'ť' | 'ţ' => 't',
+        other => other,
+    }
+}
