@@ -122,7 +122,7 @@ async fn with_30_percent_mixed_faults_every_question_ends_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weak_answers_are_regenerated_and_exhausted_questions_keep_their_best() {
     let dir = tempfile::tempdir().unwrap();
-    let summary = pipeline::run(sim_run(dir.path(), sim(Quality::Fixed(0.1)), Some(30)))
+    let summary = pipeline::run(sim_run(dir.path(), sim(Quality::Fixed(0.0)), Some(30)))
         .await
         .unwrap();
     assert_eq!(summary.exhausted, 30, "{summary:?}");

@@ -25,7 +25,11 @@ pub struct DistillOptions {
 
 impl Default for DistillOptions {
     fn default() -> Self {
-        Self { dims: 128, sif_a: 1e-3, batch: 512 }
+        Self {
+            dims: 128,
+            sif_a: 1e-3,
+            batch: 512,
+        }
     }
 }
 
@@ -40,7 +44,11 @@ pub struct Distilled {
 }
 
 /// Distil from `model`; `corpus` gives the token frequencies for the weights.
-pub fn distill(model: &MiniLm, corpus: &[&str], options: &DistillOptions) -> Result<Distilled, ModelError> {
+pub fn distill(
+    model: &MiniLm,
+    corpus: &[&str],
+    options: &DistillOptions,
+) -> Result<Distilled, ModelError> {
     let vocab = model.vocabulary();
     let (cls, sep) = (vocab["[CLS]"], vocab["[SEP]"]);
     let mut tokens: Vec<(String, u32)> = vocab
@@ -61,7 +69,11 @@ pub fn distill(model: &MiniLm, corpus: &[&str], options: &DistillOptions) -> Res
 
     // 2. PCA to `dims`.
     let n = tokens.len();
-    let data = DMatrix::from_row_slice(n, hidden, &raw.iter().map(|x| f64::from(*x)).collect::<Vec<_>>());
+    let data = DMatrix::from_row_slice(
+        n,
+        hidden,
+        &raw.iter().map(|x| f64::from(*x)).collect::<Vec<_>>(),
+    );
     let mean = data.row_mean();
     let centred = DMatrix::from_fn(n, hidden, |r, c| data[(r, c)] - mean[c]);
     let covariance = (centred.transpose() * &centred) / (n as f64 - 1.0);
@@ -71,23 +83,41 @@ pub fn distill(model: &MiniLm, corpus: &[&str], options: &DistillOptions) -> Res
     let dims = options.dims.min(hidden);
     let basis = DMatrix::from_fn(hidden, dims, |r, c| eigen.eigenvectors[(r, order[c])]);
     let total: f64 = eigen.eigenvalues.iter().sum();
-    let explained = order[..dims].iter().map(|i| eigen.eigenvalues[*i]).sum::<f64>() / total;
+    let explained = order[..dims]
+        .iter()
+        .map(|i| eigen.eigenvalues[*i])
+        .sum::<f64>()
+        / total;
     let reduced = centred * basis;
 
     // 3. SIF weights from the corpus, tokenised as the model tokenises.
     let counts = model.token_counts(corpus)?;
     let total_count: u64 = counts.values().sum::<u64>().max(1);
+    let weights: Vec<f64> = tokens
+        .iter()
+        .map(|(_, id)| {
+            let p = counts.get(id).copied().unwrap_or(0) as f64 / total_count as f64;
+            options.sif_a / (options.sif_a + p)
+        })
+        .collect();
 
-    // 4. Quantise each row to int8 with its own scale, importance folded in.
+    // 4. SIF's common component: the direction every sentence vector shares.
+    // Removing it from each token vector removes it from every sum.
+    let reduced = remove_common_component(model, corpus, &tokens, &weights, reduced)?;
+
+    // 5. Quantise each row to int8 with its own scale, importance folded in.
     let mut scales = Vec::with_capacity(n);
     let mut vectors = Vec::with_capacity(n * dims);
-    for (row, (_, id)) in tokens.iter().enumerate() {
-        let p = counts.get(id).copied().unwrap_or(0) as f64 / total_count as f64;
-        let weight = options.sif_a / (options.sif_a + p);
-        let max = (0..dims).map(|c| reduced[(row, c)].abs()).fold(0.0, f64::max).max(1e-12);
+    for (row, weight) in weights.iter().enumerate() {
+        let max = (0..dims)
+            .map(|c| reduced[(row, c)].abs())
+            .fold(0.0, f64::max)
+            .max(1e-12);
         let step = max / 127.0;
         scales.push((step * weight) as f32);
-        vectors.extend((0..dims).map(|c| (reduced[(row, c)] / step).round().clamp(-127.0, 127.0) as i8));
+        vectors.extend(
+            (0..dims).map(|c| (reduced[(row, c)] / step).round().clamp(-127.0, 127.0) as i8),
+        );
     }
     Ok(Distilled {
         tokens: tokens.into_iter().map(|(t, _)| t).collect(),
@@ -96,6 +126,48 @@ pub fn distill(model: &MiniLm, corpus: &[&str], options: &DistillOptions) -> Res
         dims,
         explained,
     })
+}
+
+/// Project the first principal direction of the corpus's sentence vectors
+/// out of every token vector.
+fn remove_common_component(
+    model: &MiniLm,
+    corpus: &[&str],
+    tokens: &[(String, u32)],
+    weights: &[f64],
+    mut reduced: DMatrix<f64>,
+) -> Result<DMatrix<f64>, ModelError> {
+    let row_of: HashMap<u32, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(row, (_, id))| (*id, row))
+        .collect();
+    let dims = reduced.ncols();
+    let mut sentences = DMatrix::<f64>::zeros(corpus.len(), dims);
+    for (s, text) in corpus.iter().enumerate() {
+        let encoding = model
+            .tokenizer()
+            .encode(*text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        for row in encoding.get_ids().iter().filter_map(|id| row_of.get(id)) {
+            for c in 0..dims {
+                sentences[(s, c)] += weights[*row] * reduced[(*row, c)];
+            }
+        }
+    }
+    let gram = sentences.transpose() * &sentences;
+    let eigen = SymmetricEigen::new(gram);
+    let top = (0..dims)
+        .max_by(|a, b| eigen.eigenvalues[*a].total_cmp(&eigen.eigenvalues[*b]))
+        .unwrap_or(0);
+    let u = eigen.eigenvectors.column(top).into_owned();
+    for r in 0..reduced.nrows() {
+        let along: f64 = (0..dims).map(|c| reduced[(r, c)] * u[c]).sum();
+        for c in 0..dims {
+            reduced[(r, c)] -= along * u[c];
+        }
+    }
+    Ok(reduced)
 }
 
 impl MiniLm {
@@ -108,7 +180,10 @@ impl MiniLm {
     pub fn token_counts(&self, corpus: &[&str]) -> Result<HashMap<u32, u64>, ModelError> {
         let mut counts = HashMap::new();
         for text in corpus {
-            let encoding = self.tokenizer().encode(*text, false).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            let encoding = self
+                .tokenizer()
+                .encode(*text, false)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
             for id in encoding.get_ids() {
                 *counts.entry(*id).or_insert(0) += 1;
             }

@@ -58,7 +58,11 @@ impl MiniLm {
             }))
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(Some(PaddingParams::default()));
-        Ok(Self { model, tokenizer, hidden_size })
+        Ok(Self {
+            model,
+            tokenizer,
+            hidden_size,
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

@@ -42,6 +42,10 @@ enum EvalWhat {
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Evaluate this static embedding table instead of the built-in one
+        /// (a candidate from `answerloop models distill`).
+        #[arg(long, value_name = "FILE")]
+        table: Option<std::path::PathBuf>,
     },
 }
 
@@ -56,28 +60,46 @@ pub struct Pair {
 /// Every evaluation pair.
 pub fn pairs() -> anyhow::Result<Vec<Pair>> {
     let questions = dataset::sample().questions;
-    let reference: HashMap<&str, &str> = questions.iter().map(|q| (q.title.as_str(), q.reference.as_str())).collect();
+    let reference: HashMap<&str, &str> = questions
+        .iter()
+        .map(|q| (q.title.as_str(), q.reference.as_str()))
+        .collect();
     let mut out = Vec::new();
     for source in [PAIRS, LOCAL] {
         let mut reader = csv::Reader::from_reader(source.as_bytes());
         for row in reader.records() {
             let row = row?;
-            let r = reference
-                .get(&row[0])
-                .ok_or_else(|| anyhow::anyhow!("evaluation pair for unknown question {:?}", &row[0]))?;
-            out.push(Pair { kind: row[1].to_string(), answer: row[2].to_string(), reference: r.to_string() });
+            let r = reference.get(&row[0]).ok_or_else(|| {
+                anyhow::anyhow!("evaluation pair for unknown question {:?}", &row[0])
+            })?;
+            out.push(Pair {
+                kind: row[1].to_string(),
+                answer: row[2].to_string(),
+                reference: r.to_string(),
+            });
         }
     }
     // Off-topic: each question's reference answered with another's, seven on.
     for (i, q) in questions.iter().enumerate() {
         let other = &questions[(i + 7) % questions.len()];
-        out.push(Pair { kind: "off-topic".into(), answer: other.reference.clone(), reference: q.reference.clone() });
+        out.push(Pair {
+            kind: "off-topic".into(),
+            answer: other.reference.clone(),
+            reference: q.reference.clone(),
+        });
     }
     Ok(out)
 }
 
 pub fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let EvalWhat::Scorer { home, json } = args.what;
+    let EvalWhat::Scorer { home, json, table } = args.what;
+    let candidate: &'static semantic::StaticModel<'static> = match table {
+        Some(path) => {
+            let bytes: &'static [u8] = Box::leak(std::fs::read(&path)?.into_boxed_slice());
+            Box::leak(Box::new(semantic::StaticModel::parse(bytes)?))
+        }
+        None => semantic::model(),
+    };
     let cache = super::models::cache(&home);
     super::models::ensure(&cache, &MINILM)?;
     let model = MiniLm::load(&cache)?;
@@ -87,9 +109,15 @@ pub fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let exact = exact_scores(&model, &pairs)?;
     let exact_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let fast: Vec<f32> = pairs.iter().map(|p| semantic::score(&p.answer, &p.reference)).collect();
+    let fast: Vec<f32> = pairs
+        .iter()
+        .map(|p| candidate.score(&p.answer, &p.reference))
+        .collect();
     let fast_secs = started.elapsed().as_secs_f64();
-    let words: Vec<f32> = pairs.iter().map(|p| lexical::score(&p.answer, &p.reference)).collect();
+    let words: Vec<f32> = pairs
+        .iter()
+        .map(|p| lexical::score(&p.answer, &p.reference))
+        .collect();
 
     let report = |scores: &[f32]| {
         let threshold = calibrate(&exact, scores, |i| i % 2 == 0);
@@ -133,7 +161,10 @@ pub fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
 
 /// The exact scores, embedding each distinct text once.
 fn exact_scores(model: &MiniLm, pairs: &[Pair]) -> anyhow::Result<Vec<f32>> {
-    let mut texts: Vec<&str> = pairs.iter().flat_map(|p| [p.answer.as_str(), p.reference.as_str()]).collect();
+    let mut texts: Vec<&str> = pairs
+        .iter()
+        .flat_map(|p| [p.answer.as_str(), p.reference.as_str()])
+        .collect();
     texts.sort_unstable();
     texts.dedup();
     let mut vectors: HashMap<&str, Vec<f32>> = HashMap::new();
@@ -149,7 +180,11 @@ fn exact_scores(model: &MiniLm, pairs: &[Pair]) -> anyhow::Result<Vec<f32>> {
                 return 0.0;
             }
             let (a, r) = (&vectors[p.answer.as_str()], &vectors[p.reference.as_str()]);
-            a.iter().zip(r).map(|(x, y)| x * y).sum::<f32>().clamp(0.0, 1.0)
+            a.iter()
+                .zip(r)
+                .map(|(x, y)| x * y)
+                .sum::<f32>()
+                .clamp(0.0, 1.0)
         })
         .collect())
 }
@@ -189,9 +224,17 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
 
 /// Share of the pairs chosen by `take` on which `scores >= threshold`
 /// decides as the exact scorer's 0.4 boundary does.
-pub fn agreement(exact: &[f32], scores: &[f32], threshold: f32, take: impl Fn(usize) -> bool) -> f64 {
+pub fn agreement(
+    exact: &[f32],
+    scores: &[f32],
+    threshold: f32,
+    take: impl Fn(usize) -> bool,
+) -> f64 {
     let chosen: Vec<usize> = (0..exact.len()).filter(|i| take(*i)).collect();
-    let agree = chosen.iter().filter(|i| (exact[**i] >= EXACT_THRESHOLD) == (scores[**i] >= threshold)).count();
+    let agree = chosen
+        .iter()
+        .filter(|i| (exact[**i] >= EXACT_THRESHOLD) == (scores[**i] >= threshold))
+        .count();
     agree as f64 / chosen.len().max(1) as f64
 }
 
@@ -241,7 +284,10 @@ mod tests {
         let pairs = pairs().unwrap();
         assert!(pairs.len() >= 500);
         for kind in ["paraphrase", "wrong", "local", "off-topic"] {
-            assert!(pairs.iter().filter(|p| p.kind == kind).count() >= 150, "{kind}");
+            assert!(
+                pairs.iter().filter(|p| p.kind == kind).count() >= 150,
+                "{kind}"
+            );
         }
     }
 }

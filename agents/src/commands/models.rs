@@ -114,7 +114,12 @@ pub fn execute(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn distill(cache: &ModelCache, out: &std::path::Path, dims: usize, sif_a: f64) -> anyhow::Result<()> {
+fn distill(
+    cache: &ModelCache,
+    out: &std::path::Path,
+    dims: usize,
+    sif_a: f64,
+) -> anyhow::Result<()> {
     use answerloop_models::distill::{distill, DistillOptions};
     use answerloop_models::{MiniLm, MINILM};
 
@@ -126,7 +131,11 @@ fn distill(cache: &ModelCache, out: &std::path::Path, dims: usize, sif_a: f64) -
         .iter()
         .flat_map(|q| [q.title.as_str(), q.content.as_str(), q.reference.as_str()])
         .collect();
-    let options = DistillOptions { dims, sif_a, ..DistillOptions::default() };
+    let options = DistillOptions {
+        dims,
+        sif_a,
+        ..DistillOptions::default()
+    };
     let table = distill(&model, &corpus, &options)?;
     let provenance = serde_json::json!({
         "teacher": "sentence-transformers/all-MiniLM-L6-v2",
@@ -141,7 +150,13 @@ fn distill(cache: &ModelCache, out: &std::path::Path, dims: usize, sif_a: f64) -
         "command": format!("answerloop models distill --out {} --dims {dims} --sif-a {sif_a}", out.display()),
     })
     .to_string();
-    let bytes = answerloop_scoring::table::write(&provenance, table.dims, &table.tokens, &table.scales, &table.vectors);
+    let bytes = answerloop_scoring::table::write(
+        &provenance,
+        table.dims,
+        &table.tokens,
+        &table.scales,
+        &table.vectors,
+    );
     answerloop_scoring::semantic::StaticModel::parse(&bytes)?;
     std::fs::write(out, &bytes)?;
     println!(

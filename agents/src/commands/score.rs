@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use answerloop_scoring::{decide, lexical};
+use answerloop_scoring::{decide, semantic};
 
 use crate::config;
 use serde_json::json;
@@ -43,7 +43,7 @@ pub fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         let model = answerloop_models::MiniLm::load(&cache)?;
         (model.score(&args.answer, &args.reference)?, "exact")
     } else {
-        (lexical::score(&args.answer, &args.reference), "lexical")
+        (semantic::score(&args.answer, &args.reference), "semantic")
     };
     let verdict = decide::verdict(score, args.attempt, &params);
     if args.json {

@@ -7,12 +7,12 @@
 
 use answerloop_schema::{Answer, Best, InvalidRecord, Question, Scored, Verdict};
 
-use crate::{lexical, Params};
+use crate::{semantic, Params};
 
 /// Score an answer against its reference, record the verdict, and fold this
 /// attempt into the question's best-so-far.
 pub fn judge(answer: &mut Answer, params: &Params) {
-    let score = lexical::score(&answer.answer, &answer.question.reference);
+    let score = semantic::score(&answer.answer, &answer.question.reference);
     answer.score = Some(score);
     answer.verdict = Some(verdict(score, answer.question.attempt, params));
     let this = Best {

@@ -35,7 +35,9 @@ pub struct StaticModel<'a> {
 /// The built-in model, parsed on first use.
 pub fn model() -> &'static StaticModel<'static> {
     static MODEL: OnceLock<StaticModel<'static>> = OnceLock::new();
-    MODEL.get_or_init(|| StaticModel::parse(TABLE).expect("the committed table parses (a test checks it)"))
+    MODEL.get_or_init(|| {
+        StaticModel::parse(TABLE).expect("the committed table parses (a test checks it)")
+    })
 }
 
 /// The semantic score of `answer` against `reference`, in [0, 1].
@@ -56,7 +58,12 @@ impl<'a> StaticModel<'a> {
             };
             max_piece = max_piece.max(token.len());
         }
-        Ok(Self { table, words, pieces, max_piece })
+        Ok(Self {
+            table,
+            words,
+            pieces,
+            max_piece,
+        })
     }
 
     pub fn table(&self) -> &Table<'a> {
@@ -99,7 +106,11 @@ impl<'a> StaticModel<'a> {
                 if end <= start {
                     break None;
                 }
-                let map = if start == 0 { &self.words } else { &self.pieces };
+                let map = if start == 0 {
+                    &self.words
+                } else {
+                    &self.pieces
+                };
                 if let Some(id) = map.get(&word[start..end]) {
                     break Some(*id);
                 }

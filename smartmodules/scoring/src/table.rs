@@ -46,7 +46,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], TableError> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len());
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len());
         let end = end.ok_or_else(|| TableError(format!("truncated in the {what}")))?;
         let out = &self.bytes[self.at..end];
         self.at = end;
@@ -84,9 +87,18 @@ impl<'a> Table<'a> {
         let scales = c.take(count * 4, "scales")?;
         let vectors = c.take(count * dims, "vectors")?;
         if c.at != bytes.len() {
-            return Err(TableError(format!("{} bytes after the vectors", bytes.len() - c.at)));
+            return Err(TableError(format!(
+                "{} bytes after the vectors",
+                bytes.len() - c.at
+            )));
         }
-        Ok(Self { provenance, dims, tokens, scales, vectors })
+        Ok(Self {
+            provenance,
+            dims,
+            tokens,
+            scales,
+            vectors,
+        })
     }
 
     pub fn scale(&self, id: usize) -> f32 {
@@ -105,7 +117,13 @@ impl<'a> Table<'a> {
 }
 
 /// Serialise a table (used by `answerloop models distill`).
-pub fn write(provenance: &str, dims: usize, tokens: &[String], scales: &[f32], vectors: &[i8]) -> Vec<u8> {
+pub fn write(
+    provenance: &str,
+    dims: usize,
+    tokens: &[String],
+    scales: &[f32],
+    vectors: &[i8],
+) -> Vec<u8> {
     assert_eq!(scales.len(), tokens.len());
     assert_eq!(vectors.len(), tokens.len() * dims);
     let mut out = Vec::with_capacity(16 + provenance.len() + tokens.len() * (dims + 12));
@@ -135,13 +153,25 @@ mod tests {
     #[test]
     fn a_table_round_trips_and_damage_is_named() {
         let tokens = vec!["ice".to_string(), "##s".to_string()];
-        let bytes = write("{\"made\":\"test\"}", 2, &tokens, &[0.5, 2.0], &[1, -2, 3, 4]);
+        let bytes = write(
+            "{\"made\":\"test\"}",
+            2,
+            &tokens,
+            &[0.5, 2.0],
+            &[1, -2, 3, 4],
+        );
         let t = Table::parse(&bytes).unwrap();
-        assert_eq!((t.dims, t.tokens.clone(), t.provenance), (2, vec!["ice", "##s"], "{\"made\":\"test\"}"));
+        assert_eq!(
+            (t.dims, t.tokens.clone(), t.provenance),
+            (2, vec!["ice", "##s"], "{\"made\":\"test\"}")
+        );
         let mut sum = [0.0; 2];
         t.accumulate(1, &mut sum);
         assert_eq!(sum, [6.0, 8.0]);
-        assert!(Table::parse(&bytes[..bytes.len() - 1]).unwrap_err().0.contains("truncated"));
+        assert!(Table::parse(&bytes[..bytes.len() - 1])
+            .unwrap_err()
+            .0
+            .contains("truncated"));
         assert!(Table::parse(b"NOPE").unwrap_err().0.contains("magic"));
     }
 }

@@ -71,7 +71,7 @@ fn answer_score_gives_accept_regenerate_and_exhausted() {
 fn answer_score_matches_the_native_scorer() {
     for text in [GOOD, BAD, "", "ice", "Ünïcödé ice floats ❄"] {
         let wasm = scored(text, 1, &[]).score.unwrap();
-        let native = answerloop_scoring::lexical::score(text, REFERENCE);
+        let native = answerloop_scoring::semantic::score(text, REFERENCE);
         assert_eq!(wasm.to_bits(), native.to_bits(), "{text:?}");
     }
 }
