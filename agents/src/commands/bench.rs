@@ -32,6 +32,27 @@ enum BenchWhat {
     /// The local model: prompt and generation tokens per second
     /// (threads: the global --model-threads).
     Model(ModelBench),
+    /// The answer-score chain through fluvio-smartengine, records per second,
+    /// beside the exact scorer's.
+    Score(ScoreBench),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScoreBench {
+    #[command(flatten)]
+    home: crate::cli::HomeArg,
+    /// Records through the chain.
+    #[arg(long, default_value_t = 20_000)]
+    records: usize,
+    /// Records a batch (a Fluvio fetch's worth).
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Size of each answer and each reference, bytes.
+    #[arg(long, default_value_t = 1_024)]
+    text_bytes: usize,
+    /// Pairs scored by the exact scorer for its figure (it is slow).
+    #[arg(long, default_value_t = 64)]
+    exact_pairs: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +101,7 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
         BenchWhat::Llm(bench) => llm(bench).await,
         BenchWhat::Model(bench) => tokio::task::spawn_blocking(move || model(bench)).await?,
+        BenchWhat::Score(bench) => tokio::task::spawn_blocking(move || score(bench)).await?,
     }
 }
 
@@ -234,6 +256,93 @@ fn model(args: ModelBench) -> anyhow::Result<ExitCode> {
         "prompt_tokens_per_sec": prompt_tokens as f64 / prompt_secs.max(1e-9),
         "generated_tokens": gen_tokens,
         "generated_tokens_per_sec": gen_tokens as f64 / gen_secs.max(1e-9),
+    });
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Text of about `bytes` bytes made of the sample's answers, starting at `from`.
+fn text_of(questions: &[answerloop_schema::Question], from: usize, bytes: usize) -> String {
+    let mut text = String::new();
+    for q in questions.iter().cycle().skip(from) {
+        if text.len() >= bytes {
+            break;
+        }
+        text.push_str(&q.reference);
+        text.push(' ');
+    }
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
+fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
+    use answerloop_schema::{Answer, Question};
+    use fluvio_smartengine::{SmartEngine, SmartModuleChainBuilder, SmartModuleConfig};
+    use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
+
+    let questions = dataset::sample().questions;
+    // Distinct records, so no layer can cache its way to a figure.
+    let records: Vec<Vec<u8>> = (0..args.batch.max(1))
+        .map(|i| {
+            let question = Question::new(
+                format!("Question {i}"),
+                "",
+                text_of(&questions, i, args.text_bytes),
+                1,
+            );
+            let answer = Answer::new(
+                question,
+                text_of(&questions, i + 3, args.text_bytes),
+                "bench",
+                1,
+            );
+            serde_json::to_vec(&answer).expect("an answer serialises")
+        })
+        .collect();
+    let mut config = SmartModuleConfig::builder();
+    config.smartmodule_names(vec![answerloop_wasm::ANSWER_SCORE.name.to_string()]);
+    let mut builder = SmartModuleChainBuilder::default();
+    builder.add_smart_module(config.build()?, answerloop_wasm::ANSWER_SCORE.wasm.to_vec());
+    let mut chain = builder.initialize(&SmartEngine::new())?;
+
+    let batches = args.records.div_ceil(args.batch.max(1));
+    let started = Instant::now();
+    let mut out = 0usize;
+    for _ in 0..batches {
+        let input: Vec<fluvio_smartmodule::Record> = records
+            .iter()
+            .map(|r| fluvio_smartmodule::Record::new(r.clone()))
+            .collect();
+        let output = chain.process(SmartModuleInput::try_from_records(input, 21)?)?;
+        out += output.successes.len();
+    }
+    let chain_secs = started.elapsed().as_secs_f64();
+
+    let cache = super::models::cache(&args.home);
+    super::models::ensure(&cache, &answerloop_models::MINILM)?;
+    let exact = answerloop_models::MiniLm::load(&cache)?;
+    let started = Instant::now();
+    for i in 0..args.exact_pairs {
+        exact.score(
+            &text_of(&questions, i + 3, args.text_bytes),
+            &text_of(&questions, i, args.text_bytes),
+        )?;
+    }
+    let exact_secs = started.elapsed().as_secs_f64();
+
+    let report = json!({
+        "bench": "score",
+        "text_bytes": args.text_bytes,
+        "record_bytes": records.iter().map(Vec::len).sum::<usize>() / records.len(),
+        "records": out,
+        "chain_records_per_sec": out as f64 / chain_secs,
+        "exact_pairs": args.exact_pairs,
+        "exact_records_per_sec": args.exact_pairs as f64 / exact_secs,
+        "speedup": (out as f64 / chain_secs) / (args.exact_pairs as f64 / exact_secs),
     });
     println!("{report}");
     Ok(ExitCode::SUCCESS)

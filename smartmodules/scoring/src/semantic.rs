@@ -181,3 +181,76 @@ fn strip_accent(c: char) -> char {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFERENCE: &str = "Ice floats because water expands when it freezes, so solid ice is less dense than liquid water.";
+
+    #[test]
+    fn the_committed_table_parses_and_records_how_it_was_made() {
+        let m = model();
+        assert!(m.table().tokens.len() > 20_000);
+        assert!(m.table().provenance.contains("all-MiniLM-L6-v2"));
+        assert!(m.table().provenance.contains("answerloop models distill"));
+    }
+
+    #[test]
+    fn paraphrase_outscores_related_but_wrong_which_outscores_off_topic() {
+        let paraphrase = score("Frozen water takes up more space than liquid water, so ice is lighter and stays on top.", REFERENCE);
+        let related = score(
+            "Ice sinks to the bottom of lakes because it is heavier than water.",
+            REFERENCE,
+        );
+        let off = score(
+            "Index funds are a cheap way to invest in the stock market.",
+            REFERENCE,
+        );
+        assert!(
+            paraphrase > related && related > off,
+            "{paraphrase} {related} {off}"
+        );
+    }
+
+    #[test]
+    fn case_punctuation_and_accents_do_not_change_a_score() {
+        let plain = score("ice is less dense than water", REFERENCE);
+        assert_eq!(
+            plain,
+            score("ICE is LESS dense... than water!!!", REFERENCE)
+        );
+        assert_eq!(score("cafe ice", REFERENCE), score("Café, ice?", REFERENCE));
+    }
+
+    #[test]
+    fn empty_huge_and_unknown_inputs_get_a_defined_score() {
+        assert_eq!(score("", REFERENCE), 0.0);
+        assert_eq!(score(REFERENCE, ""), 0.0);
+        assert_eq!(
+            score("?!...", REFERENCE),
+            0.0,
+            "punctuation alone has no tokens"
+        );
+        let huge = "water ".repeat(200_000);
+        let s = score(&huge, REFERENCE);
+        assert!((0.0..=1.0).contains(&s));
+        let unknown = "x".repeat(150); // longer than a word may be: [UNK], left out
+        assert_eq!(score(&unknown, REFERENCE), 0.0);
+        assert!((score(REFERENCE, REFERENCE) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn wordpiece_splits_unknown_words_into_known_pieces() {
+        let ids = model().tokens("unaffordableness");
+        assert!(ids.len() > 1, "{ids:?}");
+        let tokens: Vec<&str> = ids
+            .iter()
+            .map(|i| model().table().tokens[*i as usize])
+            .collect();
+        assert!(
+            tokens[1..].iter().all(|t| t.starts_with("##")),
+            "{tokens:?}"
+        );
+    }
+}
