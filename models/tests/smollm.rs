@@ -87,18 +87,19 @@ fn q4_1_matrices_are_requantised_to_q8_0_and_that_is_faster() {
         repeat_penalty: 1.0,
         ..GenerateOptions::default()
     };
-    let best = |model: &SmolLm| -> Duration {
-        (0..2)
-            .map(|_| {
-                let g = model.session().generate(&prompt, &options).unwrap();
-                g.generation_time / g.completion_tokens.max(1) as u32
-            })
-            .min()
-            .unwrap()
+    // Interleaved rounds, best of each: other tests of this binary share the
+    // cores for a while, and a round that overlaps them is discarded.
+    let per_token = |model: &SmolLm| -> Duration {
+        let g = model.session().generate(&prompt, &options).unwrap();
+        g.generation_time / g.completion_tokens.max(1) as u32
     };
-    let (fast, slow) = (best(&requantised), best(&shipped));
+    let (mut fast, mut slow) = (Duration::MAX, Duration::MAX);
+    for _ in 0..4 {
+        fast = fast.min(per_token(&requantised));
+        slow = slow.min(per_token(&shipped));
+    }
     assert!(
-        slow.as_secs_f64() > 1.2 * fast.as_secs_f64(),
+        slow.as_secs_f64() > 1.25 * fast.as_secs_f64(),
         "Q8_0 {fast:?}/token vs Q4_1 {slow:?}/token"
     );
 }
