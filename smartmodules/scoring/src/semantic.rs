@@ -75,7 +75,9 @@ impl<'a> StaticModel<'a> {
         let mut ids = Vec::new();
         let mut word = String::new();
         for c in text.chars().chain(std::iter::once(' ')) {
-            if c.is_alphanumeric() {
+            if c.is_ascii_alphanumeric() {
+                word.push(c.to_ascii_lowercase());
+            } else if !c.is_ascii() && c.is_alphanumeric() {
                 for lower in c.to_lowercase() {
                     word.push(strip_accent(lower));
                 }
