@@ -142,7 +142,7 @@ fn distill(
         "teacher_package": MINILM.requirement,
         "teacher_sha256": MINILM.artifacts[0].sha256,
         "licence": MINILM.licence,
-        "method": "each WordPiece token alone ([CLS] t [SEP]) through the teacher, mean-pooled; PCA; SIF weights a/(a+p) from token frequencies in data/sample.csv; int8 per-token scale",
+        "method": "each WordPiece token alone ([CLS] t [SEP]) through the teacher, mean-pooled; PCA; SIF weights a/(a+p) from token frequencies in data/sample.csv; first principal direction of the weighted sentence vectors projected out; int8 per-token scale",
         "dims": table.dims,
         "pca_explained_variance": table.explained,
         "sif_a": sif_a,
