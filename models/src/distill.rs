@@ -26,7 +26,7 @@ pub struct DistillOptions {
 impl Default for DistillOptions {
     fn default() -> Self {
         Self {
-            dims: 128,
+            dims: 124,
             sif_a: 1e-3,
             batch: 512,
         }
