@@ -73,7 +73,7 @@ async fn a_full_queue_answers_503_and_the_client_sees_overload() {
     let Some(model) = model() else { return };
     let config = LocalConfig {
         workers: 1,
-        queue: 0,
+        queue: 1,
         ..LocalConfig::default()
     };
     let (url, task) = serve(Local::with_model(model, config)).await;
