@@ -11,7 +11,7 @@ use answerloop::sim::{Quality, SimConfig};
 use answerloop::traffic::dataset;
 use answerloop_schema::Verdict;
 use answerloop_storage::Store;
-use common::{binary, json_of, sim, sim_run};
+use common::{binary, error_of, json_of, sim, sim_run};
 
 /// Every question of the sample is final exactly once: stored or
 /// dead-lettered, never both, never neither.
@@ -179,13 +179,7 @@ fn run_json_prints_one_object_on_the_last_line() {
 fn a_home_holding_other_data_is_refused_and_untouched() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
-    let out = binary()
-        .args(["run", "--home"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = error_of(["run".as_ref(), "--home".as_ref(), dir.path().as_os_str()]);
     assert!(
         err.contains("refusing to use") && err.contains("not empty"),
         "{err}"
@@ -202,15 +196,14 @@ fn a_file_that_is_not_csv_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("questions.json");
     std::fs::write(&data, "{\"a\": [1, 2, 3]}\n{\"b\": 2}\n").unwrap();
-    let out = binary()
-        .args(["run", "--home"])
-        .arg(dir.path().join("home"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let home = dir.path().join("home");
+    let err = error_of([
+        "run".as_ref(),
+        "--home".as_ref(),
+        home.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ]);
     assert!(
         err.contains("questions.json is not a Yahoo! Answers CSV"),
         "{err}"
@@ -266,13 +259,13 @@ fn a_broker_in_use_by_another_process_is_refused_clearly() {
     // Hold the home's broker in this process, then start a second run.
     let _held =
         answerloop::broker::embedded::EmbeddedBroker::open(&dir.path().join("broker")).unwrap();
-    let out = binary()
-        .args(["run", "--llm", "sim", "--home"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = error_of([
+        "run".as_ref(),
+        "--llm".as_ref(),
+        "sim".as_ref(),
+        "--home".as_ref(),
+        dir.path().as_os_str(),
+    ]);
     assert!(
         err.contains("in use by another answerloop process"),
         "{err}"
