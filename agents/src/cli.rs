@@ -14,7 +14,8 @@ use crate::commands;
     broker with WASM SmartModules, regenerates weak ones and stores the final answers."
 )]
 pub struct Cli {
-    /// Threads each local-model generation uses (one is fastest on two cores).
+    /// Threads each local-model generation uses (with one, each of two workers
+    /// gets a core: the most answers a second on two cores).
     #[arg(
         long,
         global = true,
