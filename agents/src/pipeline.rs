@@ -165,7 +165,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
 
     summary.interrupted = interrupted;
     summary.llm_calls = LlmStats::get(&stats.calls);
-    summary.llm_failures = LlmStats::get(&stats.failures);
+    summary.llm_failures = stats.failures();
     summary.llm_failures_by_class = ErrorClass::ALL
         .iter()
         .map(|c| (c.as_str(), stats.failures_of(*c)))

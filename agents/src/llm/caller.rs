@@ -40,7 +40,6 @@ pub enum Outcome {
 pub struct LlmStats {
     pub calls: AtomicU64,
     pub answers: AtomicU64,
-    pub failures: AtomicU64,
     /// Failed calls by [`ErrorClass`], in [`ErrorClass::ALL`] order.
     pub failures_by_class: [AtomicU64; 4],
     pub retries: AtomicU64,
@@ -61,6 +60,11 @@ impl LlmStats {
 
     pub fn failures_of(&self, class: ErrorClass) -> u64 {
         Self::get(&self.failures_by_class[class.index()])
+    }
+
+    /// Failed calls of every class.
+    pub fn failures(&self) -> u64 {
+        self.failures_by_class.iter().map(Self::get).sum()
     }
 }
 
@@ -137,7 +141,6 @@ impl Caller {
                 }
                 Err(error) => error,
             };
-            LlmStats::add(&self.stats.failures, 1);
             LlmStats::add(&self.stats.failures_by_class[error.class.index()], 1);
             tracing::debug!(%error, "LLM call failed");
             match error.class {
