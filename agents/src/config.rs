@@ -279,6 +279,7 @@ impl LlmArgs {
                 .or(file.temperature)
                 .unwrap_or(defaults.temperature),
             batch: defaults.batch,
+            partitions: None,
         };
         Ok(LlmSettings { provider, agent })
     }

@@ -45,31 +45,30 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let gate = ChainSpec::single(answerloop_wasm::QUALITY_GATE.name, &params);
-    let answers = broker
-        .consumer(
-            topics::ANSWERS,
-            ConsumerConfig::committed(ANSWERS_CONSUMER, Some(gate)),
-        )
-        .await?;
-    let letters = broker
-        .consumer(
-            topics::DEAD_LETTERS,
-            ConsumerConfig::committed(DEAD_LETTERS_CONSUMER, None),
-        )
-        .await?;
-    tokio::try_join!(
-        drain(
-            answers,
-            &store,
-            batch,
-            events.clone(),
-            shutdown.clone(),
-            write_answer
-        ),
-        drain(letters, &store, batch, events, shutdown, write_dead_letter),
-    )?;
+    let sources = [
+        (topics::ANSWERS, ANSWERS_CONSUMER, Some(gate), write_answer as Writer),
+        (topics::DEAD_LETTERS, DEAD_LETTERS_CONSUMER, None, write_dead_letter),
+    ];
+    let mut drains = Vec::new();
+    for (topic, id, chain, write) in sources {
+        for partition in 0..broker.partitions(topic).await? {
+            let config = ConsumerConfig::committed(id, chain.clone()).on_partition(partition);
+            let consumer = broker.consumer(topic, config).await?;
+            drains.push(drain(
+                consumer,
+                &store,
+                batch,
+                events.clone(),
+                shutdown.clone(),
+                write,
+            ));
+        }
+    }
+    futures::future::try_join_all(drains).await?;
     Ok(())
 }
+
+type Writer = fn(&Store, &Record) -> anyhow::Result<Finalised>;
 
 /// Read batches, write each record, flush, commit; until shutdown.
 async fn drain(
@@ -78,7 +77,7 @@ async fn drain(
     batch: usize,
     events: Option<mpsc::Sender<Finalised>>,
     mut shutdown: watch::Receiver<bool>,
-    write: fn(&Store, &Record) -> anyhow::Result<Finalised>,
+    write: Writer,
 ) -> anyhow::Result<()> {
     loop {
         let next = tokio::select! {

@@ -213,6 +213,11 @@ impl Broker for EmbeddedBroker {
         Ok(())
     }
 
+    async fn partitions(&self, topic: &str) -> Result<u32, BrokerError> {
+        self.topic(topic)?;
+        Ok(1)
+    }
+
     async fn produce(
         &self,
         topic: &str,
@@ -250,6 +255,12 @@ impl Broker for EmbeddedBroker {
         config: ConsumerConfig,
     ) -> Result<Box<dyn Consumer>, BrokerError> {
         let log = self.topic(topic)?;
+        if config.partition != 0 {
+            return Err(BrokerError::NoPartition {
+                topic: topic.to_string(),
+                partition: config.partition,
+            });
+        }
         let offset_key = config.id.as_deref().map(|id| offset_key(topic, id));
         let position = match &offset_key {
             Some(key) => self

@@ -6,6 +6,9 @@
 //!
 //! - [`embedded`]: durable topics in a local sled database, chains run by
 //!   fluvio-smartengine in-process.
+//! - [`fluvio`]: a Fluvio cluster through the `fluvio` client; the SPU runs
+//!   the chains.
+//! - [`select`]: `--broker embedded|fluvio` and its connection options.
 //! - [`chain`]: which SmartModules a chain runs, with which params.
 //! - [`commit`]: commit positions for records finished out of order.
 //! - [`producer`]: batches single records into one durable produce.
@@ -13,7 +16,9 @@
 pub mod chain;
 pub mod commit;
 pub mod embedded;
+pub mod fluvio;
 pub mod producer;
+pub mod select;
 
 use std::time::Duration;
 
@@ -29,6 +34,8 @@ pub enum BrokerError {
     Open { path: String, reason: String },
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition}")]
+    NoPartition { topic: String, partition: u32 },
     #[error("SmartModule chain [{chain}] failed: {reason}")]
     Chain { chain: String, reason: String },
     #[error("corrupt record at {topic}@{offset}: {reason}")]
@@ -39,6 +46,10 @@ pub enum BrokerError {
     },
     #[error("broker task failed: {0}")]
     Task(String),
+    #[error("cannot reach {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+    #[error("Fluvio: {0}")]
+    Fluvio(String),
 }
 
 /// A record to append.
@@ -73,6 +84,8 @@ pub struct ConsumerConfig {
     /// beginning and commits nothing (a scan).
     pub id: Option<String>,
     pub chain: Option<ChainSpec>,
+    /// The partition read (the embedded broker has only partition 0).
+    pub partition: u32,
 }
 
 impl ConsumerConfig {
@@ -81,7 +94,15 @@ impl ConsumerConfig {
         Self {
             id: Some(id.to_string()),
             chain,
+            partition: 0,
         }
+    }
+
+    /// The same consumer on another partition. Offsets are kept per
+    /// partition under the one id.
+    pub fn on_partition(mut self, partition: u32) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// A consumer that reads everything from the beginning and commits nothing.
@@ -89,6 +110,7 @@ impl ConsumerConfig {
         Self {
             id: None,
             chain: None,
+            partition: 0,
         }
     }
 }
@@ -97,6 +119,9 @@ impl ConsumerConfig {
 pub trait Broker: Send + Sync + 'static {
     /// Create the topics that do not exist yet.
     async fn create_topics(&self, topics: &[&str]) -> Result<(), BrokerError>;
+
+    /// How many partitions `topic` has.
+    async fn partitions(&self, topic: &str) -> Result<u32, BrokerError>;
 
     /// Append `records` to `topic`, through `chain` first when given. Durable
     /// when it returns.

@@ -51,6 +51,9 @@ pub struct LlmAgentConfig {
     pub temperature: f32,
     /// Records read from a topic at once.
     pub batch: usize,
+    /// The partitions this agent answers; `None` for all. LLM agents that
+    /// share a cluster take disjoint sets.
+    pub partitions: Option<Vec<u32>>,
 }
 
 impl Default for LlmAgentConfig {
@@ -64,6 +67,7 @@ impl Default for LlmAgentConfig {
             max_tokens: 256,
             temperature: 0.0,
             batch: 64,
+            partitions: None,
         }
     }
 }
@@ -110,33 +114,38 @@ pub async fn run(
         dead_letters,
     });
 
-    let intake = |topic, id, chain, permits: &Arc<Semaphore>| {
-        let (broker, permits) = (broker.clone(), permits.clone());
-        let config = ConsumerConfig::committed(id, chain);
-        async move {
-            let consumer = broker.consumer(topic, config).await?;
-            Ok::<_, anyhow::Error>(Intake {
-                consumer,
-                permits,
-                batch,
-            })
-        }
+    let partitions = match &context.config.partitions {
+        Some(chosen) => chosen.clone(),
+        None => (0..broker.partitions(topics::QUESTIONS).await?).collect(),
     };
-    let new_questions = intake(topics::QUESTIONS, QUESTIONS_CONSUMER, None, &fresh).await?;
-    let regenerated = intake(
-        topics::ANSWERS,
-        REGENERATE_CONSUMER,
-        Some(regenerate_chain),
-        &fresh,
-    )
-    .await?;
-    let due = intake(topics::DEFERRED, DEFERRED_CONSUMER, None, &parked).await?;
+    let sources = [
+        (topics::QUESTIONS, QUESTIONS_CONSUMER, None, &fresh),
+        (
+            topics::ANSWERS,
+            REGENERATE_CONSUMER,
+            Some(regenerate_chain),
+            &fresh,
+        ),
+        (topics::DEFERRED, DEFERRED_CONSUMER, None, &parked),
+    ];
+    let mut intakes = Vec::new();
+    for (topic, id, chain, permits) in sources {
+        for &partition in &partitions {
+            let config = ConsumerConfig::committed(id, chain.clone()).on_partition(partition);
+            intakes.push(Intake {
+                consumer: broker.consumer(topic, config).await?,
+                permits: permits.clone(),
+                batch,
+            });
+        }
+    }
     let handler = |context: Arc<Context>| move |record: Record| answer(context.clone(), record);
-    let result = tokio::try_join!(
-        new_questions.run(shutdown.clone(), handler(context.clone())),
-        regenerated.run(shutdown.clone(), handler(context.clone())),
-        due.run(shutdown, handler(context.clone())),
-    );
+    let result = futures::future::try_join_all(
+        intakes
+            .into_iter()
+            .map(|intake| intake.run(shutdown.clone(), handler(context.clone()))),
+    )
+    .await;
     drop(context);
     let _ = tokio::join!(answers_task, deferred_task, dead_task);
     result.map(|_| ())

@@ -1,0 +1,493 @@
+//! The Fluvio transport: the broker trait on a real Fluvio cluster through
+//! the `fluvio` client crate.
+//!
+//! - Topics are created when missing, with the configured partitions and
+//!   replication.
+//! - SmartModules are registered in the cluster by name ([`smartmodules`]);
+//!   chains name them, so the SPU runs them: `answer-score` as a producer
+//!   SmartModule on `answers`, `regenerate` and `quality-gate` on consumers.
+//! - Consumer offsets are stored in the cluster under the agent's stable
+//!   consumer id (`OffsetManagementStrategy::Manual`) and written only when
+//!   the agent commits, i.e. after the work is durable.
+//!
+//! The client commits "the last record this stream yielded", but an agent
+//! commits a position behind records still in flight. So each committed
+//! consumer keeps a second, plain stream under the same id (the committer)
+//! that it advances to the record before the position and commits there.
+
+pub mod smartmodules;
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::fluvio::consumer::{ConsumerConfigExt, ConsumerStream, OffsetManagementStrategy};
+use ::fluvio::dataplane::link::ErrorCode;
+use ::fluvio::metadata::topic::TopicSpec;
+use ::fluvio::{
+    Fluvio, FluvioClusterConfig, Isolation, Offset, RecordKey, SmartModuleContextData,
+    SmartModuleExtraParams, SmartModuleInvocation, SmartModuleInvocationWasm, SmartModuleKind,
+    TopicProducerConfigBuilder, TopicProducerPool,
+};
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::Mutex;
+
+use super::{Batch, Broker, BrokerError, ChainSpec, Consumer, ConsumerConfig, Record};
+
+/// How long to wait for the cluster before saying it is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause before a consumer stream is opened again after the cluster refused it.
+const REOPEN_DELAY: Duration = Duration::from_millis(500);
+
+/// Where the cluster is and how topics are laid out.
+#[derive(Debug, Clone)]
+pub struct FluvioOptions {
+    /// The SC's public address (`HOST:PORT`); `None` uses the active profile.
+    pub sc: Option<String>,
+    /// Partitions of each topic created here.
+    pub partitions: u32,
+    /// Replicas of each partition of a topic created here.
+    pub replication: u32,
+}
+
+impl Default for FluvioOptions {
+    fn default() -> Self {
+        Self {
+            sc: None,
+            partitions: 1,
+            replication: 1,
+        }
+    }
+}
+
+type StreamItem = Result<::fluvio::consumer::Record, ErrorCode>;
+type Stream = Pin<Box<dyn ConsumerStream<Item = StreamItem> + Send>>;
+
+fn buffered(record: ::fluvio::consumer::Record) -> (i64, Record) {
+    let value = Record {
+        key: record.key().map(<[u8]>::to_vec),
+        value: record.value().to_vec(),
+    };
+    (record.offset(), value)
+}
+
+pub struct FluvioBroker {
+    client: Arc<Fluvio>,
+    options: FluvioOptions,
+    /// Producers by (topic, chain), created on first use.
+    producers: Mutex<HashMap<(String, Option<ChainSpec>), Arc<TopicProducerPool>>>,
+}
+
+fn fluvio_error(context: &str, e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Fluvio(format!("{context}: {e:#}"))
+}
+
+impl FluvioBroker {
+    /// Connect to the cluster at `options.sc`, or through the active Fluvio
+    /// profile (`~/.fluvio/config`) when none is given.
+    pub async fn connect(options: FluvioOptions) -> Result<Self, BrokerError> {
+        let (target, connect) = match &options.sc {
+            Some(sc) => {
+                let config = FluvioClusterConfig::new(sc.clone());
+                (
+                    format!("the Fluvio SC at {sc}"),
+                    async move { Fluvio::connect_with_config(&config).await }.boxed(),
+                )
+            }
+            None => (
+                "the Fluvio cluster of the active profile".to_string(),
+                Fluvio::connect().boxed(),
+            ),
+        };
+        let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(BrokerError::Unreachable {
+                    target,
+                    reason: format!("{e:#}"),
+                })
+            }
+            Err(_) => {
+                return Err(BrokerError::Unreachable {
+                    target,
+                    reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+                })
+            }
+        };
+        Ok(Self {
+            client: Arc::new(client),
+            options,
+            producers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn client(&self) -> &Fluvio {
+        &self.client
+    }
+
+    async fn producer(
+        &self,
+        topic: &str,
+        chain: Option<&ChainSpec>,
+    ) -> Result<Arc<TopicProducerPool>, BrokerError> {
+        let key = (topic.to_string(), chain.cloned());
+        let mut producers = self.producers.lock().await;
+        if let Some(producer) = producers.get(&key) {
+            return Ok(producer.clone());
+        }
+        let mut config = TopicProducerConfigBuilder::default();
+        // Acknowledged only once replicated: the agents commit behind it.
+        config.isolation(Isolation::ReadCommitted);
+        if let Some(chain) = chain {
+            config.smartmodules(invocations(chain));
+        }
+        let config = config
+            .build()
+            .map_err(|e| fluvio_error("producer configuration", e))?;
+        let producer = self
+            .client
+            .topic_producer_with_config(topic, config)
+            .await
+            .map_err(|e| fluvio_error(&format!("producer for {topic:?}"), e))?;
+        let producer = Arc::new(producer);
+        producers.insert(key, producer.clone());
+        Ok(producer)
+    }
+}
+
+/// A chain as the SPU takes it: registered SmartModules by name.
+pub fn invocations(chain: &ChainSpec) -> Vec<SmartModuleInvocation> {
+    chain
+        .steps
+        .iter()
+        .map(|step| SmartModuleInvocation {
+            wasm: SmartModuleInvocationWasm::Predefined(step.name.clone()),
+            kind: SmartModuleKind::Generic(SmartModuleContextData::None),
+            params: SmartModuleExtraParams::from(step.params.clone()),
+            name: Some(step.name.clone()),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Broker for FluvioBroker {
+    async fn create_topics(&self, topics: &[&str]) -> Result<(), BrokerError> {
+        let admin = self.client.admin().await;
+        let existing: Vec<String> = admin
+            .all::<TopicSpec>()
+            .await
+            .map_err(|e| fluvio_error("listing topics", e))?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        for topic in topics {
+            if existing.iter().any(|t| t == topic) {
+                continue;
+            }
+            let spec = TopicSpec::new_computed(
+                self.options.partitions,
+                self.options.replication,
+                None,
+            );
+            if let Err(e) = admin.create(topic.to_string(), false, spec).await {
+                // Another agent may have created it meanwhile.
+                let now: Vec<String> = admin
+                    .list::<TopicSpec, _>(vec![topic.to_string()])
+                    .await
+                    .map_err(|e| fluvio_error("listing topics", e))?
+                    .into_iter()
+                    .map(|t| t.name)
+                    .collect();
+                if now.is_empty() {
+                    return Err(fluvio_error(&format!("creating topic {topic:?}"), e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32, BrokerError> {
+        let admin = self.client.admin().await;
+        let found = admin
+            .list::<TopicSpec, _>(vec![topic.to_string()])
+            .await
+            .map_err(|e| fluvio_error("listing topics", e))?;
+        found
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.spec.partitions())
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+        chain: Option<&ChainSpec>,
+    ) -> Result<(), BrokerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let producer = self.producer(topic, chain).await?;
+        let context = format!("producing to {topic:?}");
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            let key = match record.key {
+                Some(key) => RecordKey::from(key),
+                None => RecordKey::NULL,
+            };
+            pending.push(producer.send(key, record.value).await.map_err(|e| fluvio_error(&context, e))?);
+        }
+        producer.flush().await.map_err(|e| fluvio_error(&context, e))?;
+        for output in pending {
+            output.wait().await.map_err(|e| fluvio_error(&context, e))?;
+        }
+        Ok(())
+    }
+
+    async fn consumer(
+        &self,
+        topic: &str,
+        config: ConsumerConfig,
+    ) -> Result<Box<dyn Consumer>, BrokerError> {
+        let mut consumer = FluvioConsumer {
+            client: self.client.clone(),
+            topic: topic.to_string(),
+            config,
+            stream: None,
+            committer: None,
+            buffer: VecDeque::new(),
+            stashed: None,
+            position: None,
+            committed: None,
+            ended: false,
+        };
+        consumer.stream = Some(consumer.open(None).await?);
+        Ok(Box::new(consumer))
+    }
+}
+
+struct FluvioConsumer {
+    client: Arc<Fluvio>,
+    topic: String,
+    config: ConsumerConfig,
+    stream: Option<Stream>,
+    /// A plain stream under the same consumer id, advanced to the record
+    /// before a commit position and committed there.
+    committer: Option<(Stream, i64)>,
+    /// Records taken from the stream, not yet handed out (cancel safety).
+    buffer: VecDeque<(i64, Record)>,
+    /// An error or end taken from the stream while not waiting, for the
+    /// next waiting read to deal with.
+    stashed: Option<Option<StreamItem>>,
+    /// The offset after the last record handed out.
+    position: Option<u64>,
+    committed: Option<u64>,
+    /// A scan's stream reached the end of the log.
+    ended: bool,
+}
+
+impl FluvioConsumer {
+    /// A stream from `start`, or from the committed offset (the beginning
+    /// for a new consumer).
+    fn open(&self, start: Option<u64>) -> impl std::future::Future<Output = Result<Stream, BrokerError>> + Send + 'static {
+        let (client, topic, config) = (self.client.clone(), self.topic.clone(), self.config.clone());
+        async move {
+            let mut builder = ConsumerConfigExt::builder();
+            builder
+                .topic(topic.clone())
+                .partition(config.partition)
+                .offset_start(match start {
+                    Some(at) => Offset::absolute(at as i64)
+                        .map_err(|e| fluvio_error("consumer offset", e))?,
+                    None => Offset::beginning(),
+                })
+                .smartmodule(config.chain.as_ref().map(invocations).unwrap_or_default());
+            match &config.id {
+                Some(id) => {
+                    builder
+                        .offset_consumer(id.clone())
+                        .offset_strategy(OffsetManagementStrategy::Manual);
+                }
+                // A scan reads what is there and ends.
+                None => {
+                    builder.disable_continuous(true);
+                }
+            }
+            let ext = builder
+                .build()
+                .map_err(|e| fluvio_error("consumer configuration", e))?;
+            let stream = client
+                .consumer_with_config(ext)
+                .await
+                .map_err(|e| fluvio_error(&format!("consuming {topic:?}"), e))?;
+            Ok(Box::pin(stream) as Stream)
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}[{}] as {}",
+            self.topic,
+            self.config.partition,
+            self.config.id.as_deref().unwrap_or("a scan")
+        )
+    }
+
+    /// Take one record from the stream into the buffer; `false` when a
+    /// scan's stream ended. The client reconnects a continuous stream by
+    /// itself; this reopens it after errors the cluster recovers from (a
+    /// SmartModule the SPU has not loaded yet).
+    async fn pull(&mut self) -> Result<bool, BrokerError> {
+        if self.stream.is_none() {
+            let from = self.position.or(self.committed);
+            self.stream = Some(self.open(from).await?);
+        }
+        let item = match self.stashed.take() {
+            Some(item) => item,
+            None => self.stream.as_mut().expect("opened above").next().await,
+        };
+        self.take(item).await
+    }
+
+    /// Take whatever the stream has ready, without waiting.
+    fn pull_ready(&mut self, max: usize) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        while self.stashed.is_none() && self.buffer.len() < max {
+            match stream.next().now_or_never() {
+                None => break,
+                Some(Some(Ok(record))) => self.buffer.push_back(buffered(record)),
+                Some(other) => self.stashed = Some(other),
+            }
+        }
+    }
+
+    async fn take(&mut self, item: Option<StreamItem>) -> Result<bool, BrokerError> {
+        match item {
+            Some(Ok(record)) => {
+                self.buffer.push_back(buffered(record));
+                Ok(true)
+            }
+            Some(Err(code)) if is_transient(&code) => {
+                tracing::warn!(consumer = %self.describe(), error = %code, "the cluster refused the stream for now; opening it again");
+                self.stream = None;
+                tokio::time::sleep(REOPEN_DELAY).await;
+                Ok(true)
+            }
+            Some(Err(code)) => Err(BrokerError::Fluvio(format!(
+                "consuming {}: {code}",
+                self.describe()
+            ))),
+            None if self.config.id.is_none() => Ok(false),
+            None => Err(BrokerError::Fluvio(format!(
+                "consuming {}: the stream ended (the cluster went away?)",
+                self.describe()
+            ))),
+        }
+    }
+
+    async fn commit_at(&mut self, next: u64) -> Result<(), BrokerError> {
+        let Some(id) = self.config.id.clone() else {
+            return Ok(());
+        };
+        let target = next as i64 - 1;
+        if self.committer.is_none() {
+            let mut builder = ConsumerConfigExt::builder();
+            builder
+                .topic(self.topic.clone())
+                .partition(self.config.partition)
+                .offset_start(Offset::beginning())
+                .offset_consumer(id)
+                .offset_strategy(OffsetManagementStrategy::Manual);
+            let config = builder
+                .build()
+                .map_err(|e| fluvio_error("committer configuration", e))?;
+            let stream = self
+                .client
+                .consumer_with_config(config)
+                .await
+                .map_err(|e| fluvio_error(&format!("committing {}", self.describe()), e))?;
+            self.committer = Some((Box::pin(stream), -1));
+        }
+        let describe = self.describe();
+        let (stream, seen) = self.committer.as_mut().expect("opened above");
+        while *seen < target {
+            match stream.next().await {
+                Some(Ok(record)) => *seen = record.offset(),
+                Some(Err(code)) => {
+                    return Err(BrokerError::Fluvio(format!("committing {describe}: {code}")))
+                }
+                None => {
+                    return Err(BrokerError::Fluvio(format!(
+                        "committing {describe}: the committer's stream ended"
+                    )))
+                }
+            }
+        }
+        if *seen != target {
+            // Already committed at or past this position.
+            return Ok(());
+        }
+        stream
+            .offset_commit()
+            .await
+            .map_err(|code| BrokerError::Fluvio(format!("committing {describe}: {code}")))?;
+        stream
+            .offset_flush()
+            .await
+            .map_err(|code| BrokerError::Fluvio(format!("committing {describe}: {code}")))?;
+        Ok(())
+    }
+}
+
+/// Errors after which the same stream request succeeds a moment later.
+fn is_transient(code: &ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::SmartModuleNotFound { .. }
+            | ErrorCode::SpuNotFound
+            | ErrorCode::PartitionNotLeader
+            | ErrorCode::NotLeaderForPartition
+    )
+}
+
+#[async_trait]
+impl Consumer for FluvioConsumer {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Batch, BrokerError> {
+        let max = max.max(1);
+        if self.buffer.is_empty() && !self.ended {
+            if self.config.id.is_none() {
+                // A scan: its stream ends at the end of the log.
+                self.ended = !self.pull().await?;
+            } else if let Ok(pulled) = tokio::time::timeout(wait, self.pull()).await {
+                pulled?;
+            }
+        }
+        if !self.ended {
+            self.pull_ready(max);
+        }
+        let take = self.buffer.len().min(max);
+        let mut records = Vec::with_capacity(take);
+        for (offset, record) in self.buffer.drain(..take) {
+            self.position = Some(offset as u64 + 1);
+            records.push(record);
+        }
+        Ok(Batch {
+            records,
+            next: self.position.unwrap_or(0),
+        })
+    }
+
+    async fn commit(&mut self, next: u64) -> Result<(), BrokerError> {
+        if next == 0 || self.committed.is_some_and(|c| c >= next) {
+            return Ok(());
+        }
+        self.commit_at(next).await?;
+        self.committed = Some(next);
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The SmartModules in a Fluvio cluster: registered by name, replaced when
+//! the wasm changed (compared by SHA-256), and waited for until the SPU can
+//! run them.
+//!
+//! An SPU learns of a new SmartModule from the SC a moment after it is
+//! registered; until then a stream that invokes it is refused
+//! (`SmartModuleNotFound`). `deploy` therefore probes: it produces one
+//! record through the whole chain to each partition of a probe topic and
+//! retries until every SPU that leads one accepts it.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use ::fluvio::metadata::smartmodule::{SmartModuleSpec, SmartModuleWasm};
+use ::fluvio::{Fluvio, RecordKey, TopicProducerConfigBuilder};
+use answerloop_scoring::Params;
+use answerloop_wasm::SmartModule;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{fluvio_error, invocations};
+use crate::broker::chain::{ChainSpec, ChainStep};
+use crate::broker::BrokerError;
+
+/// The topic `deploy` probes SmartModules on; it holds only probe records.
+pub const PROBE_TOPIC: &str = "answerloop-probe";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Created,
+    Replaced,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Registered {
+    pub name: &'static str,
+    pub sha256: String,
+    pub bytes: usize,
+    pub registration: Registration,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
+}
+
+fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    GzDecoder::new(bytes).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
+/// Register `modules` in the cluster by name: created when missing,
+/// replaced when the registered wasm differs, left alone otherwise.
+pub async fn register(
+    client: &Fluvio,
+    modules: &[SmartModule],
+) -> Result<Vec<Registered>, BrokerError> {
+    let admin = client.admin().await;
+    let mut done = Vec::with_capacity(modules.len());
+    for module in modules {
+        let ours = sha256_hex(module.wasm);
+        let existing = admin
+            .list::<SmartModuleSpec, _>(vec![module.name.to_string()])
+            .await
+            .map_err(|e| fluvio_error("listing SmartModules", e))?
+            .into_iter()
+            .find(|m| m.name == module.name);
+        let registration = match existing {
+            Some(found) => {
+                let theirs = gunzip(found.spec.wasm.payload.as_ref()).map(|w| sha256_hex(&w));
+                if theirs.as_deref() == Some(ours.as_str()) {
+                    Registration::Unchanged
+                } else {
+                    admin
+                        .delete::<SmartModuleSpec>(module.name.to_string())
+                        .await
+                        .map_err(|e| {
+                            fluvio_error(&format!("removing the old SmartModule {}", module.name), e)
+                        })?;
+                    Registration::Replaced
+                }
+            }
+            None => Registration::Created,
+        };
+        if registration != Registration::Unchanged {
+            let spec = SmartModuleSpec {
+                meta: None,
+                summary: None,
+                wasm: SmartModuleWasm::from_compressed_gzip(gzip(module.wasm)),
+            };
+            admin
+                .create(module.name.to_string(), false, spec)
+                .await
+                .map_err(|e| fluvio_error(&format!("registering SmartModule {}", module.name), e))?;
+        }
+        done.push(Registered {
+            name: module.name,
+            sha256: ours,
+            bytes: module.wasm.len(),
+            registration,
+        });
+    }
+    Ok(done)
+}
+
+/// Wait until every SPU leading a partition of the probe topic runs the
+/// whole chain of `modules`, or fail after `timeout`.
+pub async fn wait_until_usable(
+    client: &Fluvio,
+    modules: &[SmartModule],
+    partitions: u32,
+    timeout: Duration,
+) -> Result<Duration, BrokerError> {
+    let started = Instant::now();
+    let chain = ChainSpec {
+        steps: modules
+            .iter()
+            .map(|m| ChainStep {
+                name: m.name.to_string(),
+                params: Params::default().to_map(),
+            })
+            .collect(),
+    };
+    for partition in 0..partitions.max(1) {
+        let mut config = TopicProducerConfigBuilder::default();
+        config
+            .smartmodules(invocations(&chain))
+            .set_specific_partitioner(partition);
+        let config = config
+            .build()
+            .map_err(|e| fluvio_error("probe producer configuration", e))?;
+        loop {
+            let probe = async {
+                let producer = client
+                    .topic_producer_with_config(PROBE_TOPIC, config.clone())
+                    .await?;
+                let output = producer.send(RecordKey::NULL, "probe").await?;
+                producer.flush().await?;
+                output.wait().await?;
+                Ok::<_, anyhow::Error>(())
+            };
+            let last_error = match tokio::time::timeout(Duration::from_secs(5), probe).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => "no answer within 5s".to_string(),
+            };
+            if started.elapsed() > timeout {
+                return Err(BrokerError::Fluvio(format!(
+                    "the SmartModules are registered but partition {partition} of {PROBE_TOPIC} \
+                     still cannot run them after {}s: {last_error}",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    Ok(started.elapsed())
+}

@@ -1,0 +1,58 @@
+//! `--broker embedded|fluvio`: which transport a command runs on, and how
+//! it reaches a Fluvio cluster.
+
+use std::sync::Arc;
+
+use super::embedded::EmbeddedBroker;
+use super::fluvio::{FluvioBroker, FluvioOptions};
+use super::{Broker, BrokerError};
+use crate::home::Home;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BrokerKind {
+    /// Topics in a sled database in the home; nothing to install.
+    #[default]
+    Embedded,
+    /// A Fluvio cluster: the active profile, or --sc / FLUVIO_SC.
+    Fluvio,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// The broker to run on.
+    #[arg(
+        long,
+        value_enum,
+        env = "ANSWERLOOP_BROKER",
+        default_value = "embedded",
+        global = true
+    )]
+    pub broker: BrokerKind,
+    /// Fluvio SC public address (HOST:PORT); default: the active Fluvio profile.
+    #[arg(long, env = "FLUVIO_SC", value_name = "HOST:PORT", global = true)]
+    pub sc: Option<String>,
+    /// Partitions of each topic created on Fluvio.
+    #[arg(long, default_value_t = 1, global = true)]
+    pub topic_partitions: u32,
+    /// Replicas of each partition of a topic created on Fluvio.
+    #[arg(long, default_value_t = 1, global = true)]
+    pub topic_replication: u32,
+}
+
+impl BrokerArgs {
+    pub fn fluvio_options(&self) -> FluvioOptions {
+        FluvioOptions {
+            sc: self.sc.clone(),
+            partitions: self.topic_partitions.max(1),
+            replication: self.topic_replication.max(1),
+        }
+    }
+
+    /// Open the embedded broker in `home`, or connect to the cluster.
+    pub async fn connect(&self, home: &Home) -> Result<Arc<dyn Broker>, BrokerError> {
+        Ok(match self.broker {
+            BrokerKind::Embedded => Arc::new(EmbeddedBroker::open(&home.broker())?),
+            BrokerKind::Fluvio => Arc::new(FluvioBroker::connect(self.fluvio_options()).await?),
+        })
+    }
+}
