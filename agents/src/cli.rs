@@ -53,6 +53,10 @@ pub struct HomeArg {
 pub enum Command {
     /// Run the whole pipeline in one process until every question is final.
     Run(Box<commands::run::RunArgs>),
+    /// Make a broker ready: topics, SmartModules registered and runnable.
+    Deploy(commands::deploy::DeployArgs),
+    /// Run one agent (traffic, llm or store) until SIGINT or SIGTERM.
+    Agent(Box<commands::agent::AgentArgs>),
     /// Query and export the stored answers.
     Answers(commands::answers::AnswersArgs),
     /// List the questions the pipeline gave up on, with the reasons.
@@ -78,6 +82,8 @@ pub enum Command {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Run(args) => commands::run::execute(*args).await,
+        Command::Deploy(args) => commands::deploy::execute(args).await,
+        Command::Agent(args) => commands::agent::execute(*args).await,
         Command::Answers(args) => commands::answers::execute(args),
         Command::DeadLetters(args) => commands::answers::execute_dead_letters(args),
         Command::Smartmodules(args) => commands::smartmodules::execute(args),

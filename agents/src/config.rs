@@ -105,10 +105,10 @@ impl FileConfig {
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct LlmArgs {
     /// Which model answers [default: local].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "ANSWERLOOP_LLM")]
     pub llm: Option<ProviderKind>,
     /// The provider's API root [default: the provider's own; OPENAI_BASE_URL for openai].
-    #[arg(long)]
+    #[arg(long, env = "ANSWERLOOP_BASE_URL")]
     pub base_url: Option<String>,
     /// The model name [default: the provider's usual small model].
     #[arg(long, env = "ANSWERLOOP_MODEL")]
@@ -290,6 +290,24 @@ fn pick_ms(flag: Option<u64>, file: Option<u64>, default: Duration) -> Duration 
 }
 
 /// Scoring flags over the file over defaults, checked as the SmartModules check them.
+/// `--threshold` and `--max-attempts`, for every command that scores.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScoringArgs {
+    /// Accept answers scoring at or above this [default: 0.4].
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// At most this many scored answers a question [default: 3].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+}
+
+impl ScoringArgs {
+    /// Flags over the file over defaults.
+    pub fn resolve(&self, file: &ScoringFile) -> anyhow::Result<Params> {
+        scoring(self.threshold, self.max_attempts, file)
+    }
+}
+
 pub fn scoring(
     threshold: Option<f32>,
     max_attempts: Option<u32>,

@@ -5,11 +5,13 @@
 //!   scored on produce by the `answer-score` SmartModule.
 //! - [`store`]: the store agent; takes `answers` through `quality-gate`
 //!   and `dead-letters` into the answer store.
-//! - [`broker`]: the seam between agents and a transport, and the embedded
-//!   transport (sled topics, SmartModules through fluvio-smartengine).
+//! - [`broker`]: the seam between agents and a transport; the embedded
+//!   transport (sled topics, SmartModules through fluvio-smartengine) and
+//!   the Fluvio one.
 //! - [`intake`]: the consume loop the agents share (bounded concurrency,
 //!   commit behind finished work).
 //! - [`pipeline`]: `answerloop run`, all agents in one process.
+//! - [`shutdown`]: SIGINT/SIGTERM to a graceful stop, for agent daemons.
 //! - [`sim`]: llm-sim, a test tool that stands in for an LLM API.
 //! - [`cli`] and [`commands`]: the command line.
 
@@ -24,6 +26,7 @@ pub mod llm;
 pub mod logging;
 pub mod pipeline;
 pub mod secret;
+pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod traffic;

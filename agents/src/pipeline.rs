@@ -20,8 +20,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::producer::Producer;
+use crate::broker::select::BrokerArgs;
 use crate::broker::{Broker, ConsumerConfig};
 use crate::home::Home;
 use crate::llm::agent::{LlmAgentConfig, LlmStats};
@@ -29,7 +29,7 @@ use crate::llm::spec::{ProviderKind, ProviderSpec};
 use crate::llm::{ErrorClass, Provider};
 use crate::sim::{SimConfig, SimServer};
 use crate::store::{self, Finalised};
-use crate::traffic::arrival::Schedule;
+use crate::traffic::arrival::ScheduleArgs;
 use crate::traffic::dataset::{self, Dataset, ReadReport};
 use crate::{llm, traffic};
 
@@ -44,7 +44,8 @@ pub struct RunOptions {
     /// The in-process simulator's settings, when the provider is `sim`.
     pub sim: SimConfig,
     pub agent: LlmAgentConfig,
-    pub schedule: (traffic::arrival::Arrival, Option<f64>, u32, u64),
+    pub schedule: ScheduleArgs,
+    pub broker: BrokerArgs,
     /// Give up when no question becomes final for this long.
     pub stall_timeout: Duration,
     pub progress: bool,
@@ -105,8 +106,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
 
     options.home.prepare()?;
     let store = Store::open(&options.home.store()).context("opening the answer store")?;
-    let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::open(&options.home.broker())?);
-    broker.create_topics(&topics::ALL).await?;
+    let broker = options.broker.connect(&options.home).await?;
+    broker.deploy(&topics::ALL).await?;
 
     let mut remaining = HashSet::new();
     let mut already_final = 0;
@@ -124,7 +125,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
         .cloned()
         .collect();
 
-    let (provider, sim) = provider(&options, &questions).await?;
+    let (provider, sim) = provider(&options.provider, &options.sim, &questions).await?;
     let mut summary = RunSummary {
         questions: questions.len(),
         already_final,
@@ -206,15 +207,16 @@ fn report_rows(summary: &mut RunSummary, report: &ReadReport) {
 }
 
 /// The simulator (started here when chosen) and a client for the model.
-async fn provider(
-    options: &RunOptions,
+pub(crate) async fn provider(
+    spec: &ProviderSpec,
+    sim: &SimConfig,
     questions: &[Question],
 ) -> anyhow::Result<(Arc<dyn Provider>, Option<SimServer>)> {
-    match options.provider.kind() {
+    match spec.kind() {
         ProviderKind::Sim => {}
         ProviderKind::Local => {
             // Fetching and loading are seconds of blocking work.
-            let spec = options.provider.clone();
+            let spec = spec.clone();
             let provider = tokio::task::spawn_blocking(move || {
                 crate::commands::models::ensure_local_model(spec.models())?;
                 Ok::<_, anyhow::Error>(spec.connect(None)?)
@@ -222,30 +224,35 @@ async fn provider(
             .await??;
             return Ok((provider, None));
         }
-        _ => return Ok((options.provider.connect(None)?, None)),
+        _ => return Ok((spec.connect(None)?, None)),
     }
     let listen = "127.0.0.1:0".parse().expect("a socket address");
-    let sim = SimServer::start(listen, options.sim.clone(), questions)
+    let server = SimServer::start(listen, sim.clone(), questions)
         .await
         .context("starting the in-process llm-sim")?;
-    Ok((options.provider.connect(Some(&sim.base_url()))?, Some(sim)))
+    Ok((spec.connect(Some(&server.base_url()))?, Some(server)))
 }
 
-/// Question ids already on `topic`.
-async fn scan_ids(broker: &dyn Broker, topic: &str) -> anyhow::Result<HashSet<String>> {
-    let mut consumer = broker.consumer(topic, ConsumerConfig::scan()).await?;
+/// Question ids already on `topic`, across its partitions.
+pub(crate) async fn scan_ids(broker: &dyn Broker, topic: &str) -> anyhow::Result<HashSet<String>> {
     let mut ids = HashSet::new();
-    loop {
-        let batch = consumer.next_batch(1024, Duration::ZERO).await?;
-        if batch.records.is_empty() {
-            return Ok(ids);
-        }
-        for record in batch.records {
-            if let Ok(q) = serde_json::from_slice::<Question>(&record.value) {
-                ids.insert(q.id);
+    for partition in 0..broker.partitions(topic).await? {
+        let mut consumer = broker
+            .consumer(topic, ConsumerConfig::scan().on_partition(partition))
+            .await?;
+        loop {
+            let batch = consumer.next_batch(1024, Duration::ZERO).await?;
+            if batch.records.is_empty() {
+                break;
+            }
+            for record in batch.records {
+                if let Ok(q) = serde_json::from_slice::<Question>(&record.value) {
+                    ids.insert(q.id);
+                }
             }
         }
     }
+    Ok(ids)
 }
 
 /// The agents of one run, as tasks.
@@ -288,8 +295,7 @@ impl Agents {
                 )
             }
         });
-        let (arrival, rate, burst, seed) = options.schedule;
-        let schedule = Schedule::new(arrival, rate, burst, seed);
+        let schedule = options.schedule.schedule();
         tasks.spawn(async move {
             let (producer, task) = Producer::spawn(broker, topics::QUESTIONS, None, 256);
             let result = traffic::run(to_send, producer, schedule, stopped).await;
@@ -421,22 +427,27 @@ async fn tally(
 
     // First-attempt scores come from the scored log: the store keeps finals only.
     let mut first: HashMap<String, f64> = HashMap::new();
-    let mut consumer = broker
-        .consumer(topics::ANSWERS, ConsumerConfig::scan())
-        .await?;
-    loop {
-        let batch = consumer.next_batch(1024, Duration::ZERO).await?;
-        if batch.records.is_empty() {
-            break;
-        }
-        for record in batch.records {
-            if let Scored::Answer(a) = Scored::decode(&record.value) {
-                if let (1, Some(score), true) = (
-                    a.question.attempt,
-                    a.score,
-                    ids.contains(a.question.id.as_str()),
-                ) {
-                    first.entry(a.question.id).or_insert(f64::from(score));
+    for partition in 0..broker.partitions(topics::ANSWERS).await? {
+        let mut consumer = broker
+            .consumer(
+                topics::ANSWERS,
+                ConsumerConfig::scan().on_partition(partition),
+            )
+            .await?;
+        loop {
+            let batch = consumer.next_batch(1024, Duration::ZERO).await?;
+            if batch.records.is_empty() {
+                break;
+            }
+            for record in batch.records {
+                if let Scored::Answer(a) = Scored::decode(&record.value) {
+                    if let (1, Some(score), true) = (
+                        a.question.attempt,
+                        a.score,
+                        ids.contains(a.question.id.as_str()),
+                    ) {
+                        first.entry(a.question.id).or_insert(f64::from(score));
+                    }
                 }
             }
         }

@@ -46,8 +46,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let gate = ChainSpec::single(answerloop_wasm::QUALITY_GATE.name, &params);
     let sources = [
-        (topics::ANSWERS, ANSWERS_CONSUMER, Some(gate), write_answer as Writer),
-        (topics::DEAD_LETTERS, DEAD_LETTERS_CONSUMER, None, write_dead_letter),
+        (
+            topics::ANSWERS,
+            ANSWERS_CONSUMER,
+            Some(gate),
+            write_answer as Writer,
+        ),
+        (
+            topics::DEAD_LETTERS,
+            DEAD_LETTERS_CONSUMER,
+            None,
+            write_dead_letter,
+        ),
     ];
     let mut drains = Vec::new();
     for (topic, id, chain, write) in sources {

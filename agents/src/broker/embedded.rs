@@ -25,7 +25,10 @@ use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 
-use super::{Batch, Broker, BrokerError, ChainSpec, Consumer, ConsumerConfig, Record};
+use super::{
+    Batch, Broker, BrokerError, ChainSpec, Consumer, ConsumerConfig, DeployReport, Record,
+    Registered, Registration, TopicLayout,
+};
 
 /// The SmartModule API version the chains are called with (Fluvio's current).
 const SMARTMODULE_VERSION: i16 = 21;
@@ -216,6 +219,30 @@ impl Broker for EmbeddedBroker {
     async fn partitions(&self, topic: &str) -> Result<u32, BrokerError> {
         self.topic(topic)?;
         Ok(1)
+    }
+
+    async fn deploy(&self, topics: &[&str]) -> Result<DeployReport, BrokerError> {
+        self.create_topics(topics).await?;
+        Ok(DeployReport {
+            broker: "embedded".into(),
+            topics: topics
+                .iter()
+                .map(|t| TopicLayout {
+                    name: t.to_string(),
+                    partitions: 1,
+                })
+                .collect(),
+            smartmodules: answerloop_wasm::ALL
+                .iter()
+                .map(|m| Registered {
+                    name: m.name,
+                    sha256: super::fluvio::smartmodules::sha256_hex(m.wasm),
+                    bytes: m.wasm.len(),
+                    registration: Registration::Builtin,
+                })
+                .collect(),
+            ready_ms: 0,
+        })
     }
 
     async fn produce(

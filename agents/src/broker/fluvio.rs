@@ -34,8 +34,13 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Mutex;
 
-use super::{Batch, Broker, BrokerError, ChainSpec, Consumer, ConsumerConfig, Record};
+use super::{
+    Batch, Broker, BrokerError, ChainSpec, Consumer, ConsumerConfig, DeployReport, Record,
+    TopicLayout,
+};
 
+/// How long `deploy` waits for the SPUs to run new SmartModules.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for the cluster before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause before a consumer stream is opened again after the cluster refused it.
@@ -186,11 +191,8 @@ impl Broker for FluvioBroker {
             if existing.iter().any(|t| t == topic) {
                 continue;
             }
-            let spec = TopicSpec::new_computed(
-                self.options.partitions,
-                self.options.replication,
-                None,
-            );
+            let spec =
+                TopicSpec::new_computed(self.options.partitions, self.options.replication, None);
             if let Err(e) = admin.create(topic.to_string(), false, spec).await {
                 // Another agent may have created it meanwhile.
                 let now: Vec<String> = admin
@@ -221,6 +223,37 @@ impl Broker for FluvioBroker {
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))
     }
 
+    async fn deploy(&self, topics: &[&str]) -> Result<DeployReport, BrokerError> {
+        let mut all = topics.to_vec();
+        all.push(smartmodules::PROBE_TOPIC);
+        self.create_topics(&all).await?;
+        let mut layout = Vec::with_capacity(topics.len());
+        for topic in topics {
+            layout.push(TopicLayout {
+                name: topic.to_string(),
+                partitions: self.partitions(topic).await?,
+            });
+        }
+        let registered = smartmodules::register(&self.client, &answerloop_wasm::ALL).await?;
+        let probe_partitions = self.partitions(smartmodules::PROBE_TOPIC).await?;
+        let ready = smartmodules::wait_until_usable(
+            &self.client,
+            &answerloop_wasm::ALL,
+            probe_partitions,
+            READY_TIMEOUT,
+        )
+        .await?;
+        Ok(DeployReport {
+            broker: match &self.options.sc {
+                Some(sc) => format!("fluvio at {sc}"),
+                None => "fluvio (active profile)".to_string(),
+            },
+            topics: layout,
+            smartmodules: registered,
+            ready_ms: ready.as_millis() as u64,
+        })
+    }
+
     async fn produce(
         &self,
         topic: &str,
@@ -238,9 +271,17 @@ impl Broker for FluvioBroker {
                 Some(key) => RecordKey::from(key),
                 None => RecordKey::NULL,
             };
-            pending.push(producer.send(key, record.value).await.map_err(|e| fluvio_error(&context, e))?);
+            pending.push(
+                producer
+                    .send(key, record.value)
+                    .await
+                    .map_err(|e| fluvio_error(&context, e))?,
+            );
         }
-        producer.flush().await.map_err(|e| fluvio_error(&context, e))?;
+        producer
+            .flush()
+            .await
+            .map_err(|e| fluvio_error(&context, e))?;
         for output in pending {
             output.wait().await.map_err(|e| fluvio_error(&context, e))?;
         }
@@ -292,8 +333,12 @@ struct FluvioConsumer {
 impl FluvioConsumer {
     /// A stream from `start`, or from the committed offset (the beginning
     /// for a new consumer).
-    fn open(&self, start: Option<u64>) -> impl std::future::Future<Output = Result<Stream, BrokerError>> + Send + 'static {
-        let (client, topic, config) = (self.client.clone(), self.topic.clone(), self.config.clone());
+    fn open(
+        &self,
+        start: Option<u64>,
+    ) -> impl std::future::Future<Output = Result<Stream, BrokerError>> + Send + 'static {
+        let (client, topic, config) =
+            (self.client.clone(), self.topic.clone(), self.config.clone());
         async move {
             let mut builder = ConsumerConfigExt::builder();
             builder
@@ -419,7 +464,9 @@ impl FluvioConsumer {
             match stream.next().await {
                 Some(Ok(record)) => *seen = record.offset(),
                 Some(Err(code)) => {
-                    return Err(BrokerError::Fluvio(format!("committing {describe}: {code}")))
+                    return Err(BrokerError::Fluvio(format!(
+                        "committing {describe}: {code}"
+                    )))
                 }
                 None => {
                     return Err(BrokerError::Fluvio(format!(

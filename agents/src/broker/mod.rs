@@ -23,6 +23,7 @@ pub mod select;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::Serialize;
 
 pub use chain::ChainSpec;
 
@@ -50,6 +51,41 @@ pub enum BrokerError {
     Unreachable { target: String, reason: String },
     #[error("Fluvio: {0}")]
     Fluvio(String),
+}
+
+/// What `deploy` did to a SmartModule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Created,
+    Replaced,
+    Unchanged,
+    /// Carried by the binary (the embedded broker): nothing to register.
+    Builtin,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Registered {
+    pub name: &'static str,
+    pub sha256: String,
+    pub bytes: usize,
+    pub registration: Registration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicLayout {
+    pub name: String,
+    pub partitions: u32,
+}
+
+/// What `deploy` found and made: the topics, the SmartModules, and how long
+/// the cluster took to run them.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub broker: String,
+    pub topics: Vec<TopicLayout>,
+    pub smartmodules: Vec<Registered>,
+    pub ready_ms: u64,
 }
 
 /// A record to append.
@@ -122,6 +158,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// How many partitions `topic` has.
     async fn partitions(&self, topic: &str) -> Result<u32, BrokerError>;
+
+    /// Make the broker ready for the pipeline: `topics` exist and the
+    /// SmartModules can run. Idempotent.
+    async fn deploy(&self, topics: &[&str]) -> Result<DeployReport, BrokerError>;
 
     /// Append `records` to `topic`, through `chain` first when given. Durable
     /// when it returns.

@@ -39,6 +39,18 @@ pub struct BrokerArgs {
     pub topic_replication: u32,
 }
 
+impl Default for BrokerArgs {
+    /// The embedded broker.
+    fn default() -> Self {
+        Self {
+            broker: BrokerKind::Embedded,
+            sc: None,
+            topic_partitions: 1,
+            topic_replication: 1,
+        }
+    }
+}
+
 impl BrokerArgs {
     pub fn fluvio_options(&self) -> FluvioOptions {
         FluvioOptions {

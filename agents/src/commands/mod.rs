@@ -1,7 +1,9 @@
 //! One module a subcommand: its arguments and what it does.
 
+pub mod agent;
 pub mod answers;
 pub mod bench;
+pub mod deploy;
 pub mod eval;
 pub mod models;
 pub mod run;

@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::sim::SimKnobs;
+use crate::broker::select::BrokerArgs;
 use crate::cli::HomeArg;
-use crate::config::{self, FileConfig, LlmArgs};
+use crate::config::{FileConfig, LlmArgs, ScoringArgs};
 use crate::home::Home;
 use crate::llm::spec::ProviderKind;
 use crate::pipeline::{self, RunOptions, RunSummary};
-use crate::traffic::arrival::Arrival;
+use crate::traffic::arrival::ScheduleArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -28,24 +29,12 @@ pub struct RunArgs {
     #[arg(long)]
     json: bool,
 
-    /// Questions per second produced by traffic; default: as fast as taken.
-    #[arg(long)]
-    rate: Option<f64>,
-    #[arg(long, value_enum, default_value = "poisson")]
-    arrival: Arrival,
-    /// Questions per burst with --arrival burst.
-    #[arg(long, default_value_t = 10)]
-    burst: u32,
-    /// Seed for the arrival process.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-
-    /// Accept answers scoring at or above this [default: 0.4].
-    #[arg(long)]
-    threshold: Option<f32>,
-    /// At most this many scored answers a question [default: 3].
-    #[arg(long)]
-    max_attempts: Option<u32>,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
+    #[command(flatten)]
+    scoring: ScoringArgs,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Stop with an error when no question becomes final for this many seconds.
     #[arg(long, default_value_t = 600)]
     stall_timeout_secs: u64,
@@ -59,7 +48,7 @@ pub struct RunArgs {
 pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
     let file = FileConfig::load(args.home.config.as_deref(), home.root())?;
-    let params = config::scoring(args.threshold, args.max_attempts, &file.scoring)?;
+    let params = args.scoring.resolve(&file.scoring)?;
     let models = super::models::cache(&args.home);
     let settings = args.llm.resolve(&file.llm, params, models)?;
 
@@ -73,7 +62,8 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         provider: settings.provider,
         sim: args.sim.config()?,
         agent: settings.agent,
-        schedule: (args.arrival, args.rate, args.burst, args.seed),
+        schedule: args.schedule.clone(),
+        broker: args.broker.clone(),
         stall_timeout: Duration::from_secs(args.stall_timeout_secs.max(1)),
         progress: !args.json && std::io::stderr().is_terminal(),
     };

@@ -19,6 +19,40 @@ pub enum Arrival {
     Burst,
 }
 
+/// The arrival process as the command line sets it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScheduleArgs {
+    /// Questions per second produced by traffic; default: as fast as taken.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrival: Arrival,
+    /// Questions per burst with --arrival burst.
+    #[arg(long, default_value_t = 10)]
+    pub burst: u32,
+    /// Seed for the arrival process.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl Default for ScheduleArgs {
+    /// As fast as the broker takes them.
+    fn default() -> Self {
+        Self {
+            rate: None,
+            arrival: Arrival::Constant,
+            burst: 1,
+            seed: 0,
+        }
+    }
+}
+
+impl ScheduleArgs {
+    pub fn schedule(&self) -> Schedule {
+        Schedule::new(self.arrival, self.rate, self.burst, self.seed)
+    }
+}
+
 /// The arrival offsets for one run.
 pub struct Schedule {
     arrival: Arrival,

@@ -4,12 +4,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+use answerloop::broker::select::BrokerArgs;
 use answerloop::home::Home;
 use answerloop::llm::agent::LlmAgentConfig;
 use answerloop::llm::spec::{ProviderKind, ProviderSpec};
 use answerloop::pipeline::RunOptions;
 use answerloop::sim::{Quality, SimConfig};
-use answerloop::traffic::arrival::Arrival;
+use answerloop::traffic::arrival::ScheduleArgs;
 
 /// Options for a run of the sample against the in-process simulator.
 pub fn sim_run(home: &Path, sim: SimConfig, limit: Option<usize>) -> RunOptions {
@@ -20,7 +21,8 @@ pub fn sim_run(home: &Path, sim: SimConfig, limit: Option<usize>) -> RunOptions 
         provider: ProviderSpec::new(ProviderKind::Sim, None, None, None, Duration::from_secs(2)),
         sim,
         agent: LlmAgentConfig::default(),
-        schedule: (Arrival::Constant, None, 1, 0),
+        schedule: ScheduleArgs::default(),
+        broker: BrokerArgs::default(),
         stall_timeout: Duration::from_secs(120),
         progress: false,
     }

@@ -17,31 +17,14 @@ use answerloop_scoring::Params;
 use answerloop_wasm::SmartModule;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{fluvio_error, invocations};
 use crate::broker::chain::{ChainSpec, ChainStep};
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, Registered, Registration};
 
 /// The topic `deploy` probes SmartModules on; it holds only probe records.
 pub const PROBE_TOPIC: &str = "answerloop-probe";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Registration {
-    Created,
-    Replaced,
-    Unchanged,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Registered {
-    pub name: &'static str,
-    pub sha256: String,
-    pub bytes: usize,
-    pub registration: Registration,
-}
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -89,7 +72,10 @@ pub async fn register(
                         .delete::<SmartModuleSpec>(module.name.to_string())
                         .await
                         .map_err(|e| {
-                            fluvio_error(&format!("removing the old SmartModule {}", module.name), e)
+                            fluvio_error(
+                                &format!("removing the old SmartModule {}", module.name),
+                                e,
+                            )
                         })?;
                     Registration::Replaced
                 }
@@ -105,7 +91,9 @@ pub async fn register(
             admin
                 .create(module.name.to_string(), false, spec)
                 .await
-                .map_err(|e| fluvio_error(&format!("registering SmartModule {}", module.name), e))?;
+                .map_err(|e| {
+                    fluvio_error(&format!("registering SmartModule {}", module.name), e)
+                })?;
         }
         done.push(Registered {
             name: module.name,
