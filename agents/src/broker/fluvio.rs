@@ -16,6 +16,7 @@
 //! that it advances to the record before the position and commits there.
 
 pub mod smartmodules;
+pub mod spu;
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;

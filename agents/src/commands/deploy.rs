@@ -7,10 +7,17 @@ use std::process::ExitCode;
 
 use answerloop_schema::topics;
 
-use crate::broker::select::BrokerArgs;
+use std::time::Duration;
+
+use crate::broker::fluvio::spu::{self, CustomSpu};
+use crate::broker::fluvio::FluvioBroker;
+use crate::broker::select::{BrokerArgs, BrokerKind};
 use crate::broker::DeployReport;
 use crate::cli::HomeArg;
 use crate::home::Home;
+
+/// How long a newly registered SPU may take to come online.
+const SPU_ONLINE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -21,12 +28,35 @@ pub struct DeployArgs {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Register a custom SPU with this id first (clusters started without the
+    /// fluvio CLI, e.g. docker compose); needs --spu-public and --spu-private.
+    #[arg(long, value_name = "ID", requires_all = ["spu_public", "spu_private"])]
+    register_spu: Option<i32>,
+    /// The SPU's public address, where clients reach it.
+    #[arg(long, value_name = "HOST:PORT")]
+    spu_public: Option<String>,
+    /// The SPU's private address, where the SC reaches it.
+    #[arg(long, value_name = "HOST:PORT")]
+    spu_private: Option<String>,
 }
 
 pub async fn execute(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
-    if args.broker.broker == crate::broker::select::BrokerKind::Embedded {
+    if args.broker.broker == BrokerKind::Embedded {
         home.prepare()?;
+    }
+    if let Some(id) = args.register_spu {
+        anyhow::ensure!(
+            args.broker.broker == BrokerKind::Fluvio,
+            "--register-spu needs --broker fluvio"
+        );
+        let cluster = FluvioBroker::connect(args.broker.fluvio_options()).await?;
+        let spu = CustomSpu {
+            id,
+            public: args.spu_public.clone().unwrap_or_default(),
+            private: args.spu_private.clone().unwrap_or_default(),
+        };
+        spu::register(cluster.client(), &spu, SPU_ONLINE_TIMEOUT).await?;
     }
     let broker = args.broker.connect(&home).await?;
     let report = broker.deploy(&topics::ALL).await?;
