@@ -15,7 +15,8 @@ fn repo_file(name: &str) -> std::path::PathBuf {
 }
 
 fn compose() -> BTreeMap<String, Value> {
-    let text = std::fs::read_to_string(repo_file("docker-compose.yml")).expect("docker-compose.yml");
+    let text =
+        std::fs::read_to_string(repo_file("docker-compose.yml")).expect("docker-compose.yml");
     let mut value: Value = serde_yaml::from_str(&text).expect("valid YAML");
     value.apply_merge().expect("merge keys resolve");
     let services = value.get("services").expect("a services section").clone();
@@ -112,13 +113,24 @@ fn the_cluster_runs_on_the_official_fluvio_image() {
 #[test]
 fn deploy_and_the_agents_run_this_repository_s_image_with_commands_it_accepts() {
     let services = compose();
-    assert!(repo_file("Dockerfile").is_file(), "the compose file builds from the Dockerfile");
+    assert!(
+        repo_file("Dockerfile").is_file(),
+        "the compose file builds from the Dockerfile"
+    );
     let ours: Vec<&str> = ["deploy", "traffic", "llm", "store"].to_vec();
     let built = services["deploy"].get("build").and_then(Value::as_str);
-    assert_eq!(built, Some("."), "deploy builds the image from the repository");
+    assert_eq!(
+        built,
+        Some("."),
+        "deploy builds the image from the repository"
+    );
     for name in &ours {
         let service = &services[*name];
-        assert_eq!(image(service), image(&services["deploy"]), "{name} shares the image");
+        assert_eq!(
+            image(service),
+            image(&services["deploy"]),
+            "{name} shares the image"
+        );
         let words = command(service);
         let env = environment(service);
         assert_eq!(
@@ -130,7 +142,10 @@ fn deploy_and_the_agents_run_this_repository_s_image_with_commands_it_accepts() 
         let mut argv = vec!["answerloop".to_string()];
         argv.extend(words.iter().cloned());
         for (var, value) in &env {
-            if matches!(var.as_str(), "RUST_LOG" | "OPENAI_API_KEY" | "GEMINI_API_KEY") {
+            if matches!(
+                var.as_str(),
+                "RUST_LOG" | "OPENAI_API_KEY" | "GEMINI_API_KEY"
+            ) {
                 continue;
             }
             let flag = flags
@@ -142,7 +157,10 @@ fn deploy_and_the_agents_run_this_repository_s_image_with_commands_it_accepts() 
             }
         }
         if let Err(e) = Cli::try_parse_from(&argv) {
-            panic!("{name}: `{}` is not a valid command line: {e}", argv.join(" "));
+            panic!(
+                "{name}: `{}` is not a valid command line: {e}",
+                argv.join(" ")
+            );
         }
     }
     for name in ["traffic", "llm", "store"] {
@@ -159,7 +177,12 @@ fn deploy_and_the_agents_run_this_repository_s_image_with_commands_it_accepts() 
 fn the_llm_agent_takes_its_provider_from_the_environment() {
     let services = compose();
     let env = environment(&services["llm"]);
-    for var in ["ANSWERLOOP_LLM", "ANSWERLOOP_BASE_URL", "ANSWERLOOP_MODEL", "OPENAI_API_KEY"] {
+    for var in [
+        "ANSWERLOOP_LLM",
+        "ANSWERLOOP_BASE_URL",
+        "ANSWERLOOP_MODEL",
+        "OPENAI_API_KEY",
+    ] {
         assert!(env.contains_key(var), "llm passes {var} through");
     }
     // Keys are passed through from the caller's environment, never written here.
@@ -167,6 +190,8 @@ fn the_llm_agent_takes_its_provider_from_the_environment() {
     assert_eq!(env["GEMINI_API_KEY"], None);
     let ollama = &services["ollama"];
     assert!(image(ollama).starts_with("ollama/ollama"));
-    let profiles = ollama.get("profiles").expect("ollama is optional (a profile)");
+    let profiles = ollama
+        .get("profiles")
+        .expect("ollama is optional (a profile)");
     assert!(profiles.as_sequence().is_some_and(|p| !p.is_empty()));
 }

@@ -16,8 +16,12 @@ fn profile_dir() -> PathBuf {
 #[test]
 fn the_profile_points_the_fluvio_client_at_a_local_cluster() {
     let path = profile_dir().join("config.toml");
-    let file = ConfigFile::load(Some(path.display().to_string())).expect("Fluvio reads the profile");
-    let cluster = file.config().current_cluster().expect("a current profile with a cluster");
+    let file =
+        ConfigFile::load(Some(path.display().to_string())).expect("Fluvio reads the profile");
+    let cluster = file
+        .config()
+        .current_cluster()
+        .expect("a current profile with a cluster");
     assert_eq!(cluster.endpoint, "127.0.0.1:9003");
 }
 
@@ -25,13 +29,19 @@ fn the_profile_points_the_fluvio_client_at_a_local_cluster() {
 fn there_is_a_topic_spec_for_every_pipeline_topic() {
     for topic in topics::ALL {
         let path = profile_dir().join("topics").join(format!("{topic}.yaml"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let config = TopicConfig::from_str(&text)
             .unwrap_or_else(|e| panic!("Fluvio cannot parse {}: {e}", path.display()));
         assert_eq!(config.meta.name, topic);
         assert_eq!(config.partition.count, Some(1), "{topic}: deploy's default");
     }
-    let specs = std::fs::read_dir(profile_dir().join("topics")).unwrap().count();
-    assert_eq!(specs, topics::ALL.len(), "no spec for a topic the pipeline does not use");
+    let specs = std::fs::read_dir(profile_dir().join("topics"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        specs,
+        topics::ALL.len(),
+        "no spec for a topic the pipeline does not use"
+    );
 }

@@ -56,6 +56,9 @@ pub struct FluvioOptions {
     pub partitions: u32,
     /// Replicas of each partition of a topic created here.
     pub replication: u32,
+    /// Put before every topic name, so that several pipelines (or test runs)
+    /// share one cluster without sharing topics or consumer offsets.
+    pub topic_prefix: String,
 }
 
 impl Default for FluvioOptions {
@@ -64,6 +67,7 @@ impl Default for FluvioOptions {
             sc: None,
             partitions: 1,
             replication: 1,
+            topic_prefix: String::new(),
         }
     }
 }
@@ -133,6 +137,11 @@ impl FluvioBroker {
         &self.client
     }
 
+    /// The cluster's name for the pipeline's `topic`.
+    pub fn topic_name(&self, topic: &str) -> String {
+        format!("{}{topic}", self.options.topic_prefix)
+    }
+
     async fn producer(
         &self,
         topic: &str,
@@ -189,6 +198,7 @@ impl Broker for FluvioBroker {
             .map(|t| t.name)
             .collect();
         for topic in topics {
+            let topic = &self.topic_name(topic);
             if existing.iter().any(|t| t == topic) {
                 continue;
             }
@@ -212,6 +222,7 @@ impl Broker for FluvioBroker {
     }
 
     async fn partitions(&self, topic: &str) -> Result<u32, BrokerError> {
+        let topic = &self.topic_name(topic);
         let admin = self.client.admin().await;
         let found = admin
             .list::<TopicSpec, _>(vec![topic.to_string()])
@@ -219,7 +230,7 @@ impl Broker for FluvioBroker {
             .map_err(|e| fluvio_error("listing topics", e))?;
         found
             .into_iter()
-            .find(|t| t.name == topic)
+            .find(|t| &t.name == topic)
             .map(|t| t.spec.partitions())
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))
     }
@@ -231,7 +242,7 @@ impl Broker for FluvioBroker {
         let mut layout = Vec::with_capacity(topics.len());
         for topic in topics {
             layout.push(TopicLayout {
-                name: topic.to_string(),
+                name: self.topic_name(topic),
                 partitions: self.partitions(topic).await?,
             });
         }
@@ -239,6 +250,7 @@ impl Broker for FluvioBroker {
         let probe_partitions = self.partitions(smartmodules::PROBE_TOPIC).await?;
         let ready = smartmodules::wait_until_usable(
             &self.client,
+            &self.topic_name(smartmodules::PROBE_TOPIC),
             &answerloop_wasm::ALL,
             probe_partitions,
             READY_TIMEOUT,
@@ -264,6 +276,7 @@ impl Broker for FluvioBroker {
         if records.is_empty() {
             return Ok(());
         }
+        let topic = &self.topic_name(topic);
         let producer = self.producer(topic, chain).await?;
         let context = format!("producing to {topic:?}");
         let mut pending = Vec::with_capacity(records.len());
@@ -296,7 +309,7 @@ impl Broker for FluvioBroker {
     ) -> Result<Box<dyn Consumer>, BrokerError> {
         let mut consumer = FluvioConsumer {
             client: self.client.clone(),
-            topic: topic.to_string(),
+            topic: self.topic_name(topic),
             config,
             stream: None,
             committer: None,

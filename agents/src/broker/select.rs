@@ -37,6 +37,14 @@ pub struct BrokerArgs {
     /// Replicas of each partition of a topic created on Fluvio.
     #[arg(long, default_value_t = 1, global = true)]
     pub topic_replication: u32,
+    /// Put before every topic name on Fluvio, so several pipelines share a cluster.
+    #[arg(
+        long,
+        env = "ANSWERLOOP_TOPIC_PREFIX",
+        default_value = "",
+        global = true
+    )]
+    pub topic_prefix: String,
 }
 
 impl Default for BrokerArgs {
@@ -47,6 +55,7 @@ impl Default for BrokerArgs {
             sc: None,
             topic_partitions: 1,
             topic_replication: 1,
+            topic_prefix: String::new(),
         }
     }
 }
@@ -57,6 +66,7 @@ impl BrokerArgs {
             sc: self.sc.clone(),
             partitions: self.topic_partitions.max(1),
             replication: self.topic_replication.max(1),
+            topic_prefix: self.topic_prefix.clone(),
         }
     }
 

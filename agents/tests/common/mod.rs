@@ -47,7 +47,12 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let out = binary().args(args).output().unwrap();
+    json_from(binary().args(args))
+}
+
+/// Run `command`, require success, and parse the last line of stdout as JSON.
+pub fn json_from(command: &mut std::process::Command) -> serde_json::Value {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -105,10 +105,11 @@ pub async fn register(
     Ok(done)
 }
 
-/// Wait until every SPU leading a partition of the probe topic runs the
+/// Wait until every SPU leading a partition of `probe_topic` runs the
 /// whole chain of `modules`, or fail after `timeout`.
 pub async fn wait_until_usable(
     client: &Fluvio,
+    probe_topic: &str,
     modules: &[SmartModule],
     partitions: u32,
     timeout: Duration,
@@ -134,7 +135,7 @@ pub async fn wait_until_usable(
         loop {
             let probe = async {
                 let producer = client
-                    .topic_producer_with_config(PROBE_TOPIC, config.clone())
+                    .topic_producer_with_config(probe_topic, config.clone())
                     .await?;
                 let output = producer.send(RecordKey::NULL, "probe").await?;
                 producer.flush().await?;
@@ -148,7 +149,7 @@ pub async fn wait_until_usable(
             };
             if started.elapsed() > timeout {
                 return Err(BrokerError::Fluvio(format!(
-                    "the SmartModules are registered but partition {partition} of {PROBE_TOPIC} \
+                    "the SmartModules are registered but partition {partition} of {probe_topic} \
                      still cannot run them after {}s: {last_error}",
                     timeout.as_secs()
                 )));

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use ::fluvio::metadata::customspu::CustomSpuSpec;
 use ::fluvio::metadata::spu::SpuSpec;
-use fluvio_controlplane_metadata::spu::{Endpoint, IngressPort};
 use ::fluvio::Fluvio;
+use fluvio_controlplane_metadata::spu::{Endpoint, IngressPort};
 
 use super::fluvio_error;
 use crate::broker::BrokerError;
@@ -68,7 +68,9 @@ pub async fn register(
     let spec = spu.spec()?;
     let admin = client.admin().await;
     let known = |spus: &[::fluvio::metadata::objects::Metadata<SpuSpec>]| {
-        spus.iter().find(|s| s.spec.id == spu.id).map(|s| s.status.is_online())
+        spus.iter()
+            .find(|s| s.spec.id == spu.id)
+            .map(|s| s.status.is_online())
     };
     let spus = admin
         .all::<SpuSpec>()
