@@ -2,6 +2,9 @@
 //! each to a handler with bounded concurrency, and commit the consumer's
 //! offset only behind records that are wholly done.
 //!
+//! Records are tracked one by one when the transport says where each one
+//! ends, so a restart repeats only the records that were in flight.
+//!
 //! Backpressure: a new batch is read only when the previous one has been
 //! handed out, and a record is handed out only when the shared semaphore has
 //! a permit. On shutdown the loop stops taking records, lets the ones in
@@ -20,6 +23,9 @@ use crate::broker::{Consumer, Record};
 
 /// How long one read waits for new records before the loop looks around.
 const READ_WAIT: Duration = Duration::from_millis(500);
+/// Commits are batched to at most one this often while work flows (a
+/// commit is a durable write); an idle or stopping intake commits at once.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Intake {
     pub consumer: Box<dyn Consumer>,
@@ -44,6 +50,9 @@ impl Intake {
         let mut buffer: std::collections::VecDeque<(u64, Record)> = Default::default();
         let mut in_flight: JoinSet<(u64, anyhow::Result<()>)> = JoinSet::new();
         let mut stopping = *shutdown.borrow();
+        // The furthest position done but not yet committed.
+        let mut pending: Option<u64> = None;
+        let mut last_commit = tokio::time::Instant::now();
         loop {
             if stopping && in_flight.is_empty() {
                 break;
@@ -66,16 +75,35 @@ impl Intake {
                 }
                 batch = self.consumer.next_batch(self.batch, READ_WAIT), if buffer.is_empty() && !stopping => {
                     let batch = batch?;
-                    tracker.add_batch(batch.next, batch.records.len());
-                    buffer.extend(batch.records.into_iter().map(|r| (batch.next, r)));
+                    if batch.positions.len() == batch.records.len() {
+                        // Each record is its own ticket: one slow record holds
+                        // back the commit only of the records after it.
+                        for (position, record) in batch.positions.into_iter().zip(batch.records) {
+                            tracker.add_batch(position, 1);
+                            buffer.push_back((position, record));
+                        }
+                        tracker.add_batch(batch.next, 0);
+                    } else {
+                        tracker.add_batch(batch.next, batch.records.len());
+                        buffer.extend(batch.records.into_iter().map(|r| (batch.next, r)));
+                    }
                 }
                 _ = shutdown.wait_for(|stop| *stop), if !stopping => {
                     stopping = true;
                     buffer.clear();
                 }
+                _ = tokio::time::sleep_until(last_commit + COMMIT_EVERY), if pending.is_some() => {}
             }
             if let Some(position) = tracker.ready() {
-                self.consumer.commit(position).await?;
+                pending = Some(position);
+            }
+            let idle = in_flight.is_empty() && buffer.is_empty();
+            if let Some(position) = pending {
+                if idle || last_commit.elapsed() >= COMMIT_EVERY {
+                    self.consumer.commit(position).await?;
+                    pending = None;
+                    last_commit = tokio::time::Instant::now();
+                }
             }
         }
         Ok(())

@@ -354,24 +354,27 @@ impl Consumer for EmbeddedConsumer {
             notified.as_mut().enable();
             let raw = self.read(max.max(1))?;
             if let Some(&(last, _)) = raw.last() {
-                let records: Vec<Record> = raw.into_iter().map(|(_, r)| r).collect();
-                let records = match &self.chain {
-                    Some((chain, describe)) => {
-                        run_chain(chain.clone(), describe.clone(), records).await?
-                    }
-                    None => records,
+                let (offsets, records): (Vec<u64>, Vec<Record>) = raw.into_iter().unzip();
+                let (records, positions) = match &self.chain {
+                    Some((chain, describe)) => (
+                        run_chain(chain.clone(), describe.clone(), records).await?,
+                        Vec::new(),
+                    ),
+                    None => (records, offsets.iter().map(|o| o + 1).collect()),
                 };
                 // Only now, after the last await: a dropped future moves nothing.
                 self.position = last + 1;
                 return Ok(Batch {
                     records,
                     next: self.position,
+                    positions,
                 });
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(Batch {
                     records: Vec::new(),
                     next: self.position,
+                    positions: Vec::new(),
                 });
             }
         }

@@ -364,16 +364,13 @@ impl FluvioConsumer {
                     None => Offset::beginning(),
                 })
                 .smartmodule(config.chain.as_ref().map(invocations).unwrap_or_default());
-            match &config.id {
-                Some(id) => {
-                    builder
-                        .offset_consumer(id.clone())
-                        .offset_strategy(OffsetManagementStrategy::Manual);
-                }
-                // A scan reads what is there and ends.
-                None => {
-                    builder.disable_continuous(true);
-                }
+            if let Some(id) = &config.id {
+                builder
+                    .offset_consumer(id.clone())
+                    .offset_strategy(OffsetManagementStrategy::Manual);
+            }
+            if ends_at_the_end(&config) {
+                builder.disable_continuous(true);
             }
             let ext = builder
                 .build()
@@ -441,7 +438,7 @@ impl FluvioConsumer {
                 "consuming {}: {code}",
                 self.describe()
             ))),
-            None if self.config.id.is_none() => Ok(false),
+            None if ends_at_the_end(&self.config) => Ok(false),
             None => Err(BrokerError::Fluvio(format!(
                 "consuming {}: the stream ended (the cluster went away?)",
                 self.describe()
@@ -505,6 +502,14 @@ impl FluvioConsumer {
     }
 }
 
+/// Whether a consumer's stream ends at the end of the log: scans without a
+/// chain. The client ends a stream after as many records as the log held
+/// when it opened, so a stream whose chain filters records out would never
+/// end; scans through a chain stop at the first read that waits in vain.
+fn ends_at_the_end(config: &ConsumerConfig) -> bool {
+    config.id.is_none() && config.chain.is_none()
+}
+
 /// Errors after which the same stream request succeeds a moment later.
 fn is_transient(code: &ErrorCode) -> bool {
     matches!(
@@ -521,8 +526,7 @@ impl Consumer for FluvioConsumer {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Batch, BrokerError> {
         let max = max.max(1);
         if self.buffer.is_empty() && !self.ended {
-            if self.config.id.is_none() {
-                // A scan: its stream ends at the end of the log.
+            if ends_at_the_end(&self.config) {
                 self.ended = !self.pull().await?;
             } else if let Ok(pulled) = tokio::time::timeout(wait, self.pull()).await {
                 pulled?;
@@ -533,13 +537,18 @@ impl Consumer for FluvioConsumer {
         }
         let take = self.buffer.len().min(max);
         let mut records = Vec::with_capacity(take);
+        let mut positions = Vec::with_capacity(take);
         for (offset, record) in self.buffer.drain(..take) {
-            self.position = Some(offset as u64 + 1);
+            positions.push(offset as u64 + 1);
             records.push(record);
+        }
+        if let Some(&last) = positions.last() {
+            self.position = Some(last);
         }
         Ok(Batch {
             records,
             next: self.position.unwrap_or(0),
+            positions,
         })
     }
 

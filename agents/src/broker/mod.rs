@@ -111,6 +111,10 @@ impl Record {
 pub struct Batch {
     pub records: Vec<Record>,
     pub next: u64,
+    /// The position after each record, when the transport knows it (empty
+    /// otherwise: a chain that filters hides where its outputs came from).
+    /// Lets a consumer commit record by record instead of batch by batch.
+    pub positions: Vec<u64>,
 }
 
 /// Where a consumer starts when it has no committed offset of its own.
