@@ -40,7 +40,9 @@ use super::{
     TopicLayout,
 };
 
-/// How long `deploy` waits for the SPUs to run new SmartModules.
+/// How long `deploy` waits for the SPUs to run the SmartModules before it
+/// registers them afresh, and after that.
+const FIRST_READY_TIMEOUT: Duration = Duration::from_secs(15);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for the cluster before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -246,16 +248,29 @@ impl Broker for FluvioBroker {
                 partitions: self.partitions(topic).await?,
             });
         }
-        let registered = smartmodules::register(&self.client, &answerloop_wasm::ALL).await?;
+        let mut registered =
+            smartmodules::register(&self.client, &answerloop_wasm::ALL, false).await?;
+        let probe_topic = self.topic_name(smartmodules::PROBE_TOPIC);
         let probe_partitions = self.partitions(smartmodules::PROBE_TOPIC).await?;
-        let ready = smartmodules::wait_until_usable(
-            &self.client,
-            &self.topic_name(smartmodules::PROBE_TOPIC),
-            &answerloop_wasm::ALL,
-            probe_partitions,
-            READY_TIMEOUT,
-        )
-        .await?;
+        let wait = |timeout| {
+            smartmodules::wait_until_usable(
+                &self.client,
+                &probe_topic,
+                &answerloop_wasm::ALL,
+                probe_partitions,
+                timeout,
+            )
+        };
+        let ready = match wait(FIRST_READY_TIMEOUT).await {
+            Ok(ready) => ready,
+            Err(e) => {
+                // The SC has them but an SPU does not: register them afresh.
+                tracing::warn!(error = %e, "the SPUs do not run the SmartModules; registering them again");
+                registered =
+                    smartmodules::register(&self.client, &answerloop_wasm::ALL, true).await?;
+                wait(READY_TIMEOUT).await?
+            }
+        };
         Ok(DeployReport {
             broker: match &self.options.sc {
                 Some(sc) => format!("fluvio at {sc}"),

@@ -154,8 +154,8 @@ pub async fn run(
 /// Answer one question record: an answer, a parked question or a dead
 /// letter, never nothing.
 async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
-    let mut question: Question = match serde_json::from_slice(&record.value) {
-        Ok(q) => q,
+    let mut question: Question = match serde_json::from_slice::<Question>(&record.value) {
+        Ok(q) => q.with_id(),
         Err(e) => return dead_letter(&context, unreadable_letter(&record.value, &e)).await,
     };
     if let Some(due) = question.not_before_ms.take() {

@@ -49,15 +49,20 @@ pub fn category_name(class: u8) -> Option<&'static str> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Question {
     /// Stable hash of the normalised question text, see [`question_id`].
+    /// May be left out of a question produced by hand: the LLM agent fills
+    /// it in (see [`Question::with_id`]).
+    #[serde(default)]
     pub id: String,
     pub title: String,
     #[serde(default)]
     pub content: String,
     /// The data set's best answer, the yardstick for the score.
     pub reference: String,
-    /// Yahoo! Answers class, 1 to 10.
+    /// Yahoo! Answers class, 1 to 10 (0: unknown).
+    #[serde(default)]
     pub category: u8,
     /// Which scored answer this request is for, 1-based.
+    #[serde(default = "first_attempt")]
     pub attempt: u32,
     /// LLM calls spent on this question so far, across attempts, deferrals
     /// and restarts; capped by the LLM agent.
@@ -75,7 +80,19 @@ pub struct Question {
     pub trace: Trace,
 }
 
+fn first_attempt() -> u32 {
+    1
+}
+
 impl Question {
+    /// The same question with its id derived from its text when it had none.
+    pub fn with_id(mut self) -> Self {
+        if self.id.is_empty() {
+            self.id = question_id(&self.text());
+        }
+        self
+    }
+
     /// A question at its first attempt; the id is derived from its text.
     pub fn new(
         title: impl Into<String>,
@@ -298,6 +315,27 @@ mod tests {
 
     fn question() -> Question {
         Question::new("Why is the sky blue?", "", "Rayleigh scattering.", 2)
+    }
+
+    #[test]
+    fn a_question_typed_by_hand_needs_only_title_and_reference() {
+        let typed: Question = serde_json::from_str(
+            r#"{"title":"Why is the sky blue?","reference":"Rayleigh scattering."}"#,
+        )
+        .unwrap();
+        assert_eq!(typed.attempt, 1);
+        let typed = typed.with_id();
+        assert_eq!(
+            typed.id,
+            question().id,
+            "the id comes from the text, as for the data set"
+        );
+        let kept = Question {
+            id: "mine".into(),
+            ..question()
+        }
+        .with_id();
+        assert_eq!(kept.id, "mine", "a given id is kept");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use ::fluvio::metadata::smartmodule::{SmartModuleSpec, SmartModuleWasm};
-use ::fluvio::{Fluvio, RecordKey, TopicProducerConfigBuilder};
+use ::fluvio::{Fluvio, FluvioAdmin, RecordKey, TopicProducerConfigBuilder};
 use answerloop_scoring::Params;
 use answerloop_wasm::SmartModule;
 use flate2::read::GzDecoder;
@@ -25,6 +25,9 @@ use crate::broker::{BrokerError, Registered, Registration};
 
 /// The topic `deploy` probes SmartModules on; it holds only probe records.
 pub const PROBE_TOPIC: &str = "answerloop-probe";
+/// How long SPUs are given to drop a deleted SmartModule before the new
+/// one is registered under the same name.
+const SPU_SYNC_PAUSE: Duration = Duration::from_secs(1);
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -47,38 +50,22 @@ fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Register `modules` in the cluster by name: created when missing,
-/// replaced when the registered wasm differs, left alone otherwise.
+/// replaced when the registered wasm differs (or always, with `force`),
+/// left alone otherwise.
 pub async fn register(
     client: &Fluvio,
     modules: &[SmartModule],
+    force: bool,
 ) -> Result<Vec<Registered>, BrokerError> {
     let admin = client.admin().await;
     let mut done = Vec::with_capacity(modules.len());
     for module in modules {
         let ours = sha256_hex(module.wasm);
-        let existing = admin
-            .list::<SmartModuleSpec, _>(vec![module.name.to_string()])
-            .await
-            .map_err(|e| fluvio_error("listing SmartModules", e))?
-            .into_iter()
-            .find(|m| m.name == module.name);
-        let registration = match existing {
-            Some(found) => {
-                let theirs = gunzip(found.spec.wasm.payload.as_ref()).map(|w| sha256_hex(&w));
-                if theirs.as_deref() == Some(ours.as_str()) {
-                    Registration::Unchanged
-                } else {
-                    admin
-                        .delete::<SmartModuleSpec>(module.name.to_string())
-                        .await
-                        .map_err(|e| {
-                            fluvio_error(
-                                &format!("removing the old SmartModule {}", module.name),
-                                e,
-                            )
-                        })?;
-                    Registration::Replaced
-                }
+        let registration = match registered_hash(&admin, module.name).await? {
+            Some(theirs) if theirs == ours && !force => Registration::Unchanged,
+            Some(_) => {
+                remove(&admin, module.name).await?;
+                Registration::Replaced
             }
             None => Registration::Created,
         };
@@ -103,6 +90,43 @@ pub async fn register(
         });
     }
     Ok(done)
+}
+
+/// The SHA-256 of the wasm registered as `name` (an unreadable payload
+/// hashes as empty, so it is replaced).
+async fn registered_hash(admin: &FluvioAdmin, name: &str) -> Result<Option<String>, BrokerError> {
+    let found = admin
+        .list::<SmartModuleSpec, _>(vec![name.to_string()])
+        .await
+        .map_err(|e| fluvio_error("listing SmartModules", e))?
+        .into_iter()
+        .find(|m| m.name == name);
+    Ok(found.map(|m| {
+        gunzip(m.spec.wasm.payload.as_ref())
+            .map(|w| sha256_hex(&w))
+            .unwrap_or_default()
+    }))
+}
+
+/// Delete `name` and wait until the SC no longer lists it, then a moment
+/// for the SPUs to hear of it. Fluvio 0.18 SPUs that see a delete and a
+/// create of the same name close together can end up without the module.
+async fn remove(admin: &FluvioAdmin, name: &str) -> Result<(), BrokerError> {
+    admin
+        .delete::<SmartModuleSpec>(name.to_string())
+        .await
+        .map_err(|e| fluvio_error(&format!("removing the old SmartModule {name}"), e))?;
+    let started = Instant::now();
+    while registered_hash(admin, name).await?.is_some() {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(BrokerError::Fluvio(format!(
+                "the SC still lists SmartModule {name} 30s after deleting it"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(SPU_SYNC_PAUSE).await;
+    Ok(())
 }
 
 /// Wait until every SPU leading a partition of `probe_topic` runs the
