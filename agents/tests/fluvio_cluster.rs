@@ -441,3 +441,126 @@ async fn a_killed_llm_agent_resumes_at_its_committed_offsets() {
     assert!(seen.values().all(|n| *n == 1), "none twice");
     delete_topics(&broker).await;
 }
+
+/// The "llm agent: N calls" line an agent prints when it stops.
+fn calls_of(stderr: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("llm agent:") && l.contains(" calls"))
+        .unwrap_or_else(|| panic!("no call count in: {text}"));
+    line.trim_start_matches("llm agent: ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn llm_agents_on_disjoint_partitions_share_the_work() {
+    let Some((broker, options)) = cluster("shared_work").await else {
+        return;
+    };
+    const QUESTIONS: usize = 50;
+    let home = tempfile::tempdir().unwrap();
+    let deploy = answerloop(&options, home.path())
+        .args(["deploy", "--topic-partitions", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        deploy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    assert_eq!(broker.partitions(topics::QUESTIONS).await.unwrap(), 2);
+
+    let spawn = |args: &[&str]| {
+        answerloop(&options, home.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let llm = |partition: &str| {
+        spawn(&[
+            "agent",
+            "llm",
+            "--llm",
+            "sim",
+            "--sim-latency-ms",
+            "20",
+            "--partitions",
+            partition,
+        ])
+    };
+    let store = spawn(&["agent", "store"]);
+    let agents = [llm("0"), llm("1")];
+    let traffic = answerloop(&options, home.path())
+        .args(["agent", "traffic", "--limit", "50", "--exit-when-done"])
+        .output()
+        .unwrap();
+    assert!(
+        traffic.status.success(),
+        "{}",
+        String::from_utf8_lossy(&traffic.stderr)
+    );
+
+    let mut finals = HashSet::new();
+    let started = Instant::now();
+    while finals.len() < QUESTIONS {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "only {} final",
+            finals.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        finals = HashSet::new();
+        for partition in 0..2 {
+            let gate = Some(chain(&answerloop_wasm::QUALITY_GATE));
+            let config = |chain| ConsumerConfig {
+                id: None,
+                chain,
+                partition,
+            };
+            for (topic, chain, id) in [
+                (topics::ANSWERS, gate, "/question/id"),
+                (topics::DEAD_LETTERS, None, "/id"),
+            ] {
+                let mut consumer = broker.consumer(topic, config(chain)).await.unwrap();
+                loop {
+                    let batch = consumer.next_batch(1024, SCAN_WAIT).await.unwrap();
+                    if batch.records.is_empty() {
+                        break;
+                    }
+                    for record in batch.records {
+                        let value: serde_json::Value =
+                            serde_json::from_slice(&record.value).unwrap();
+                        finals.insert(value.pointer(id).unwrap().as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(finals.len(), QUESTIONS);
+
+    let mut calls = Vec::new();
+    for agent in agents {
+        signal(&agent, "TERM");
+        let output = agent.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "an LLM agent failed to stop cleanly"
+        );
+        calls.push(calls_of(&output.stderr));
+    }
+    signal(&store, "TERM");
+    assert!(store.wait_with_output().unwrap().status.success());
+    assert!(
+        calls.iter().all(|c| *c > 0),
+        "each agent answered its own partition: calls {calls:?}"
+    );
+    assert!(calls.iter().sum::<u64>() >= QUESTIONS as u64);
+    delete_topics(&broker).await;
+}

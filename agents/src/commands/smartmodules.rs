@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::broker::fluvio::smartmodules::sha256_hex;
+
 #[derive(Debug, clap::Args)]
 pub struct SmartmodulesArgs {
     #[command(subcommand)]
@@ -13,7 +15,7 @@ pub struct SmartmodulesArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum SmartmodulesCommand {
-    /// Name, kind and size of each SmartModule.
+    /// Name, kind, size and SHA-256 of each SmartModule (deploy compares the hash).
     List,
     /// Write the .wasm files into DIR, for `fluvio smartmodule create NAME --wasm-file DIR/NAME.wasm`.
     Export { dir: PathBuf },
@@ -24,10 +26,11 @@ pub fn execute(args: SmartmodulesArgs) -> anyhow::Result<ExitCode> {
         SmartmodulesCommand::List => {
             for sm in answerloop_wasm::ALL {
                 println!(
-                    "{:<14} {:<10} {:>8} bytes",
+                    "{:<14} {:<10} {:>8} bytes  sha256 {}",
                     sm.name,
                     format!("{:?}", sm.kind),
-                    sm.wasm.len()
+                    sm.wasm.len(),
+                    sha256_hex(sm.wasm)
                 );
             }
         }
