@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::producer::Producer;
 use crate::broker::select::BrokerArgs;
-use crate::broker::{Broker, ConsumerConfig};
+use crate::broker::{self, Broker};
 use crate::home::Home;
 use crate::llm::agent::{LlmAgentConfig, LlmStats};
 use crate::llm::spec::{ProviderKind, ProviderSpec};
@@ -236,22 +236,12 @@ pub(crate) async fn provider(
 /// Question ids already on `topic`, across its partitions.
 pub(crate) async fn scan_ids(broker: &dyn Broker, topic: &str) -> anyhow::Result<HashSet<String>> {
     let mut ids = HashSet::new();
-    for partition in 0..broker.partitions(topic).await? {
-        let mut consumer = broker
-            .consumer(topic, ConsumerConfig::scan().on_partition(partition))
-            .await?;
-        loop {
-            let batch = consumer.next_batch(1024, Duration::ZERO).await?;
-            if batch.records.is_empty() {
-                break;
-            }
-            for record in batch.records {
-                if let Ok(q) = serde_json::from_slice::<Question>(&record.value) {
-                    ids.insert(q.id);
-                }
-            }
+    broker::scan(broker, topic, None, |record| {
+        if let Ok(q) = serde_json::from_slice::<Question>(&record.value) {
+            ids.insert(q.id);
         }
-    }
+    })
+    .await?;
     Ok(ids)
 }
 
@@ -427,31 +417,18 @@ async fn tally(
 
     // First-attempt scores come from the scored log: the store keeps finals only.
     let mut first: HashMap<String, f64> = HashMap::new();
-    for partition in 0..broker.partitions(topics::ANSWERS).await? {
-        let mut consumer = broker
-            .consumer(
-                topics::ANSWERS,
-                ConsumerConfig::scan().on_partition(partition),
-            )
-            .await?;
-        loop {
-            let batch = consumer.next_batch(1024, Duration::ZERO).await?;
-            if batch.records.is_empty() {
-                break;
-            }
-            for record in batch.records {
-                if let Scored::Answer(a) = Scored::decode(&record.value) {
-                    if let (1, Some(score), true) = (
-                        a.question.attempt,
-                        a.score,
-                        ids.contains(a.question.id.as_str()),
-                    ) {
-                        first.entry(a.question.id).or_insert(f64::from(score));
-                    }
-                }
+    broker::scan(broker, topics::ANSWERS, None, |record| {
+        if let Scored::Answer(a) = Scored::decode(&record.value) {
+            if let (1, Some(score), true) = (
+                a.question.attempt,
+                a.score,
+                ids.contains(a.question.id.as_str()),
+            ) {
+                first.entry(a.question.id).or_insert(f64::from(score));
             }
         }
-    }
+    })
+    .await?;
     summary.mean_score_first_attempt = mean(&first.into_values().collect::<Vec<_>>());
     if summary.stored + summary.dead_letters > summary.questions {
         bail!("more final questions than questions: the store and the data disagree");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use answerloop::broker::embedded::EmbeddedBroker;
 use answerloop::broker::fluvio::{FluvioBroker, FluvioOptions};
-use answerloop::broker::{Broker, ChainSpec, ConsumerConfig, Record};
+use answerloop::broker::{self, Broker, ChainSpec, ConsumerConfig, Record};
 use answerloop::store;
 use answerloop_schema::{topics, Answer, Question, Scored};
 use answerloop_scoring::Params;
@@ -26,9 +26,6 @@ use futures::StreamExt;
 mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_answerloop");
-/// A scan through a chain ends at the first read that waits this long in
-/// vain (the client cannot tell where a filtered log ends).
-const SCAN_WAIT: Duration = Duration::from_secs(1);
 /// Guards against a hang, not a speed bound.
 const HANG_GUARD: Duration = Duration::from_secs(300);
 
@@ -92,6 +89,35 @@ fn answerloop(options: &FluvioOptions, home: &Path) -> Command {
         command.env("FLUVIO_SC", sc);
     }
     command
+}
+
+/// Run the binary to the end; require success.
+fn run_ok(options: &FluvioOptions, home: &Path, args: &[&str]) {
+    let output = answerloop(options, home).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "answerloop {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Start the binary in the background, its stderr going to a file in
+/// `logs` named after the agent (a pipe nobody reads could fill and block
+/// it; the home must stay the agent's own).
+fn spawn(options: &FluvioOptions, home: &Path, logs: &Path, args: &[&str]) -> Child {
+    let log = logs.join(format!("{}.log", args.join("-")));
+    answerloop(options, home)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// What a spawned agent wrote to stderr.
+fn log_of(logs: &Path, args: &[&str]) -> String {
+    std::fs::read_to_string(logs.join(format!("{}.log", args.join("-")))).unwrap()
 }
 
 fn final_answer() -> Vec<u8> {
@@ -217,27 +243,13 @@ async fn scan(
     topic: &str,
     chain: Option<ChainSpec>,
 ) -> Vec<serde_json::Value> {
-    let mut consumer = broker
-        .consumer(
-            topic,
-            ConsumerConfig {
-                id: None,
-                chain,
-                partition: 0,
-            },
-        )
-        .await
-        .unwrap();
     let mut values = Vec::new();
-    loop {
-        let batch = consumer.next_batch(1024, SCAN_WAIT).await.unwrap();
-        if batch.records.is_empty() {
-            return values;
-        }
-        for record in batch.records {
-            values.push(serde_json::from_slice(&record.value).unwrap());
-        }
-    }
+    broker::scan(broker, topic, chain.as_ref(), |record| {
+        values.push(serde_json::from_slice(&record.value).unwrap())
+    })
+    .await
+    .unwrap();
+    values
 }
 
 /// How many first-attempt answers `answers` holds.
@@ -265,25 +277,9 @@ async fn finals(broker: &FluvioBroker) -> HashSet<String> {
 /// The position after the last record a scan of `topic` (through `chain`)
 /// yields: where a consumer that took all of them has committed.
 async fn end_of(broker: &FluvioBroker, topic: &str, chain: Option<ChainSpec>) -> u64 {
-    let mut consumer = broker
-        .consumer(
-            topic,
-            ConsumerConfig {
-                id: None,
-                chain,
-                partition: 0,
-            },
-        )
+    broker::scan(broker, topic, chain.as_ref(), |_| {})
         .await
-        .unwrap();
-    let mut end = 0;
-    loop {
-        let batch = consumer.next_batch(1024, SCAN_WAIT).await.unwrap();
-        if batch.records.is_empty() {
-            return end;
-        }
-        end = batch.next;
-    }
+        .unwrap()[0]
 }
 
 /// Whether the store agent has committed every final answer and dead letter.
@@ -339,24 +335,9 @@ async fn a_killed_llm_agent_resumes_at_its_committed_offsets() {
     };
     const QUESTIONS: usize = 50;
     const KILL_AFTER: usize = 20;
-    let home = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        answerloop(&options, home.path())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let deploy = answerloop(&options, home.path())
-        .arg("deploy")
-        .output()
-        .unwrap();
-    assert!(
-        deploy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deploy.stderr)
-    );
+    let (home, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let run = |args: &[&str]| spawn(&options, home.path(), logs.path(), args);
+    run_ok(&options, home.path(), &["deploy"]);
 
     let llm_args = [
         "agent",
@@ -443,8 +424,7 @@ async fn a_killed_llm_agent_resumes_at_its_committed_offsets() {
 }
 
 /// The "llm agent: N calls" line an agent prints when it stops.
-fn calls_of(stderr: &[u8]) -> u64 {
-    let text = String::from_utf8_lossy(stderr);
+fn calls_of(text: &str) -> u64 {
     let line = text
         .lines()
         .find(|l| l.starts_with("llm agent:") && l.contains(" calls"))
@@ -463,28 +443,16 @@ async fn llm_agents_on_disjoint_partitions_share_the_work() {
         return;
     };
     const QUESTIONS: usize = 50;
-    let home = tempfile::tempdir().unwrap();
-    let deploy = answerloop(&options, home.path())
-        .args(["deploy", "--topic-partitions", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        deploy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deploy.stderr)
+    let (home, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_ok(
+        &options,
+        home.path(),
+        &["deploy", "--topic-partitions", "2"],
     );
     assert_eq!(broker.partitions(topics::QUESTIONS).await.unwrap(), 2);
-
-    let spawn = |args: &[&str]| {
-        answerloop(&options, home.path())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let llm = |partition: &str| {
-        spawn(&[
+    let spawn = |args: &[&str]| spawn(&options, home.path(), logs.path(), args);
+    let llm_args = |partition| {
+        [
             "agent",
             "llm",
             "--llm",
@@ -493,18 +461,17 @@ async fn llm_agents_on_disjoint_partitions_share_the_work() {
             "20",
             "--partitions",
             partition,
-        ])
+        ]
     };
     let store = spawn(&["agent", "store"]);
-    let agents = [llm("0"), llm("1")];
-    let traffic = answerloop(&options, home.path())
-        .args(["agent", "traffic", "--limit", "50", "--exit-when-done"])
-        .output()
-        .unwrap();
-    assert!(
-        traffic.status.success(),
-        "{}",
-        String::from_utf8_lossy(&traffic.stderr)
+    let agents = [
+        (spawn(&llm_args("0")), llm_args("0")),
+        (spawn(&llm_args("1")), llm_args("1")),
+    ];
+    run_ok(
+        &options,
+        home.path(),
+        &["agent", "traffic", "--limit", "50", "--exit-when-done"],
     );
 
     let mut finals = HashSet::new();
@@ -516,47 +483,18 @@ async fn llm_agents_on_disjoint_partitions_share_the_work() {
             finals.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        finals = HashSet::new();
-        for partition in 0..2 {
-            let gate = Some(chain(&answerloop_wasm::QUALITY_GATE));
-            let config = |chain| ConsumerConfig {
-                id: None,
-                chain,
-                partition,
-            };
-            for (topic, chain, id) in [
-                (topics::ANSWERS, gate, "/question/id"),
-                (topics::DEAD_LETTERS, None, "/id"),
-            ] {
-                let mut consumer = broker.consumer(topic, config(chain)).await.unwrap();
-                loop {
-                    let batch = consumer.next_batch(1024, SCAN_WAIT).await.unwrap();
-                    if batch.records.is_empty() {
-                        break;
-                    }
-                    for record in batch.records {
-                        let value: serde_json::Value =
-                            serde_json::from_slice(&record.value).unwrap();
-                        finals.insert(value.pointer(id).unwrap().as_str().unwrap().to_string());
-                    }
-                }
-            }
-        }
+        finals = self::finals(&broker).await;
     }
     assert_eq!(finals.len(), QUESTIONS);
 
     let mut calls = Vec::new();
-    for agent in agents {
+    for (agent, args) in agents {
         signal(&agent, "TERM");
-        let output = agent.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "an LLM agent failed to stop cleanly"
-        );
-        calls.push(calls_of(&output.stderr));
+        wait_exit(agent, "an LLM agent after SIGTERM");
+        calls.push(calls_of(&log_of(logs.path(), &args)));
     }
     signal(&store, "TERM");
-    assert!(store.wait_with_output().unwrap().status.success());
+    wait_exit(store, "the store agent after SIGTERM");
     assert!(
         calls.iter().all(|c| *c > 0),
         "each agent answered its own partition: calls {calls:?}"

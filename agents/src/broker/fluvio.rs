@@ -85,11 +85,14 @@ fn buffered(record: ::fluvio::consumer::Record) -> (i64, Record) {
     (record.offset(), value)
 }
 
+/// A producer serves one topic with one produce chain.
+type ProducerKey = (String, Option<ChainSpec>);
+
 pub struct FluvioBroker {
     client: Arc<Fluvio>,
     options: FluvioOptions,
     /// Producers by (topic, chain), created on first use.
-    producers: Mutex<HashMap<(String, Option<ChainSpec>), Arc<TopicProducerPool>>>,
+    producers: Mutex<HashMap<ProducerKey, Arc<TopicProducerPool>>>,
 }
 
 fn fluvio_error(context: &str, e: impl std::fmt::Display) -> BrokerError {

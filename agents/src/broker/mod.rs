@@ -153,6 +153,14 @@ impl ConsumerConfig {
             partition: 0,
         }
     }
+
+    /// A scan whose records pass through `chain` on the way out.
+    pub fn scan_through(chain: Option<ChainSpec>) -> Self {
+        Self {
+            chain,
+            ..Self::scan()
+        }
+    }
 }
 
 #[async_trait]
@@ -195,4 +203,40 @@ pub trait Consumer: Send {
     /// Record that everything before `next` is done: a restarted consumer
     /// with the same id starts there. Durable when it returns.
     async fn commit(&mut self, next: u64) -> Result<(), BrokerError>;
+}
+
+/// How long a scan through a chain waits for more records before it takes
+/// the log to have ended: a chain that filters hides where the log ends.
+pub const CHAIN_SCAN_WAIT: Duration = Duration::from_secs(1);
+
+/// Hand every record of every partition of `topic` (through `chain`) to
+/// `each`, committing nothing. Returns, for each partition, the position
+/// after the last record read (0 when none was).
+pub async fn scan(
+    broker: &dyn Broker,
+    topic: &str,
+    chain: Option<&ChainSpec>,
+    mut each: impl FnMut(Record),
+) -> Result<Vec<u64>, BrokerError> {
+    let wait = if chain.is_some() {
+        CHAIN_SCAN_WAIT
+    } else {
+        Duration::ZERO
+    };
+    let mut ends = Vec::new();
+    for partition in 0..broker.partitions(topic).await? {
+        let config = ConsumerConfig::scan_through(chain.cloned()).on_partition(partition);
+        let mut consumer = broker.consumer(topic, config).await?;
+        let mut end = 0;
+        loop {
+            let batch = consumer.next_batch(1024, wait).await?;
+            if batch.records.is_empty() {
+                break;
+            }
+            end = batch.next;
+            batch.records.into_iter().for_each(&mut each);
+        }
+        ends.push(end);
+    }
+    Ok(ends)
 }
