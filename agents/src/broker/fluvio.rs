@@ -165,8 +165,8 @@ impl FluvioBroker {
         // One produce call, one request: `produce` flushes when it has sent
         // its records, so lingering adds no latency. It matters because the
         // SPU builds a producer chain afresh for every request (about 0.2 s
-        // on the development machine), so a record a request, as the
-        // client's default zero linger gives, was 20x slower end to end.
+        // on the development machine); with the client's default zero
+        // linger every record paid that on its own.
         config
             .linger(Duration::from_secs(1))
             .batch_size(PRODUCE_BATCH_BYTES)
