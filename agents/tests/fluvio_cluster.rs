@@ -7,11 +7,13 @@
 //! or consumer offsets; the topics are deleted afterwards.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use answerloop::broker::embedded::EmbeddedBroker;
+use answerloop::broker::fluvio::smartmodules;
 use answerloop::broker::fluvio::{FluvioBroker, FluvioOptions};
 use answerloop::broker::{self, Broker, ChainSpec, ConsumerConfig, Record};
 use answerloop::store;
@@ -19,6 +21,7 @@ use answerloop_schema::{topics, Answer, Question, Scored};
 use answerloop_scoring::Params;
 use answerloop_storage::Store;
 use fluvio::consumer::ConsumerConfigExt;
+use fluvio::metadata::smartmodule::SmartModuleSpec;
 use fluvio::metadata::topic::TopicSpec;
 use fluvio::Offset;
 use futures::StreamExt;
@@ -45,7 +48,8 @@ async fn cluster(test: &str) -> Option<(FluvioBroker, FluvioOptions)> {
             !required,
             "{test}: ANSWERLOOP_REQUIRE_FLUVIO=1 but {reason}"
         );
-        eprintln!("SKIPPED {test}: {reason}");
+        // Straight to stderr: the harness hides `eprintln!` of passing tests.
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
         None
     };
     let sc = std::env::var("FLUVIO_SC").ok().filter(|s| !s.is_empty());
@@ -500,5 +504,60 @@ async fn llm_agents_on_disjoint_partitions_share_the_work() {
         "each agent answered its own partition: calls {calls:?}"
     );
     assert!(calls.iter().sum::<u64>() >= QUESTIONS as u64);
+    delete_topics(&broker).await;
+}
+
+#[tokio::test]
+async fn a_consumer_waits_for_a_smartmodule_the_spu_does_not_have_yet() {
+    let Some((broker, _)) = cluster("late_smartmodule").await else {
+        return;
+    };
+    broker.deploy(&topics::ALL).await.expect("deploy");
+    let score = chain(&answerloop_wasm::ANSWER_SCORE);
+    broker
+        .produce(
+            topics::ANSWERS,
+            vec![Record::keyed("q", final_answer())],
+            Some(&score),
+        )
+        .await
+        .unwrap();
+
+    // quality-gate under a name the cluster does not know yet.
+    let name: &'static str =
+        Box::leak(format!("late-gate-{}", std::process::id()).into_boxed_str());
+    let late = answerloop_wasm::SmartModule {
+        name,
+        ..answerloop_wasm::QUALITY_GATE
+    };
+    let config = ConsumerConfig::committed("late", Some(chain(&late)));
+    let mut consumer = broker.consumer(topics::ANSWERS, config).await.unwrap();
+    let batch = consumer
+        .next_batch(10, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        batch.records.is_empty(),
+        "nothing can pass a module that is not there"
+    );
+
+    smartmodules::register(broker.client(), &[late], false)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let record = loop {
+        let batch = consumer
+            .next_batch(10, Duration::from_secs(1))
+            .await
+            .expect("a refused stream is opened again, not an error");
+        if let Some(record) = batch.records.into_iter().next() {
+            break record;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "the record never came");
+    };
+    assert!(matches!(Scored::decode(&record.value), Scored::Answer(_)));
+
+    let admin = broker.client().admin().await;
+    let _ = admin.delete::<SmartModuleSpec>(name.to_string()).await;
     delete_topics(&broker).await;
 }

@@ -50,6 +50,8 @@ const PRODUCE_BATCH_BYTES: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause before a consumer stream is opened again after the cluster refused it.
 const REOPEN_DELAY: Duration = Duration::from_millis(500);
+/// Refusals in a row (about 30 s) before a consumer gives up with an error.
+const REOPEN_LIMIT: u32 = 60;
 
 /// Where the cluster is and how topics are laid out.
 #[derive(Debug, Clone)]
@@ -347,6 +349,7 @@ impl Broker for FluvioBroker {
             position: None,
             committed: None,
             ended: false,
+            refused: 0,
         };
         consumer.stream = Some(consumer.open(None).await?);
         Ok(Box::new(consumer))
@@ -371,6 +374,8 @@ struct FluvioConsumer {
     committed: Option<u64>,
     /// A scan's stream reached the end of the log.
     ended: bool,
+    /// Times in a row the cluster refused or closed the stream.
+    refused: u32,
 }
 
 impl FluvioConsumer {
@@ -452,27 +457,42 @@ impl FluvioConsumer {
     }
 
     async fn take(&mut self, item: Option<StreamItem>) -> Result<bool, BrokerError> {
-        match item {
+        let refusal = match item {
             Some(Ok(record)) => {
+                self.refused = 0;
                 self.buffer.push_back(buffered(record));
-                Ok(true)
+                return Ok(true);
             }
-            Some(Err(code)) if is_transient(&code) => {
-                tracing::warn!(consumer = %self.describe(), error = %code, "the cluster refused the stream for now; opening it again");
-                self.stream = None;
-                tokio::time::sleep(REOPEN_DELAY).await;
-                Ok(true)
+            None if ends_at_the_end(&self.config) => return Ok(false),
+            Some(Err(code)) if !is_transient(&code) => {
+                return Err(BrokerError::Fluvio(format!(
+                    "consuming {}: {code}",
+                    self.describe()
+                )))
             }
-            Some(Err(code)) => Err(BrokerError::Fluvio(format!(
-                "consuming {}: {code}",
-                self.describe()
-            ))),
-            None if ends_at_the_end(&self.config) => Ok(false),
-            None => Err(BrokerError::Fluvio(format!(
-                "consuming {}: the stream ended (the cluster went away?)",
-                self.describe()
-            ))),
+            Some(Err(code)) => code.to_string(),
+            // The client ends a stream the SPU refused without saying why:
+            // most often a SmartModule the SPU has not loaded yet. It is
+            // not the end of the topic: open the stream again.
+            None => "the cluster closed the stream".to_string(),
+        };
+        self.refused += 1;
+        if self.refused > REOPEN_LIMIT {
+            return Err(BrokerError::Fluvio(format!(
+                "consuming {}: {refusal}, {REOPEN_LIMIT} times in a row; are the SmartModules \
+                 [{}] registered? (answerloop deploy)",
+                self.describe(),
+                self.config
+                    .chain
+                    .as_ref()
+                    .map(ChainSpec::describe)
+                    .unwrap_or_default()
+            )));
         }
+        tracing::warn!(consumer = %self.describe(), refusal, "opening the stream again");
+        self.stream = None;
+        tokio::time::sleep(REOPEN_DELAY).await;
+        Ok(true)
     }
 
     async fn commit_at(&mut self, next: u64) -> Result<(), BrokerError> {
