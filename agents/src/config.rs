@@ -96,8 +96,30 @@ impl FileConfig {
         Self::parse(&text).with_context(|| format!("bad config file {}", path.display()))
     }
 
+    /// Parse the file's text. Errors give the line and column and what was
+    /// wrong, but never quote the file: a misplaced key would be echoed.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|span| {
+                let start = span.start.min(text.len());
+                let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[..start].matches('\n').count() + 1;
+                let column = start - line_start + 1;
+                // The key is named; its value is not (it could be a secret).
+                let key = text[line_start..]
+                    .lines()
+                    .next()
+                    .and_then(|l| l.split_once('='))
+                    .map(|(k, _)| format!(" ({})", k.trim()))
+                    .unwrap_or_default();
+                format!("line {line}, column {column}{key}: ")
+            });
+            anyhow::anyhow!(
+                "{}{}",
+                at.unwrap_or_default(),
+                redact_strings(e.message().trim())
+            )
+        })
     }
 }
 
@@ -283,6 +305,20 @@ impl LlmArgs {
         };
         Ok(LlmSettings { provider, agent })
     }
+}
+
+/// `invalid type: string "sk-…", expected usize` without the string.
+fn redact_strings(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let after = &rest[at + "string \"".len()..];
+        rest = after.find('"').map_or("", |end| &after[end + 1..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 fn pick_ms(flag: Option<u64>, file: Option<u64>, default: Duration) -> Duration {

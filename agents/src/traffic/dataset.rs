@@ -76,6 +76,11 @@ pub fn sample() -> Dataset {
     parse(SAMPLE_CSV.as_bytes(), SAMPLE_NAME).expect("the built-in sample parses")
 }
 
+/// The longest field a row may have. Yahoo! Answers fields are at most a
+/// few kilobytes; a longer one is a broken file (an unclosed quote) or a
+/// hostile one, and would make a prompt no model takes.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
 /// Parse a Yahoo! Answers CSV from `input`; `source_name` names it in errors.
 pub fn parse(mut input: impl Read, source_name: &str) -> Result<Dataset, DataError> {
     let mut bytes = Vec::new();
@@ -92,11 +97,13 @@ pub fn parse(mut input: impl Read, source_name: &str) -> Result<Dataset, DataErr
     if bytes[..bytes.len().min(4096)].contains(&0) {
         return Err(not_csv("it is a binary file (it holds NUL bytes)".into()));
     }
+    // A UTF-8 byte order mark (spreadsheet exports) is not part of the class.
+    let text = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
 
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(bytes.as_slice());
+        .from_reader(text);
     let mut report = ReadReport::default();
     let mut seen = HashSet::new();
     let mut questions = Vec::new();
@@ -135,6 +142,12 @@ pub fn parse(mut input: impl Read, source_name: &str) -> Result<Dataset, DataErr
             report.rows
         )));
     }
+    if questions.is_empty() {
+        return Err(not_csv(format!(
+            "it has no question to answer ({} rows: {} without a question, {} without a best answer)",
+            report.rows, report.no_question, report.no_reference
+        )));
+    }
     Ok(Dataset { questions, report })
 }
 
@@ -149,6 +162,13 @@ fn parse_row(row: &csv::ByteRecord) -> Result<Row, String> {
         return Err(format!(
             "expected 4 fields (class, title, content, best answer), found {}",
             row.len()
+        ));
+    }
+    if let Some(i) = (0..4).find(|&i| row[i].len() > MAX_FIELD_BYTES) {
+        return Err(format!(
+            "field {} is {} bytes, longer than the {MAX_FIELD_BYTES} a question or answer may be",
+            i + 1,
+            row[i].len()
         ));
     }
     let field = |i: usize, name: &str| {
