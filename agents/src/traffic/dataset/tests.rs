@@ -99,7 +99,11 @@ fn a_file_that_is_not_csv_is_a_clear_error() {
 }
 
 #[test]
-fn an_empty_file_has_no_questions_and_no_error() {
-    let d = parse_str("").unwrap();
-    assert!(d.questions.is_empty());
+fn a_file_with_nothing_to_answer_is_an_error_saying_so() {
+    let err = parse_str("").unwrap_err().to_string();
+    assert!(err.contains("no question to answer (0 rows"), "{err}");
+    let err = parse_str("1,\"a question\",\"\",\"\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 without a best answer"), "{err}");
 }
