@@ -5,7 +5,7 @@
 //! - [`arrival`]: constant, Poisson or burst arrival times from a seed.
 
 pub mod arrival;
-pub mod dataset;
+pub use answerloop_dataset as dataset;
 
 use answerloop_schema::Question;
 use tokio::sync::watch;

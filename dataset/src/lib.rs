@@ -14,7 +14,7 @@ use answerloop_schema::{category_name, Question};
 
 /// The question set shipped with the binary: original questions and answers
 /// written for this project in the Yahoo! Answers format.
-pub const SAMPLE_CSV: &str = include_str!("../../../data/sample.csv");
+pub const SAMPLE_CSV: &str = include_str!("../../data/sample.csv");
 pub const SAMPLE_NAME: &str = "data/sample.csv (built in)";
 
 /// Rows that did not become questions, and why.
