@@ -228,13 +228,14 @@ impl LlmArgs {
         };
         let base_url = self.base_url.clone().or_else(|| file.base_url.clone());
         let model = self.model.clone().or_else(|| file.model.clone());
+        let local_defaults = LocalConfig::default();
         let local = LocalConfig {
             workers: self
                 .model_workers
                 .or(file.model_workers)
-                .unwrap_or(LocalConfig::default().workers),
-            queue: self.model_queue.unwrap_or(64),
-            seed: self.sample_seed.unwrap_or(LocalConfig::default().seed),
+                .unwrap_or(local_defaults.workers),
+            queue: self.model_queue.unwrap_or(local_defaults.queue),
+            seed: self.sample_seed.unwrap_or(local_defaults.seed),
         };
         anyhow::ensure!(local.workers >= 1, "--model-workers must be at least 1");
         let provider =

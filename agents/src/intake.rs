@@ -75,18 +75,19 @@ impl Intake {
                 }
                 batch = self.consumer.next_batch(self.batch, READ_WAIT), if buffer.is_empty() && !stopping => {
                     let batch = batch?;
-                    if batch.positions.len() == batch.records.len() {
-                        // Each record is its own ticket: one slow record holds
-                        // back the commit only of the records after it.
-                        for (position, record) in batch.positions.into_iter().zip(batch.records) {
-                            tracker.add_batch(position, 1);
-                            buffer.push_back((position, record));
-                        }
-                        tracker.add_batch(batch.next, 0);
+                    // Where the transport says where each record ends, each is
+                    // its own ticket: one slow record holds back the commit
+                    // only of the records after it. Otherwise the batch is one.
+                    let tickets = if batch.positions.len() == batch.records.len() {
+                        batch.positions
                     } else {
-                        tracker.add_batch(batch.next, batch.records.len());
-                        buffer.extend(batch.records.into_iter().map(|r| (batch.next, r)));
+                        vec![batch.next; batch.records.len()]
+                    };
+                    for (ticket, record) in tickets.into_iter().zip(batch.records) {
+                        tracker.add_batch(ticket, 1);
+                        buffer.push_back((ticket, record));
                     }
+                    tracker.add_batch(batch.next, 0);
                 }
                 _ = shutdown.wait_for(|stop| *stop), if !stopping => {
                     stopping = true;

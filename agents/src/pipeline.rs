@@ -26,11 +26,11 @@ use crate::broker::{self, Broker};
 use crate::home::Home;
 use crate::llm::agent::{LlmAgentConfig, LlmStats};
 use crate::llm::spec::{ProviderKind, ProviderSpec};
-use crate::llm::{ErrorClass, Provider};
+use crate::llm::Provider;
 use crate::sim::{SimConfig, SimServer};
 use crate::store::{self, Finalised};
 use crate::traffic::arrival::ScheduleArgs;
-use crate::traffic::dataset::{self, Dataset, ReadReport};
+use crate::traffic::dataset::{self, ReadReport};
 use crate::{llm, traffic};
 
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ pub struct SummaryParams {
 
 pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
-    let (data_name, dataset) = load(&options)?;
+    let (data_name, dataset) = dataset::read_or_sample(options.data.as_deref())?;
     let mut questions = dataset.questions;
     if let Some(limit) = options.limit {
         questions.truncate(limit);
@@ -167,10 +167,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.interrupted = interrupted;
     summary.llm_calls = LlmStats::get(&stats.calls);
     summary.llm_failures = stats.failures();
-    summary.llm_failures_by_class = ErrorClass::ALL
-        .iter()
-        .map(|c| (c.as_str(), stats.failures_of(*c)))
-        .collect();
+    summary.llm_failures_by_class = stats.failure_counts().into_iter().collect();
     summary.llm_retries = LlmStats::get(&stats.retries);
     summary.llm_retry_delay_ms = LlmStats::get(&stats.retry_delay_ms);
     summary.llm_deferred = LlmStats::get(&stats.deferred);
@@ -185,13 +182,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.questions_per_s = (summary.sent as f64 / summary.elapsed_s.max(1e-9)).max(0.0);
     Ok(summary)
-}
-
-fn load(options: &RunOptions) -> anyhow::Result<(String, Dataset)> {
-    Ok(match &options.data {
-        Some(path) => (path.display().to_string(), dataset::read_path(path)?),
-        None => (dataset::SAMPLE_NAME.to_string(), dataset::sample()),
-    })
 }
 
 fn report_rows(summary: &mut RunSummary, report: &ReadReport) {

@@ -11,7 +11,7 @@ use answerloop_scoring::Params;
 use answerloop_storage::{Outcome, Store, StoredAnswer};
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::{Broker, ChainSpec, Consumer, ConsumerConfig, Record};
+use crate::broker::{Broker, ChainSpec, Consumer, Record};
 use crate::clock::now_ms;
 
 pub const ANSWERS_CONSUMER: &str = "store-agent";
@@ -49,7 +49,7 @@ pub async fn run(
         (
             topics::ANSWERS,
             ANSWERS_CONSUMER,
-            Some(gate),
+            Some(&gate),
             write_answer as Writer,
         ),
         (
@@ -61,9 +61,7 @@ pub async fn run(
     ];
     let mut drains = Vec::new();
     for (topic, id, chain, write) in sources {
-        for partition in 0..broker.partitions(topic).await? {
-            let config = ConsumerConfig::committed(id, chain.clone()).on_partition(partition);
-            let consumer = broker.consumer(topic, config).await?;
+        for consumer in crate::broker::consumers(broker.as_ref(), topic, id, chain, None).await? {
             drains.push(drain(
                 consumer,
                 &store,

@@ -189,14 +189,7 @@ async fn the_cluster_runs_the_smartmodules_as_the_embedded_broker_does() {
         .await
         .unwrap();
     let mut consumer = embedded
-        .consumer(
-            topics::ANSWERS,
-            ConsumerConfig {
-                id: None,
-                chain: Some(gate),
-                partition: 0,
-            },
-        )
+        .consumer(topics::ANSWERS, ConsumerConfig::scan_through(Some(gate)))
         .await
         .unwrap();
     let batch = consumer.next_batch(10, Duration::ZERO).await.unwrap();

@@ -71,6 +71,15 @@ pub fn read_path(path: &Path) -> Result<Dataset, DataError> {
     parse(file, &name)
 }
 
+/// The question set at `path`, or the built-in sample when there is none;
+/// with the name to show for it.
+pub fn read_or_sample(path: Option<&Path>) -> Result<(String, Dataset), DataError> {
+    Ok(match path {
+        Some(path) => (path.display().to_string(), read_path(path)?),
+        None => (SAMPLE_NAME.to_string(), sample()),
+    })
+}
+
 /// The built-in sample question set.
 pub fn sample() -> Dataset {
     parse(SAMPLE_CSV.as_bytes(), SAMPLE_NAME).expect("the built-in sample parses")

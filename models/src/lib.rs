@@ -18,6 +18,6 @@ pub mod minilm;
 pub mod pool;
 pub mod smollm;
 
-pub use cache::{FetchError, ModelCache, ModelPackage, MINILM, SMOLLM2};
+pub use cache::{sha256_hex, FetchError, ModelCache, ModelPackage, MINILM, SMOLLM2};
 pub use minilm::MiniLm;
 pub use smollm::{GenerateOptions, Generation, ModelError, SmolLm};

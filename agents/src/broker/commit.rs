@@ -18,9 +18,13 @@ pub struct CommitTracker {
 
 impl CommitTracker {
     /// Register a batch of `records` records ending before `next`; its records
-    /// are later marked done with [`CommitTracker::done`]`(next)`.
+    /// are later marked done with [`CommitTracker::done`]`(next)`. A batch
+    /// ending where the last one does joins it.
     pub fn add_batch(&mut self, next: u64, records: usize) {
-        self.pending.push_back((next, records));
+        match self.pending.back_mut() {
+            Some((end, count)) if *end == next => *count += records,
+            _ => self.pending.push_back((next, records)),
+        }
     }
 
     /// One record of the batch ending at `next` is done.
@@ -77,6 +81,18 @@ mod tests {
         assert_eq!(t.in_flight(), 1);
         t.done(11);
         assert_eq!(t.ready(), Some(20));
+    }
+
+    #[test]
+    fn records_added_one_by_one_with_one_end_are_one_batch() {
+        let mut t = CommitTracker::default();
+        t.add_batch(7, 1);
+        t.add_batch(7, 1);
+        t.add_batch(7, 0);
+        t.done(7);
+        assert_eq!(t.ready(), None, "one of two is done");
+        t.done(7);
+        assert_eq!(t.ready(), Some(7));
     }
 
     #[test]

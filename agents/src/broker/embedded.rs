@@ -234,12 +234,7 @@ impl Broker for EmbeddedBroker {
                 .collect(),
             smartmodules: answerloop_wasm::ALL
                 .iter()
-                .map(|m| Registered {
-                    name: m.name,
-                    sha256: super::fluvio::smartmodules::sha256_hex(m.wasm),
-                    bytes: m.wasm.len(),
-                    registration: Registration::Builtin,
-                })
+                .map(|m| Registered::of(m, Registration::Builtin))
                 .collect(),
             ready_ms: 0,
         })

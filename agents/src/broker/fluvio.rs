@@ -385,36 +385,12 @@ impl FluvioConsumer {
         &self,
         start: Option<u64>,
     ) -> impl std::future::Future<Output = Result<Stream, BrokerError>> + Send + 'static {
-        let (client, topic, config) =
-            (self.client.clone(), self.topic.clone(), self.config.clone());
-        async move {
-            let mut builder = ConsumerConfigExt::builder();
-            builder
-                .topic(topic.clone())
-                .partition(config.partition)
-                .offset_start(match start {
-                    Some(at) => Offset::absolute(at as i64)
-                        .map_err(|e| fluvio_error("consumer offset", e))?,
-                    None => Offset::beginning(),
-                })
-                .smartmodule(config.chain.as_ref().map(invocations).unwrap_or_default());
-            if let Some(id) = &config.id {
-                builder
-                    .offset_consumer(id.clone())
-                    .offset_strategy(OffsetManagementStrategy::Manual);
-            }
-            if ends_at_the_end(&config) {
-                builder.disable_continuous(true);
-            }
-            let ext = builder
-                .build()
-                .map_err(|e| fluvio_error("consumer configuration", e))?;
-            let stream = client
-                .consumer_with_config(ext)
-                .await
-                .map_err(|e| fluvio_error(&format!("consuming {topic:?}"), e))?;
-            Ok(Box::pin(stream) as Stream)
-        }
+        open_stream(
+            self.client.clone(),
+            self.topic.clone(),
+            self.config.clone(),
+            start,
+        )
     }
 
     fn describe(&self) -> String {
@@ -496,59 +472,74 @@ impl FluvioConsumer {
     }
 
     async fn commit_at(&mut self, next: u64) -> Result<(), BrokerError> {
-        let Some(id) = self.config.id.clone() else {
+        if self.config.id.is_none() {
             return Ok(());
-        };
-        let target = next as i64 - 1;
-        if self.committer.is_none() {
-            let mut builder = ConsumerConfigExt::builder();
-            builder
-                .topic(self.topic.clone())
-                .partition(self.config.partition)
-                .offset_start(Offset::beginning())
-                .offset_consumer(id)
-                .offset_strategy(OffsetManagementStrategy::Manual);
-            let config = builder
-                .build()
-                .map_err(|e| fluvio_error("committer configuration", e))?;
-            let stream = self
-                .client
-                .consumer_with_config(config)
-                .await
-                .map_err(|e| fluvio_error(&format!("committing {}", self.describe()), e))?;
-            self.committer = Some((Box::pin(stream), -1));
         }
+        let target = next as i64 - 1;
         let describe = self.describe();
+        let fail = |e: &dyn std::fmt::Display| fluvio_error(&format!("committing {describe}"), e);
+        if self.committer.is_none() {
+            // The same consumer id, without the chain: every record shows.
+            let plain = ConsumerConfig {
+                chain: None,
+                ..self.config.clone()
+            };
+            let stream = open_stream(self.client.clone(), self.topic.clone(), plain, None).await?;
+            self.committer = Some((stream, -1));
+        }
         let (stream, seen) = self.committer.as_mut().expect("opened above");
         while *seen < target {
             match stream.next().await {
                 Some(Ok(record)) => *seen = record.offset(),
-                Some(Err(code)) => {
-                    return Err(BrokerError::Fluvio(format!(
-                        "committing {describe}: {code}"
-                    )))
-                }
-                None => {
-                    return Err(BrokerError::Fluvio(format!(
-                        "committing {describe}: the committer's stream ended"
-                    )))
-                }
+                Some(Err(code)) => return Err(fail(&code)),
+                None => return Err(fail(&"the committer's stream ended")),
             }
         }
         if *seen != target {
             // Already committed at or past this position.
             return Ok(());
         }
-        stream
-            .offset_commit()
-            .await
-            .map_err(|code| BrokerError::Fluvio(format!("committing {describe}: {code}")))?;
-        stream
-            .offset_flush()
-            .await
-            .map_err(|code| BrokerError::Fluvio(format!("committing {describe}: {code}")))?;
+        stream.offset_commit().await.map_err(|code| fail(&code))?;
+        stream.offset_flush().await.map_err(|code| fail(&code))?;
         Ok(())
     }
+}
+
+/// A stream of `topic` as `config` says, from `start` or from the committed
+/// offset (the beginning for a new consumer).
+async fn open_stream(
+    client: Arc<Fluvio>,
+    topic: String,
+    config: ConsumerConfig,
+    start: Option<u64>,
+) -> Result<Stream, BrokerError> {
+    let mut builder = ConsumerConfigExt::builder();
+    builder
+        .topic(topic.clone())
+        .partition(config.partition)
+        .offset_start(match start {
+            Some(at) => {
+                Offset::absolute(at as i64).map_err(|e| fluvio_error("consumer offset", e))?
+            }
+            None => Offset::beginning(),
+        })
+        .smartmodule(config.chain.as_ref().map(invocations).unwrap_or_default());
+    if let Some(id) = &config.id {
+        builder
+            .offset_consumer(id.clone())
+            .offset_strategy(OffsetManagementStrategy::Manual);
+    }
+    if ends_at_the_end(&config) {
+        builder.disable_continuous(true);
+    }
+    let ext = builder
+        .build()
+        .map_err(|e| fluvio_error("consumer configuration", e))?;
+    let stream = client
+        .consumer_with_config(ext)
+        .await
+        .map_err(|e| fluvio_error(&format!("consuming {topic:?}"), e))?;
+    Ok(Box::pin(stream) as Stream)
 }
 
 /// Whether a consumer's stream ends at the end of the log: scans without a

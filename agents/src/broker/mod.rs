@@ -72,6 +72,18 @@ pub struct Registered {
     pub registration: Registration,
 }
 
+impl Registered {
+    /// What `registration` did to `module`, with its hash and size.
+    pub fn of(module: &answerloop_wasm::SmartModule, registration: Registration) -> Self {
+        Self {
+            name: module.name,
+            sha256: answerloop_models::sha256_hex(module.wasm),
+            bytes: module.wasm.len(),
+            registration,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TopicLayout {
     pub name: String,
@@ -203,6 +215,27 @@ pub trait Consumer: Send {
     /// Record that everything before `next` is done: a restarted consumer
     /// with the same id starts there. Durable when it returns.
     async fn commit(&mut self, next: u64) -> Result<(), BrokerError>;
+}
+
+/// A committed consumer under `id` for each of `partitions` of `topic` (all
+/// of them when `None`), reading through `chain`.
+pub async fn consumers(
+    broker: &dyn Broker,
+    topic: &str,
+    id: &str,
+    chain: Option<&ChainSpec>,
+    partitions: Option<&[u32]>,
+) -> Result<Vec<Box<dyn Consumer>>, BrokerError> {
+    let partitions = match partitions {
+        Some(chosen) => chosen.to_vec(),
+        None => (0..broker.partitions(topic).await?).collect(),
+    };
+    let mut consumers = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        let config = ConsumerConfig::committed(id, chain.cloned()).on_partition(partition);
+        consumers.push(broker.consumer(topic, config).await?);
+    }
+    Ok(consumers)
 }
 
 /// How long a scan through a chain waits for more records before it takes

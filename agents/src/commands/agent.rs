@@ -24,9 +24,9 @@ use crate::cli::HomeArg;
 use crate::config::{FileConfig, LlmArgs, ScoringArgs};
 use crate::home::Home;
 use crate::llm::agent::LlmStats;
-use crate::llm::ErrorClass;
+use crate::llm::spec::ProviderKind;
 use crate::traffic::arrival::ScheduleArgs;
-use crate::traffic::dataset::{self, Dataset};
+use crate::traffic::dataset;
 use crate::{pipeline, shutdown, store, traffic};
 
 #[derive(Debug, clap::Args)]
@@ -112,19 +112,12 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn load(data: Option<&PathBuf>) -> anyhow::Result<Dataset> {
-    Ok(match data {
-        Some(path) => dataset::read_path(path)?,
-        None => dataset::sample(),
-    })
-}
-
 async fn run_traffic(
     broker: Arc<dyn Broker>,
     role: TrafficArgs,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut questions = load(role.data.as_ref())?.questions;
+    let mut questions = dataset::read_or_sample(role.data.as_deref())?.1.questions;
     if let Some(limit) = role.limit {
         questions.truncate(limit);
     }
@@ -157,7 +150,11 @@ async fn run_llm(
     let models = super::models::cache(home);
     let mut settings = role.llm.resolve(&file.llm, params, models)?;
     settings.agent.partitions = role.partitions.clone();
-    let questions = load(role.data.as_ref())?.questions;
+    // Only the simulator answers from the question set.
+    let questions = match settings.provider.kind() {
+        ProviderKind::Sim => dataset::read_or_sample(role.data.as_deref())?.1.questions,
+        _ => Vec::new(),
+    };
     let (provider, sim) =
         pipeline::provider(&settings.provider, &role.sim.config()?, &questions).await?;
     eprintln!(
@@ -174,9 +171,9 @@ async fn run_llm(
     if let Some(sim) = sim {
         sim.shutdown().await;
     }
-    let failures: Vec<String> = ErrorClass::ALL
-        .iter()
-        .map(|c| (c.as_str(), stats.failures_of(*c)))
+    let failures: Vec<String> = stats
+        .failure_counts()
+        .into_iter()
         .filter(|(_, n)| *n > 0)
         .map(|(c, n)| format!("{c} {n}"))
         .collect();

@@ -7,12 +7,13 @@ use std::process::ExitCode;
 
 use answerloop_schema::topics;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::fluvio::spu::{self, CustomSpu};
 use crate::broker::fluvio::FluvioBroker;
 use crate::broker::select::{BrokerArgs, BrokerKind};
-use crate::broker::DeployReport;
+use crate::broker::{Broker, DeployReport};
 use crate::cli::HomeArg;
 use crate::home::Home;
 
@@ -42,23 +43,28 @@ pub struct DeployArgs {
 
 pub async fn execute(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
-    if args.broker.broker == BrokerKind::Embedded {
-        home.prepare()?;
-    }
-    if let Some(id) = args.register_spu {
-        anyhow::ensure!(
-            args.broker.broker == BrokerKind::Fluvio,
-            "--register-spu needs --broker fluvio"
-        );
-        let cluster = FluvioBroker::connect(args.broker.fluvio_options()).await?;
-        let spu = CustomSpu {
-            id,
-            public: args.spu_public.clone().unwrap_or_default(),
-            private: args.spu_private.clone().unwrap_or_default(),
-        };
-        spu::register(cluster.client(), &spu, SPU_ONLINE_TIMEOUT).await?;
-    }
-    let broker = args.broker.connect(&home).await?;
+    let broker: Arc<dyn Broker> = match args.broker.broker {
+        BrokerKind::Embedded => {
+            anyhow::ensure!(
+                args.register_spu.is_none(),
+                "--register-spu needs --broker fluvio"
+            );
+            home.prepare()?;
+            args.broker.connect(&home).await?
+        }
+        BrokerKind::Fluvio => {
+            let cluster = FluvioBroker::connect(args.broker.fluvio_options()).await?;
+            if let Some(id) = args.register_spu {
+                let spu = CustomSpu {
+                    id,
+                    public: args.spu_public.clone().unwrap_or_default(),
+                    private: args.spu_private.clone().unwrap_or_default(),
+                };
+                spu::register(cluster.client(), &spu, SPU_ONLINE_TIMEOUT).await?;
+            }
+            Arc::new(cluster)
+        }
+    };
     let report = broker.deploy(&topics::ALL).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

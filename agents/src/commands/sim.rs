@@ -97,10 +97,7 @@ pub struct SimArgs {
 }
 
 pub async fn execute(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let dataset = match &args.data {
-        Some(path) => dataset::read_path(path)?,
-        None => dataset::sample(),
-    };
+    let (_, dataset) = dataset::read_or_sample(args.data.as_deref())?;
     let mut config = args.knobs.config()?;
     if let Some(var) = &args.require_key_env {
         let key = std::env::var(var)

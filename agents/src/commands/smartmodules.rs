@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::broker::fluvio::smartmodules::sha256_hex;
+use answerloop_models::sha256_hex;
 
 #[derive(Debug, clap::Args)]
 pub struct SmartmodulesArgs {

@@ -24,7 +24,7 @@ use super::prompt::{self, RegeneratePrompt};
 use super::retry::RetryConfig;
 use super::Provider;
 use crate::broker::producer::Producer;
-use crate::broker::{Broker, ChainSpec, ConsumerConfig, Record};
+use crate::broker::{self, Broker, ChainSpec, Record};
 use crate::clock::now_ms;
 use crate::intake::Intake;
 
@@ -114,26 +114,22 @@ pub async fn run(
         dead_letters,
     });
 
-    let partitions = match &context.config.partitions {
-        Some(chosen) => chosen.clone(),
-        None => (0..broker.partitions(topics::QUESTIONS).await?).collect(),
-    };
     let sources = [
         (topics::QUESTIONS, QUESTIONS_CONSUMER, None, &fresh),
         (
             topics::ANSWERS,
             REGENERATE_CONSUMER,
-            Some(regenerate_chain),
+            Some(&regenerate_chain),
             &fresh,
         ),
         (topics::DEFERRED, DEFERRED_CONSUMER, None, &parked),
     ];
     let mut intakes = Vec::new();
     for (topic, id, chain, permits) in sources {
-        for &partition in &partitions {
-            let config = ConsumerConfig::committed(id, chain.clone()).on_partition(partition);
+        let partitions = context.config.partitions.as_deref();
+        for consumer in broker::consumers(broker.as_ref(), topic, id, chain, partitions).await? {
             intakes.push(Intake {
-                consumer: broker.consumer(topic, config).await?,
+                consumer,
                 permits: permits.clone(),
                 batch,
             });

@@ -62,6 +62,14 @@ impl LlmStats {
         Self::get(&self.failures_by_class[class.index()])
     }
 
+    /// Failed calls by class name, every class.
+    pub fn failure_counts(&self) -> Vec<(&'static str, u64)> {
+        ErrorClass::ALL
+            .iter()
+            .map(|c| (c.as_str(), self.failures_of(*c)))
+            .collect()
+    }
+
     /// Failed calls of every class.
     pub fn failures(&self) -> u64 {
         self.failures_by_class.iter().map(Self::get).sum()

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use ::fluvio::metadata::smartmodule::{SmartModuleSpec, SmartModuleWasm};
 use ::fluvio::{Fluvio, FluvioAdmin, RecordKey, TopicProducerConfigBuilder};
+use answerloop_models::sha256_hex;
 use answerloop_scoring::Params;
 use answerloop_wasm::SmartModule;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use sha2::{Digest, Sha256};
 
 use super::{fluvio_error, invocations};
 use crate::broker::chain::{ChainSpec, ChainStep};
@@ -28,13 +28,6 @@ pub const PROBE_TOPIC: &str = "answerloop-probe";
 /// How long SPUs are given to drop a deleted SmartModule before the new
 /// one is registered under the same name.
 const SPU_SYNC_PAUSE: Duration = Duration::from_secs(1);
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
@@ -60,16 +53,16 @@ pub async fn register(
     let admin = client.admin().await;
     let mut done = Vec::with_capacity(modules.len());
     for module in modules {
-        let ours = sha256_hex(module.wasm);
-        let registration = match registered_hash(&admin, module.name).await? {
-            Some(theirs) if theirs == ours && !force => Registration::Unchanged,
+        let mut entry = Registered::of(module, Registration::Unchanged);
+        entry.registration = match registered_hash(&admin, module.name).await? {
+            Some(theirs) if theirs == entry.sha256 && !force => Registration::Unchanged,
             Some(_) => {
                 remove(&admin, module.name).await?;
                 Registration::Replaced
             }
             None => Registration::Created,
         };
-        if registration != Registration::Unchanged {
+        if entry.registration != Registration::Unchanged {
             let spec = SmartModuleSpec {
                 meta: None,
                 summary: None,
@@ -82,12 +75,7 @@ pub async fn register(
                     fluvio_error(&format!("registering SmartModule {}", module.name), e)
                 })?;
         }
-        done.push(Registered {
-            name: module.name,
-            sha256: ours,
-            bytes: module.wasm.len(),
-            registration,
-        });
+        done.push(entry);
     }
     Ok(done)
 }
@@ -108,6 +96,16 @@ async fn registered_hash(admin: &FluvioAdmin, name: &str) -> Result<Option<Strin
     }))
 }
 
+/// Whether the SC lists `name` (a summary listing: no wasm is sent).
+async fn is_listed(admin: &FluvioAdmin, name: &str) -> Result<bool, BrokerError> {
+    Ok(admin
+        .list_with_params::<SmartModuleSpec, _>(vec![name.to_string()], true)
+        .await
+        .map_err(|e| fluvio_error("listing SmartModules", e))?
+        .iter()
+        .any(|m| m.name == name))
+}
+
 /// Delete `name` and wait until the SC no longer lists it, then a moment
 /// for the SPUs to hear of it. Fluvio 0.18 SPUs that see a delete and a
 /// create of the same name close together can end up without the module.
@@ -117,7 +115,7 @@ async fn remove(admin: &FluvioAdmin, name: &str) -> Result<(), BrokerError> {
         .await
         .map_err(|e| fluvio_error(&format!("removing the old SmartModule {name}"), e))?;
     let started = Instant::now();
-    while registered_hash(admin, name).await?.is_some() {
+    while is_listed(admin, name).await? {
         if started.elapsed() > Duration::from_secs(30) {
             return Err(BrokerError::Fluvio(format!(
                 "the SC still lists SmartModule {name} 30s after deleting it"

@@ -67,29 +67,23 @@ pub async fn register(
 ) -> Result<(), BrokerError> {
     let spec = spu.spec()?;
     let admin = client.admin().await;
-    let known = |spus: &[::fluvio::metadata::objects::Metadata<SpuSpec>]| {
-        spus.iter()
-            .find(|s| s.spec.id == spu.id)
-            .map(|s| s.status.is_online())
-    };
-    let spus = admin
-        .all::<SpuSpec>()
-        .await
-        .map_err(|e| fluvio_error("listing SPUs", e))?;
-    if known(&spus).is_none() {
-        admin
-            .create(spu.name(), false, spec)
-            .await
-            .map_err(|e| fluvio_error(&format!("registering SPU {}", spu.id), e))?;
-    }
     let started = Instant::now();
+    let mut registered = false;
     loop {
         let spus = admin
             .all::<SpuSpec>()
             .await
             .map_err(|e| fluvio_error("listing SPUs", e))?;
-        if known(&spus) == Some(true) {
-            return Ok(());
+        match spus.iter().find(|s| s.spec.id == spu.id) {
+            Some(found) if found.status.is_online() => return Ok(()),
+            None if !registered => {
+                admin
+                    .create(spu.name(), false, spec.clone())
+                    .await
+                    .map_err(|e| fluvio_error(&format!("registering SPU {}", spu.id), e))?;
+                registered = true;
+            }
+            _ => {}
         }
         if started.elapsed() > timeout {
             return Err(BrokerError::Fluvio(format!(
