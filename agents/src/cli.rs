@@ -23,6 +23,15 @@ pub struct Cli {
         default_value_t = 1
     )]
     pub model_threads: usize,
+    /// Log lines on stderr as plain text or JSON; `RUST_LOG` picks the level.
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        env = "ANSWERLOOP_LOG_FORMAT",
+        default_value = "plain"
+    )]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -11,6 +11,7 @@
 //! - [`intake`]: the consume loop the agents share (bounded concurrency,
 //!   commit behind finished work).
 //! - [`pipeline`]: `answerloop run`, all agents in one process.
+//! - [`metrics`]: Prometheus metrics, served with `--metrics`.
 //! - [`shutdown`]: SIGINT/SIGTERM to a graceful stop, for agent daemons.
 //! - [`sim`]: llm-sim, a test tool that stands in for an LLM API.
 //! - [`cli`] and [`commands`]: the command line.
@@ -24,6 +25,7 @@ pub mod home;
 pub mod intake;
 pub mod llm;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod secret;
 pub mod shutdown;

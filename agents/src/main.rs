@@ -7,7 +7,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = answerloop::cli::Cli::parse();
     cli.configure_model_threads();
-    answerloop::logging::init();
+    answerloop::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::{Broker, ChainSpec, Consumer, Record};
 use crate::clock::now_ms;
+use crate::metrics::metrics;
 
 pub const ANSWERS_CONSUMER: &str = "store-agent";
 pub const DEAD_LETTERS_CONSUMER: &str = "store-agent-dead-letters";
@@ -59,6 +60,13 @@ pub async fn run(
             write_dead_letter,
         ),
     ];
+    let entries = &metrics().store_entries;
+    entries
+        .get_or_create(&kind_label(FinalKind::Stored))
+        .set(store.answer_count() as i64);
+    entries
+        .get_or_create(&kind_label(FinalKind::DeadLettered))
+        .set(store.dead_letter_count() as i64);
     let mut drains = Vec::new();
     for (topic, id, chain, write) in sources {
         for consumer in crate::broker::consumers(broker.as_ref(), topic, id, chain, None).await? {
@@ -101,6 +109,7 @@ async fn drain(
         }
         store.flush().await?;
         consumer.commit(next.next).await?;
+        count_writes(&done);
         if let Some(events) = &events {
             for event in done {
                 let _ = events.send(event).await;
@@ -116,6 +125,12 @@ fn write_answer(store: &Store, record: &Record) -> anyhow::Result<Finalised> {
         Scored::Answer(answer) => match StoredAnswer::from_final(&answer, now_ms()) {
             Some(stored) => {
                 let outcome = store.put_answer(&stored)?;
+                if outcome == Outcome::Inserted {
+                    metrics()
+                        .final_score
+                        .get_or_create(&[("attempt", answer.question.attempt.to_string())])
+                        .observe(f64::from(stored.score));
+                }
                 return Ok(finalised(stored.id, FinalKind::Stored, outcome));
             }
             None => DeadLetter {
@@ -167,5 +182,28 @@ fn finalised(id: String, kind: FinalKind, outcome: Outcome) -> Finalised {
         id,
         kind,
         new: outcome == Outcome::Inserted,
+    }
+}
+
+fn kind_label(kind: FinalKind) -> [(&'static str, String); 1] {
+    let kind = match kind {
+        FinalKind::Stored => "stored",
+        FinalKind::DeadLettered => "dead_letter",
+    };
+    [("kind", kind.to_string())]
+}
+
+/// Count the final states written (once durable), and the store's entries.
+fn count_writes(done: &[Finalised]) {
+    let m = metrics();
+    for event in done {
+        let labels = kind_label(event.kind);
+        let [kind] = labels.clone();
+        m.store_writes
+            .get_or_create(&[kind, ("replay", (!event.new).to_string())])
+            .inc();
+        if event.new {
+            m.store_entries.get_or_create(&labels).inc();
+        }
     }
 }

@@ -55,6 +55,13 @@ struct TopicLog {
     appended: Notify,
 }
 
+impl TopicLog {
+    /// The offset the next record gets.
+    fn end(&self) -> u64 {
+        *self.next.lock().expect("offset lock poisoned")
+    }
+}
+
 impl EmbeddedBroker {
     /// Open (or create) the broker's database in the directory `path`.
     pub fn open(path: &Path) -> Result<Self, BrokerError> {
@@ -116,11 +123,7 @@ impl EmbeddedBroker {
 
     /// The number of records in `topic` (its next offset).
     pub fn topic_len(&self, topic: &str) -> Result<u64, BrokerError> {
-        Ok(*self
-            .topic(topic)?
-            .next
-            .lock()
-            .expect("offset lock poisoned"))
+        Ok(self.topic(topic)?.end())
     }
 
     /// The committed position of consumer `id` on `topic`, if any.
@@ -184,11 +187,12 @@ async fn run_chain(
             .collect();
         let input = SmartModuleInput::try_from_records(input, SMARTMODULE_VERSION)
             .map_err(|e| format!("cannot encode the chain's input: {e}"))?;
-        let output = chain
-            .lock()
-            .expect("chain poisoned")
-            .process(input)
-            .map_err(|e| format!("{e:#}"))?;
+        let output = {
+            let mut chain = chain.lock().expect("chain poisoned");
+            let output = chain.process(input).map_err(|e| format!("{e:#}"));
+            crate::metrics::metrics().add_chain(chain.metrics_export());
+            output?
+        };
         if let Some(err) = output.error {
             return Err(format!("a SmartModule returned an error: {err:?}"));
         }
@@ -363,13 +367,14 @@ impl Consumer for EmbeddedConsumer {
                     records,
                     next: self.position,
                     positions,
+                    end: Some(self.log.end()),
                 });
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(Batch {
-                    records: Vec::new(),
                     next: self.position,
-                    positions: Vec::new(),
+                    end: Some(self.log.end()),
+                    ..Batch::default()
                 });
             }
         }

@@ -589,6 +589,7 @@ impl Consumer for FluvioConsumer {
             records,
             next: self.position.unwrap_or(0),
             positions,
+            end: None,
         })
     }
 

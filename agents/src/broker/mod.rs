@@ -11,12 +11,14 @@
 //! - [`select`]: `--broker embedded|fluvio` and its connection options.
 //! - [`chain`]: which SmartModules a chain runs, with which params.
 //! - [`commit`]: commit positions for records finished out of order.
+//! - [`metered`]: counts what any transport moves, for the metrics.
 //! - [`producer`]: batches single records into one durable produce.
 
 pub mod chain;
 pub mod commit;
 pub mod embedded;
 pub mod fluvio;
+pub mod metered;
 pub mod producer;
 pub mod select;
 
@@ -127,6 +129,9 @@ pub struct Batch {
     /// otherwise: a chain that filters hides where its outputs came from).
     /// Lets a consumer commit record by record instead of batch by batch.
     pub positions: Vec<u64>,
+    /// The end of the log when the batch was read, when the transport knows
+    /// it: `end - next` is the consumer's lag.
+    pub end: Option<u64>,
 }
 
 /// Where a consumer starts when it has no committed offset of its own.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::embedded::EmbeddedBroker;
 use super::fluvio::{FluvioBroker, FluvioOptions};
+use super::metered::MeteredBroker;
 use super::{Broker, BrokerError};
 use crate::home::Home;
 
@@ -72,9 +73,10 @@ impl BrokerArgs {
 
     /// Open the embedded broker in `home`, or connect to the cluster.
     pub async fn connect(&self, home: &Home) -> Result<Arc<dyn Broker>, BrokerError> {
-        Ok(match self.broker {
+        let broker: Arc<dyn Broker> = match self.broker {
             BrokerKind::Embedded => Arc::new(EmbeddedBroker::open(&home.broker())?),
             BrokerKind::Fluvio => Arc::new(FluvioBroker::connect(self.fluvio_options()).await?),
-        })
+        };
+        Ok(MeteredBroker::wrap(broker))
     }
 }

@@ -25,6 +25,7 @@ use crate::config::{FileConfig, LlmArgs, ScoringArgs};
 use crate::home::Home;
 use crate::llm::agent::LlmStats;
 use crate::llm::spec::ProviderKind;
+use crate::metrics::MetricsArg;
 use crate::traffic::arrival::ScheduleArgs;
 use crate::traffic::dataset;
 use crate::{pipeline, shutdown, store, traffic};
@@ -35,6 +36,8 @@ pub struct AgentArgs {
     home: HomeArg,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    metrics: MetricsArg,
     #[command(subcommand)]
     role: Role,
 }
@@ -95,6 +98,9 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<ExitCode> {
         home.prepare()?;
     }
     let stop = shutdown::on_signal().context("installing the signal handlers")?;
+    if let Some(addr) = args.metrics.start().await? {
+        eprintln!("metrics at http://{addr}/metrics");
+    }
     let broker = args.broker.connect(&home).await?;
     broker.create_topics(&topics::ALL).await?;
     match args.role {

@@ -12,6 +12,7 @@ use crate::cli::HomeArg;
 use crate::config::{FileConfig, LlmArgs, ScoringArgs};
 use crate::home::Home;
 use crate::llm::spec::ProviderKind;
+use crate::metrics::MetricsArg;
 use crate::pipeline::{self, RunOptions, RunSummary};
 use crate::traffic::arrival::ScheduleArgs;
 
@@ -35,6 +36,8 @@ pub struct RunArgs {
     scoring: ScoringArgs,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    metrics: MetricsArg,
     /// Stop with an error when no question becomes final for this many seconds.
     #[arg(long, default_value_t = 600)]
     stall_timeout_secs: u64,
@@ -54,6 +57,9 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     if settings.provider.kind() == ProviderKind::Sim && !args.json {
         eprintln!("LLM: llm-sim, the built-in test simulator (not a real model). Use --llm openai|ollama|gemini for a real one.");
+    }
+    if let Some(addr) = args.metrics.start().await? {
+        eprintln!("metrics at http://{addr}/metrics");
     }
     let options = RunOptions {
         home,

@@ -201,6 +201,7 @@ async fn park(context: &Context, mut question: Question, delay: Duration) -> any
         .send(Record::keyed(question.id.clone(), value))
         .await?;
     LlmStats::add(&context.caller.stats.deferred, 1);
+    crate::metrics::metrics().llm_deferred.inc();
     tracing::info!(question = %question.id, delay_ms = delay.as_millis() as u64, "quota spent: question parked");
     Ok(())
 }
@@ -243,5 +244,9 @@ async fn dead_letter(context: &Context, letter: DeadLetter) -> anyhow::Result<()
         .send(Record::keyed(letter.id.clone(), value))
         .await?;
     LlmStats::add(&context.caller.stats.dead_letters, 1);
+    crate::metrics::metrics()
+        .llm_dead_letters
+        .get_or_create(&[("class", letter.class.as_str().to_string())])
+        .inc();
     Ok(())
 }

@@ -17,6 +17,7 @@ use answerloop_schema::FailureClass;
 use super::gate::{Gate, RateConfig};
 use super::retry::{Backoff, RetryBudget, RetryConfig};
 use super::{ChatRequest, Completion, ErrorClass, LlmError, Provider};
+use crate::metrics::metrics;
 
 /// What the calls came to.
 #[derive(Debug)]
@@ -142,6 +143,7 @@ impl Caller {
             let error = match result {
                 Ok(completion) => {
                     LlmStats::add(&self.stats.answers, 1);
+                    record_call(started, "ok", "");
                     return Outcome::Answered {
                         completion,
                         latency: started.elapsed(),
@@ -150,6 +152,7 @@ impl Caller {
                 Err(error) => error,
             };
             LlmStats::add(&self.stats.failures_by_class[error.class.index()], 1);
+            record_call(started, "error", error.class.as_str());
             tracing::debug!(%error, "LLM call failed");
             match error.class {
                 ErrorClass::Permanent => return give_up(&error, retried),
@@ -176,6 +179,10 @@ impl Caller {
                     retried += 1;
                     LlmStats::add(&self.stats.retries, 1);
                     LlmStats::add(&self.stats.retry_delay_ms, delay.as_millis() as u64);
+                    metrics().llm_retries.inc();
+                    metrics()
+                        .llm_retry_delay_seconds
+                        .observe(delay.as_secs_f64());
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -224,4 +231,16 @@ fn give_up(error: &LlmError, retries: u32) -> Outcome {
 fn estimate_tokens(request: &ChatRequest) -> u32 {
     let chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
     (chars / 4) as u32 + request.max_tokens
+}
+
+/// One finished LLM call, in the process's metrics.
+fn record_call(started: Instant, outcome: &'static str, class: &'static str) {
+    let m = metrics();
+    m.llm_call_seconds.observe(started.elapsed().as_secs_f64());
+    m.llm_calls
+        .get_or_create(&[
+            ("outcome", outcome.to_string()),
+            ("class", class.to_string()),
+        ])
+        .inc();
 }
