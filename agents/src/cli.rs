@@ -64,6 +64,8 @@ pub enum Command {
     Run(Box<commands::run::RunArgs>),
     /// Make a broker ready: topics, SmartModules registered and runnable.
     Deploy(commands::deploy::DeployArgs),
+    /// Serve the embedded broker to agents in other processes.
+    Broker(commands::broker::BrokerArgs),
     /// Run one agent (traffic, llm or store) until SIGINT or SIGTERM.
     Agent(Box<commands::agent::AgentArgs>),
     /// Query and export the stored answers.
@@ -83,6 +85,8 @@ pub enum Command {
     Eval(commands::eval::EvalArgs),
     /// Benchmarks with machine-readable output.
     Bench(commands::bench::BenchArgs),
+    /// Crash test: agents as processes, SIGKILLed and restarted under LLM faults.
+    Chaos(commands::chaos::ChaosArgs),
     /// TEST TOOL: a simulated OpenAI-compatible LLM server with fault injection.
     #[command(name = "llm-sim")]
     LlmSim(commands::sim::SimArgs),
@@ -92,11 +96,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Run(args) => commands::run::execute(*args).await,
         Command::Deploy(args) => commands::deploy::execute(args).await,
+        Command::Broker(args) => commands::broker::execute(args).await,
         Command::Agent(args) => commands::agent::execute(*args).await,
         Command::Answers(args) => commands::answers::execute(args),
         Command::DeadLetters(args) => commands::answers::execute_dead_letters(args),
         Command::Smartmodules(args) => commands::smartmodules::execute(args),
         Command::Score(args) => commands::score::execute(args),
+        Command::Chaos(args) => commands::chaos::execute(args).await,
         Command::LlmSim(args) => commands::sim::execute(args).await,
         Command::Bench(args) => commands::bench::execute(args).await,
         Command::Models(args) => commands::models::execute(args),

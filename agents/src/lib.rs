@@ -14,9 +14,11 @@
 //! - [`metrics`]: Prometheus metrics, served with `--metrics`.
 //! - [`shutdown`]: SIGINT/SIGTERM to a graceful stop, for agent daemons.
 //! - [`sim`]: llm-sim, a test tool that stands in for an LLM API.
+//! - [`chaos`]: the crash test, agents as processes killed and restarted.
 //! - [`cli`] and [`commands`]: the command line.
 
 pub mod broker;
+pub mod chaos;
 pub mod cli;
 pub mod clock;
 pub mod commands;

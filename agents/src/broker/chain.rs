@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use answerloop_scoring::Params;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ChainStep {
     pub name: String,
     pub params: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ChainSpec {
     pub steps: Vec<ChainStep>,
 }

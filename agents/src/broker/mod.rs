@@ -8,7 +8,9 @@
 //!   fluvio-smartengine in-process.
 //! - [`fluvio`]: a Fluvio cluster through the `fluvio` client; the SPU runs
 //!   the chains.
-//! - [`select`]: `--broker embedded|fluvio` and its connection options.
+//! - [`server`], [`remote`] and [`wire`]: the embedded broker served to
+//!   agents in other processes (`answerloop broker serve`, `--broker remote`).
+//! - [`select`]: `--broker embedded|remote|fluvio` and its connection options.
 //! - [`chain`]: which SmartModules a chain runs, with which params.
 //! - [`commit`]: commit positions for records finished out of order.
 //! - [`metered`]: counts what any transport moves, for the metrics.
@@ -20,12 +22,15 @@ pub mod embedded;
 pub mod fluvio;
 pub mod metered;
 pub mod producer;
+pub mod remote;
 pub mod select;
+pub mod server;
+pub mod wire;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use chain::ChainSpec;
 
@@ -53,10 +58,13 @@ pub enum BrokerError {
     Unreachable { target: String, reason: String },
     #[error("Fluvio: {0}")]
     Fluvio(String),
+    /// An error the broker server reported for a request.
+    #[error("broker server: {0}")]
+    Served(String),
 }
 
 /// What `deploy` did to a SmartModule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Registration {
     Created,
@@ -66,9 +74,9 @@ pub enum Registration {
     Builtin,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registered {
-    pub name: &'static str,
+    pub name: String,
     pub sha256: String,
     pub bytes: usize,
     pub registration: Registration,
@@ -78,7 +86,7 @@ impl Registered {
     /// What `registration` did to `module`, with its hash and size.
     pub fn of(module: &answerloop_wasm::SmartModule, registration: Registration) -> Self {
         Self {
-            name: module.name,
+            name: module.name.to_string(),
             sha256: answerloop_models::sha256_hex(module.wasm),
             bytes: module.wasm.len(),
             registration,
@@ -86,7 +94,7 @@ impl Registered {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicLayout {
     pub name: String,
     pub partitions: u32,
@@ -94,7 +102,7 @@ pub struct TopicLayout {
 
 /// What `deploy` found and made: the topics, the SmartModules, and how long
 /// the cluster took to run them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployReport {
     pub broker: String,
     pub topics: Vec<TopicLayout>,

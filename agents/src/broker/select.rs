@@ -1,11 +1,12 @@
-//! `--broker embedded|fluvio`: which transport a command runs on, and how
-//! it reaches a Fluvio cluster.
+//! `--broker embedded|remote|fluvio`: which transport a command runs on,
+//! and how it reaches a served embedded broker or a Fluvio cluster.
 
 use std::sync::Arc;
 
 use super::embedded::EmbeddedBroker;
 use super::fluvio::{FluvioBroker, FluvioOptions};
 use super::metered::MeteredBroker;
+use super::remote::RemoteBroker;
 use super::{Broker, BrokerError};
 use crate::home::Home;
 
@@ -14,6 +15,9 @@ pub enum BrokerKind {
     /// Topics in a sled database in the home; nothing to install.
     #[default]
     Embedded,
+    /// The embedded broker of another process (`answerloop broker serve`),
+    /// at --broker-addr.
+    Remote,
     /// A Fluvio cluster: the active profile, or --sc / FLUVIO_SC.
     Fluvio,
 }
@@ -29,6 +33,15 @@ pub struct BrokerArgs {
         global = true
     )]
     pub broker: BrokerKind,
+    /// With --broker remote: where `answerloop broker serve` listens.
+    #[arg(
+        long,
+        env = "ANSWERLOOP_BROKER_ADDR",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9250",
+        global = true
+    )]
+    pub broker_addr: String,
     /// Fluvio SC public address (HOST:PORT); default: the active Fluvio profile.
     #[arg(long, env = "FLUVIO_SC", value_name = "HOST:PORT", global = true)]
     pub sc: Option<String>,
@@ -53,6 +66,7 @@ impl Default for BrokerArgs {
     fn default() -> Self {
         Self {
             broker: BrokerKind::Embedded,
+            broker_addr: "127.0.0.1:9250".into(),
             sc: None,
             topic_partitions: 1,
             topic_replication: 1,
@@ -75,6 +89,7 @@ impl BrokerArgs {
     pub async fn connect(&self, home: &Home) -> Result<Arc<dyn Broker>, BrokerError> {
         let broker: Arc<dyn Broker> = match self.broker {
             BrokerKind::Embedded => Arc::new(EmbeddedBroker::open(&home.broker())?),
+            BrokerKind::Remote => Arc::new(RemoteBroker::connect(&self.broker_addr).await?),
             BrokerKind::Fluvio => Arc::new(FluvioBroker::connect(self.fluvio_options()).await?),
         };
         Ok(MeteredBroker::wrap(broker))

@@ -3,9 +3,9 @@
 //! SIGTERM, then stops taking work, finishes what is in flight, commits and
 //! exits 0; a restarted agent resumes at its committed offsets.
 //!
-//! The embedded broker is one process's sled database, so separate agent
-//! processes need a Fluvio cluster; on the embedded broker an agent runs
-//! alone on its home.
+//! The embedded broker is one process's sled database: agents in separate
+//! processes reach it through `answerloop broker serve` (`--broker remote`),
+//! or share a Fluvio cluster.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

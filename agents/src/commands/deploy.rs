@@ -44,12 +44,14 @@ pub struct DeployArgs {
 pub async fn execute(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
     let broker: Arc<dyn Broker> = match args.broker.broker {
-        BrokerKind::Embedded => {
+        BrokerKind::Embedded | BrokerKind::Remote => {
             anyhow::ensure!(
                 args.register_spu.is_none(),
                 "--register-spu needs --broker fluvio"
             );
-            home.prepare()?;
+            if args.broker.broker == BrokerKind::Embedded {
+                home.prepare()?;
+            }
             args.broker.connect(&home).await?
         }
         BrokerKind::Fluvio => {

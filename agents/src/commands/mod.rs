@@ -3,6 +3,8 @@
 pub mod agent;
 pub mod answers;
 pub mod bench;
+pub mod broker;
+pub mod chaos;
 pub mod deploy;
 pub mod eval;
 pub mod models;
