@@ -73,6 +73,8 @@ pub enum Command {
     /// List the questions the pipeline gave up on, with the reasons.
     #[command(name = "dead-letters")]
     DeadLetters(commands::answers::DeadLettersArgs),
+    /// The run in a home as one self-contained HTML page with SVG plots.
+    Report(commands::report::ReportArgs),
     /// The compiled SmartModules the binary carries.
     Smartmodules(commands::smartmodules::SmartmodulesArgs),
     /// Score an answer against a reference, as answer-score does in the broker.
@@ -100,6 +102,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Agent(args) => commands::agent::execute(*args).await,
         Command::Answers(args) => commands::answers::execute(args),
         Command::DeadLetters(args) => commands::answers::execute_dead_letters(args),
+        Command::Report(args) => commands::report::execute(args).await,
         Command::Smartmodules(args) => commands::smartmodules::execute(args),
         Command::Score(args) => commands::score::execute(args),
         Command::Chaos(args) => commands::chaos::execute(args).await,

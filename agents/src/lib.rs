@@ -12,6 +12,7 @@
 //!   commit behind finished work).
 //! - [`pipeline`]: `answerloop run`, all agents in one process.
 //! - [`metrics`]: Prometheus metrics, served with `--metrics`.
+//! - [`report`]: the HTML report of a run.
 //! - [`shutdown`]: SIGINT/SIGTERM to a graceful stop, for agent daemons.
 //! - [`sim`]: llm-sim, a test tool that stands in for an LLM API.
 //! - [`chaos`]: the crash test, agents as processes killed and restarted.
@@ -29,6 +30,7 @@ pub mod llm;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod report;
 pub mod secret;
 pub mod shutdown;
 pub mod sim;

@@ -1,5 +1,7 @@
 //! What the store keeps for an answered question.
 
+use std::collections::BTreeMap;
+
 use answerloop_schema::{Answer, Verdict};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,9 @@ pub struct StoredAnswer {
     pub attempts: u32,
     /// LLM calls the question took in all, retries included.
     pub llm_attempts: u32,
+    /// Failed LLM calls by error class, retries and deferrals.
+    #[serde(default)]
+    pub failed_calls: BTreeMap<String, u32>,
     pub model: String,
     /// The LLM latency of the final attempt.
     pub latency_ms: u64,
@@ -58,6 +63,7 @@ impl StoredAnswer {
             attempt,
             attempts: q.attempt,
             llm_attempts: q.llm_attempts,
+            failed_calls: q.failed_calls.clone(),
             model: model.clone(),
             latency_ms: answer.latency_ms,
             end_to_end_ms: now_ms.saturating_sub(q.trace.queued_ms),

@@ -163,8 +163,11 @@ async fn llm(args: LlmBench) -> anyhow::Result<ExitCode> {
                     i += 1;
                     let request = prompt::request(question, RegeneratePrompt::Plain, 64, 0.0);
                     let deadline = tokio::time::Instant::from_std(end);
-                    let Ok(outcome) =
-                        tokio::time::timeout_at(deadline, caller.call(&request, &mut 0)).await
+                    let Ok(outcome) = tokio::time::timeout_at(
+                        deadline,
+                        caller.call(&request, &mut 0, &mut Default::default()),
+                    )
+                    .await
                     else {
                         break;
                     };

@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod deploy;
 pub mod eval;
 pub mod models;
+pub mod report;
 pub mod run;
 pub mod score;
 pub mod serve;

@@ -167,7 +167,11 @@ async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
     );
     match context
         .caller
-        .call(&request, &mut question.llm_attempts)
+        .call(
+            &request,
+            &mut question.llm_attempts,
+            &mut question.failed_calls,
+        )
         .await
     {
         Outcome::Answered {

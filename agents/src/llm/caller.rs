@@ -8,6 +8,7 @@
 //! - quota: the gate pauses and the question is to be parked;
 //! - permanent (400, 401, 403, 404), or a cap reached: give up with the reason.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,8 +111,14 @@ impl Caller {
     }
 
     /// Call until answered, parked or given up. `llm_attempts` is the
-    /// question's running count of calls, capped at `max_llm_attempts`.
-    pub async fn call(&self, request: &ChatRequest, llm_attempts: &mut u32) -> Outcome {
+    /// question's running count of calls, capped at `max_llm_attempts`;
+    /// `failed_calls` its failed calls by error class.
+    pub async fn call(
+        &self,
+        request: &ChatRequest,
+        llm_attempts: &mut u32,
+        failed_calls: &mut BTreeMap<String, u32>,
+    ) -> Outcome {
         let mut backoff = Backoff::new(&self.retry);
         let mut retried = 0u32;
         loop {
@@ -153,6 +160,9 @@ impl Caller {
             };
             LlmStats::add(&self.stats.failures_by_class[error.class.index()], 1);
             record_call(started, "error", error.class.as_str());
+            *failed_calls
+                .entry(error.class.as_str().to_string())
+                .or_default() += 1;
             tracing::debug!(%error, "LLM call failed");
             match error.class {
                 ErrorClass::Permanent => return give_up(&error, retried),

@@ -15,6 +15,8 @@
 mod id;
 
 pub use id::{normalise_question, question_id, salvage_id};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Topic names shared by every transport.
@@ -68,6 +70,9 @@ pub struct Question {
     /// and restarts; capped by the LLM agent.
     #[serde(default)]
     pub llm_attempts: u32,
+    /// Of those, the failed calls by error class (`overload`, `quota`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_calls: BTreeMap<String, u32>,
     /// The best-scoring answer of earlier attempts, carried so that an
     /// exhausted question still stores its best.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +113,7 @@ impl Question {
             category,
             attempt: 1,
             llm_attempts: 0,
+            failed_calls: BTreeMap::new(),
             best: None,
             not_before_ms: None,
             trace: Trace::default(),
