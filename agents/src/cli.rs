@@ -94,6 +94,18 @@ pub enum Command {
     LlmSim(commands::sim::SimArgs),
 }
 
+impl Command {
+    /// Services log what they do; one-shot commands print results instead.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Agent(_) | Command::Broker(_) | Command::Serve(_) | Command::LlmSim(_) => {
+                "info"
+            }
+            _ => "warn",
+        }
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Run(args) => commands::run::execute(*args).await,

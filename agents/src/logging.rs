@@ -1,6 +1,9 @@
-//! Logs go to stderr through `tracing`; `RUST_LOG` picks what is shown
-//! (default: warnings), so stdout stays for results. `--log-format json`
-//! writes one JSON object a line, for log collectors.
+//! Logs go to stderr through `tracing`, so stdout stays for results.
+//! `RUST_LOG` picks what is shown; by default long-running services (agents,
+//! the broker server) log at info, one-shot commands only warnings.
+//! `--log-format json` writes one JSON object a line, for log collectors.
+
+use std::io::IsTerminal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -11,12 +14,13 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

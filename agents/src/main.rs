@@ -7,7 +7,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = answerloop::cli::Cli::parse();
     cli.configure_model_threads();
-    answerloop::logging::init(cli.log_format);
+    answerloop::logging::init(cli.log_format, cli.command.default_log_level());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -17,14 +17,13 @@ pub fn on_signal() -> std::io::Result<watch::Receiver<bool>> {
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }
-            tracing::info!("stopping: finishing the work in flight");
-            eprintln!("stopping: finishing the work in flight (signal again to exit at once)");
+            tracing::info!("stopping: finishing the work in flight (signal again to exit at once)");
             let _ = tx.send(true);
             tokio::select! {
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }
-            eprintln!("second signal: exiting now; uncommitted work is read again on restart");
+            tracing::warn!("second signal: exiting now; uncommitted work is read again on restart");
             std::process::exit(130);
         });
     }

@@ -424,9 +424,11 @@ async fn a_killed_llm_agent_resumes_at_its_committed_offsets() {
 fn calls_of(text: &str) -> u64 {
     let line = text
         .lines()
-        .find(|l| l.starts_with("llm agent:") && l.contains(" calls"))
+        .find(|l| l.contains("llm agent:") && l.contains(" calls"))
         .unwrap_or_else(|| panic!("no call count in: {text}"));
-    line.trim_start_matches("llm agent: ")
+    line.split("llm agent: ")
+        .nth(1)
+        .unwrap()
         .split_whitespace()
         .next()
         .unwrap()

@@ -99,7 +99,7 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     let stop = shutdown::on_signal().context("installing the signal handlers")?;
     if let Some(addr) = args.metrics.start().await? {
-        eprintln!("metrics at http://{addr}/metrics");
+        tracing::info!("metrics at http://{addr}/metrics");
     }
     let broker = args.broker.connect(&home).await?;
     broker.create_topics(&topics::ALL).await?;
@@ -110,7 +110,7 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let params = role.scoring.resolve(&file.scoring)?;
             home.prepare()?;
             let store = Store::open(&home.store()).context("opening the answer store")?;
-            eprintln!("store agent: writing to {}", home.store().display());
+            tracing::info!("store agent: writing to {}", home.store().display());
             store::run(broker, store.clone(), params, 64, None, stop).await?;
             store.flush().await?;
         }
@@ -135,7 +135,7 @@ async fn run_traffic(
     let (producer, task) = Producer::spawn(broker, topics::QUESTIONS, None, 256);
     let sent = traffic::run(to_send, producer, role.schedule.schedule(), stop.clone()).await?;
     task.await.context("the producer task failed")?;
-    eprintln!(
+    tracing::info!(
         "traffic agent: sent {sent} questions ({} were already on the topic)",
         sent_before.len()
     );
@@ -163,7 +163,7 @@ async fn run_llm(
     };
     let (provider, sim) =
         pipeline::provider(&settings.provider, &role.sim.config()?, &questions).await?;
-    eprintln!(
+    tracing::info!(
         "llm agent: {} ({}), partitions {}",
         provider.model(),
         provider.name(),
@@ -183,7 +183,7 @@ async fn run_llm(
         .filter(|(_, n)| *n > 0)
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
-    eprintln!(
+    tracing::info!(
         "llm agent: {} calls, {} failed [{}], {} retries, {} parked",
         LlmStats::get(&stats.calls),
         stats.failures(),

@@ -53,11 +53,11 @@ pub async fn execute(args: BrokerArgs) -> anyhow::Result<ExitCode> {
     let listener = server::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     if let Some(metrics) = args.metrics.start().await? {
-        eprintln!("metrics at http://{metrics}/metrics");
+        tracing::info!("metrics at http://{metrics}/metrics");
     }
     println!("{addr}");
     std::io::stdout().flush()?;
-    eprintln!(
+    tracing::info!(
         "serving the embedded broker of {} at {addr}",
         home.root().display()
     );
