@@ -33,6 +33,8 @@ pub struct ChaosConfig {
     pub seed: u64,
     /// Give up (and report what was lost) after this long.
     pub timeout: Duration,
+    /// Questions a second the traffic agent sends; `None`: as fast as it can.
+    pub traffic_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +57,10 @@ pub struct ChaosReport {
     /// Records on `answers` (first answers, regenerations and replays).
     pub answer_records: usize,
     pub elapsed_s: f64,
+    /// Final questions a second, from the agents' start to the last one.
+    pub questions_per_s: f64,
+    /// Peak resident memory of each process (its last run), MB.
+    pub peak_rss_mb: BTreeMap<String, f64>,
     pub timed_out: bool,
     pub passed: bool,
     /// Up to ten lost question ids, for a failing run.
@@ -174,21 +180,16 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
     fleet.broker_addr = addr;
     let metrics_port = free_port()?;
     let csv = csv.display().to_string();
-    // Sending takes about eight seconds whatever the size, so kills land
-    // while questions are still arriving as well as after.
-    let rate = (config.questions as f64 / 8.0).max(1.0);
     let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut traffic = strings(&["agent", "traffic", "--data", &csv]);
+    if let Some(rate) = config.traffic_rate {
+        traffic.extend(strings(&["--rate", &rate.to_string()]));
+    }
+    let agents_started = Instant::now();
     let mut agents = vec![
         Agent {
             name: "traffic",
-            args: strings(&[
-                "agent",
-                "traffic",
-                "--data",
-                &csv,
-                "--rate",
-                &rate.to_string(),
-            ]),
+            args: traffic,
             child: None,
             kills: 0,
             starts: 0,
@@ -273,9 +274,24 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
         if victims.is_empty() && finals.is_some_and(|n| n >= config.questions as u64) {
             break;
         }
+        // Poll again at once when close: the figure is also a throughput.
+        if finals.is_some_and(|n| n + 100 >= config.questions as u64) {
+            continue;
+        }
         if Instant::now() >= deadline {
             timed_out = true;
             break;
+        }
+    }
+    let busy_s = agents_started.elapsed().as_secs_f64();
+    let mut peak_rss_mb = BTreeMap::new();
+    for (name, child) in agents
+        .iter()
+        .map(|a| (a.name, a.child.as_ref()))
+        .chain([("broker", Some(&broker))])
+    {
+        if let Some(mb) = child.and_then(Child::id).and_then(peak_rss_mb_of) {
+            peak_rss_mb.insert(name.to_string(), mb);
         }
     }
     for agent in &mut agents {
@@ -292,6 +308,8 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
         .map(|a| (a.name.to_string(), a.kills))
         .collect();
     report.elapsed_s = started.elapsed().as_secs_f64();
+    report.questions_per_s = (report.stored + report.dead_letters) as f64 / busy_s;
+    report.peak_rss_mb = peak_rss_mb;
     report.timed_out = timed_out;
     report.passed = !timed_out
         && report.lost == 0
@@ -321,6 +339,14 @@ async fn start_broker(fleet: &Fleet) -> anyhow::Result<(Child, String)> {
         bail!("the broker server exited at start; see its log in logs/broker.log");
     }
     Ok((broker, addr))
+}
+
+/// The peak resident set of process `pid` (VmHWM), MB; `None` off Linux.
+pub fn peak_rss_mb_of(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -371,6 +397,8 @@ async fn verify(home: &Home, questions: &[Question]) -> anyhow::Result<ChaosRepo
         question_records: 0,
         answer_records: 0,
         elapsed_s: 0.0,
+        questions_per_s: 0.0,
+        peak_rss_mb: BTreeMap::new(),
         timed_out: false,
         passed: false,
         lost_examples: Vec::new(),

@@ -48,6 +48,9 @@ pub enum StoreError {
     Export(#[source] std::io::Error),
 }
 
+/// sled's page cache (its default is 1 GiB): writes and point reads.
+const CACHE_BYTES: u64 = 16 << 20;
+
 /// Whether a write changed the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -70,6 +73,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),

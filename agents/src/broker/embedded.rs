@@ -34,6 +34,9 @@ use super::{
 const SMARTMODULE_VERSION: i16 = 21;
 const TOPIC_PREFIX: &str = "topic/";
 const OFFSETS: &str = "consumer-offsets";
+/// sled's page cache (its default is 1 GiB). Consumers read near the log's
+/// end, which this holds many times over.
+const CACHE_BYTES: u64 = 32 << 20;
 
 pub struct EmbeddedBroker {
     db: sled::Db,
@@ -67,6 +70,7 @@ impl EmbeddedBroker {
     pub fn open(path: &Path) -> Result<Self, BrokerError> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| BrokerError::Open {
                 path: path.display().to_string(),

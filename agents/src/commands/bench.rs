@@ -1,6 +1,8 @@
-//! `answerloop bench llm`: how much of a provider's capacity the LLM agent's
-//! call policy turns into answers, against llm-sim with a set quota, latency
-//! and fault rate. Prints one JSON object.
+//! `answerloop bench llm|model|score|pipeline`: each prints one JSON object.
+//!
+//! `bench llm`: how much of a provider's capacity the LLM agent's call
+//! policy turns into answers, against llm-sim with a set quota, latency and
+//! fault rate.
 //!
 //! utilisation = successful calls per second / min(quota, concurrency / latency)
 
@@ -35,6 +37,20 @@ enum BenchWhat {
     /// The answer-score chain through fluvio-smartengine, records per second,
     /// beside the exact scorer's.
     Score(ScoreBench),
+    /// End to end with llm-sim at zero latency: final questions a second in
+    /// one process (`run`) and with the broker server and the three agents
+    /// as separate processes, with each process's peak resident memory.
+    Pipeline(PipelineBench),
+}
+
+#[derive(Debug, clap::Args)]
+struct PipelineBench {
+    /// Distinct questions (built from the sample).
+    #[arg(long, default_value_t = 20_000)]
+    questions: usize,
+    /// Measure only the separate processes.
+    #[arg(long)]
+    processes_only: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,7 +118,70 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Llm(bench) => llm(bench).await,
         BenchWhat::Model(bench) => tokio::task::spawn_blocking(move || model(bench)).await?,
         BenchWhat::Score(bench) => tokio::task::spawn_blocking(move || score(bench)).await?,
+        BenchWhat::Pipeline(bench) => pipeline(bench).await,
     }
+}
+
+async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.questions > 0, "--questions must be at least 1");
+    let dir = tempfile::tempdir()?;
+    let in_process = if args.processes_only {
+        None
+    } else {
+        let home = dir.path().join("in-process");
+        let csv = dir.path().join("questions.csv");
+        crate::chaos::write_questions(&csv, args.questions)?;
+        let options = crate::pipeline::RunOptions {
+            home: crate::home::Home::resolve(Some(&home))?,
+            data: Some(csv),
+            limit: None,
+            provider: ProviderSpec::new(
+                ProviderKind::Sim,
+                None,
+                None,
+                None,
+                Duration::from_secs(30),
+            ),
+            sim: SimConfig::default(),
+            agent: Default::default(),
+            schedule: Default::default(),
+            broker: Default::default(),
+            stall_timeout: Duration::from_secs(600),
+            progress: false,
+        };
+        let summary = crate::pipeline::run(options).await?;
+        Some(json!({
+            "questions_per_s": (summary.stored + summary.dead_letters) as f64 / summary.elapsed_s,
+            "elapsed_s": summary.elapsed_s,
+            "llm_calls": summary.llm_calls,
+            "peak_rss_mb": crate::chaos::peak_rss_mb_of(std::process::id()),
+        }))
+    };
+    let config = crate::chaos::ChaosConfig {
+        questions: args.questions,
+        kills: 0,
+        fail_rate: 0.0,
+        seed: 1,
+        timeout: Duration::from_secs(3600),
+        traffic_rate: None,
+    };
+    let report = crate::chaos::run(&dir.path().join("processes"), &config).await?;
+    anyhow::ensure!(report.passed, "the pipeline did not finish: {report:?}");
+    println!(
+        "{}",
+        json!({
+            "questions": args.questions,
+            "llm": "llm-sim, zero latency, no faults",
+            "in_process": in_process,
+            "processes": {
+                "questions_per_s": report.questions_per_s,
+                "elapsed_s": report.elapsed_s,
+                "answer_records": report.answer_records,
+                "peak_rss_mb": report.peak_rss_mb,
+            },
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn llm(args: LlmBench) -> anyhow::Result<ExitCode> {
@@ -306,24 +385,46 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
             serde_json::to_vec(&answer).expect("an answer serialises")
         })
         .collect();
-    let mut config = SmartModuleConfig::builder();
-    config.smartmodule_names(vec![answerloop_wasm::ANSWER_SCORE.name.to_string()]);
-    let mut builder = SmartModuleChainBuilder::default();
-    builder.add_smart_module(config.build()?, answerloop_wasm::ANSWER_SCORE.wasm.to_vec());
-    let mut chain = builder.initialize(&SmartEngine::new())?;
-
+    let engine = SmartEngine::new();
+    let chain_of = |module: &answerloop_wasm::SmartModule| -> anyhow::Result<_> {
+        let mut config = SmartModuleConfig::builder();
+        config.smartmodule_names(vec![module.name.to_string()]);
+        for (k, v) in answerloop_scoring::Params::default().to_map() {
+            config.param(k, v);
+        }
+        let mut builder = SmartModuleChainBuilder::default();
+        builder.add_smart_module(config.build()?, module.wasm.to_vec());
+        builder.initialize(&engine)
+    };
     let batches = args.records.div_ceil(args.batch.max(1));
-    let started = Instant::now();
-    let mut out = 0usize;
-    for _ in 0..batches {
-        let input: Vec<fluvio_smartmodule::Record> = records
-            .iter()
-            .map(|r| fluvio_smartmodule::Record::new(r.clone()))
-            .collect();
-        let output = chain.process(SmartModuleInput::try_from_records(input, 21)?)?;
-        out += output.successes.len();
-    }
-    let chain_secs = started.elapsed().as_secs_f64();
+    // Records through `chain` in batches; the last batch's output and the time.
+    let run = |module: &answerloop_wasm::SmartModule,
+               records: &[Vec<u8>]|
+     -> anyhow::Result<(Vec<Vec<u8>>, f64)> {
+        let mut chain = chain_of(module)?;
+        let started = Instant::now();
+        let mut last = Vec::new();
+        for _ in 0..batches {
+            let input: Vec<fluvio_smartmodule::Record> = records
+                .iter()
+                .map(|r| fluvio_smartmodule::Record::new(r.clone()))
+                .collect();
+            let output = chain.process(SmartModuleInput::try_from_records(input, 21)?)?;
+            last = output.successes;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        Ok((
+            last.into_iter()
+                .map(|r| r.value.as_ref().to_vec())
+                .collect(),
+            secs,
+        ))
+    };
+    let (scored, chain_secs) = run(&answerloop_wasm::ANSWER_SCORE, &records)?;
+    let out = batches * records.len();
+    // The same records, scored, through a SmartModule that only parses
+    // them: what the engine and the JSON cost without the scoring.
+    let (_, parse_secs) = run(&answerloop_wasm::QUALITY_GATE, &scored)?;
 
     let cache = super::models::cache(&args.home);
     super::models::ensure(&cache, &answerloop_models::MINILM)?;
@@ -343,6 +444,7 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
         "record_bytes": records.iter().map(Vec::len).sum::<usize>() / records.len(),
         "records": out,
         "chain_records_per_sec": out as f64 / chain_secs,
+        "parse_only_records_per_sec": (batches * scored.len()) as f64 / parse_secs,
         "exact_pairs": args.exact_pairs,
         "exact_records_per_sec": args.exact_pairs as f64 / exact_secs,
         "speedup": (out as f64 / chain_secs) / (args.exact_pairs as f64 / exact_secs),

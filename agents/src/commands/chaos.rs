@@ -52,6 +52,9 @@ pub async fn execute(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         fail_rate: args.fail_rate,
         seed: args.seed,
         timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        // Sending takes about eight seconds whatever the size, so kills
+        // land while questions are still arriving as well as after.
+        traffic_rate: Some((args.questions as f64 / 8.0).max(1.0)),
     };
     let report = chaos::run(&dir, &config).await?;
     if args.json {

@@ -367,7 +367,7 @@ impl ReportData {
             return String::new();
         }
         let mut rows: Vec<_> = reasons.into_iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.1));
         let mut out = String::from(
             "<h2>Dead-letter reasons</h2><table class=\"reasons\"><tr><th>class</th><th>reason</th><th>questions</th></tr>",
         );
