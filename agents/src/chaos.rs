@@ -98,6 +98,14 @@ pub fn write_questions(path: &Path, n: usize) -> anyhow::Result<Vec<Question>> {
     Ok(questions)
 }
 
+/// When a kill happens.
+enum Trigger {
+    /// This long after the agents started.
+    After(Duration),
+    /// Once the store holds this many final questions.
+    Progress(u64),
+}
+
 struct Agent {
     name: &'static str,
     args: Vec<String>,
@@ -233,29 +241,41 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
         fleet.start(agent, config.seed)?;
     }
 
-    // Each agent's kills, in a random order.
-    let mut victims: Vec<usize> = (0..agents.len())
-        .flat_map(|i| std::iter::repeat_n(i, config.kills as usize))
-        .collect();
-    victims.shuffle(&mut rng);
+    // When each kill happens: the traffic agent's while it is sending (the
+    // first eight seconds), the others' at random points of the progress,
+    // so kills land in the middle of the work from start to end.
+    let mut kills: Vec<(usize, Trigger)> = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        for _ in 0..config.kills {
+            let trigger = if agent.name == "traffic" {
+                Trigger::After(Duration::from_millis(rng.gen_range(500..8_000)))
+            } else {
+                let share = rng.gen_range(0.02..0.9);
+                Trigger::Progress((share * config.questions as f64) as u64)
+            };
+            kills.push((i, trigger));
+        }
+    }
+    kills.shuffle(&mut rng);
     let deadline = started + config.timeout;
-    let mut next_kill = Instant::now() + Duration::from_millis(rng.gen_range(300..1200));
     let client = reqwest::Client::new();
     let mut timed_out = false;
+    let mut finals = None;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if Instant::now() >= next_kill {
-            if let Some(victim) = victims.pop() {
-                let agent = &mut agents[victim];
-                if let Some(mut child) = agent.child.take() {
-                    let _ = child.kill().await;
-                    agent.kills += 1;
-                    tracing::info!(agent = agent.name, "SIGKILL");
-                }
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
-                fleet.start(agent, config.seed)?;
-                next_kill = Instant::now() + Duration::from_millis(rng.gen_range(300..1500));
+        let due = kills.iter().position(|(_, trigger)| match trigger {
+            Trigger::After(after) => agents_started.elapsed() >= *after,
+            Trigger::Progress(at) => finals.is_some_and(|n| n >= *at),
+        });
+        if let Some(due) = due {
+            let agent = &mut agents[kills.swap_remove(due).0];
+            if let Some(mut child) = agent.child.take() {
+                let _ = child.kill().await;
+                agent.kills += 1;
+                tracing::info!(agent = agent.name, ?finals, "SIGKILL");
             }
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
+            fleet.start(agent, config.seed)?;
         }
         for agent in &mut agents {
             if let Some(child) = agent.child.as_mut() {
@@ -270,13 +290,9 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
                 }
             }
         }
-        let finals = store_entries(&client, metrics_port).await;
-        if victims.is_empty() && finals.is_some_and(|n| n >= config.questions as u64) {
+        finals = store_entries(&client, metrics_port).await;
+        if kills.is_empty() && finals.is_some_and(|n| n >= config.questions as u64) {
             break;
-        }
-        // Poll again at once when close: the figure is also a throughput.
-        if finals.is_some_and(|n| n + 100 >= config.questions as u64) {
-            continue;
         }
         if Instant::now() >= deadline {
             timed_out = true;

@@ -98,9 +98,11 @@ impl Command {
     /// Services log what they do; one-shot commands print results instead.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Agent(_) | Command::Broker(_) | Command::Serve(_) | Command::LlmSim(_) => {
-                "info"
-            }
+            Command::Agent(_)
+            | Command::Broker(_)
+            | Command::Serve(_)
+            | Command::LlmSim(_)
+            | Command::Chaos(_) => "info",
             _ => "warn",
         }
     }

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub smartmodule_records_err: Family<Labels<1>, Counter>,
     pub smartmodule_fuel_used: Family<Labels<1>, Counter>,
     pub smartmodule_cpu_seconds: Family<Labels<1>, Seconds>,
+    /// Chains rebuilt to free what the SmartModule ABI leaks, by chain.
+    pub smartmodule_chain_rebuilds: Family<Labels<1>, Counter>,
 }
 
 /// The process's metrics.
@@ -102,6 +104,7 @@ impl Metrics {
             smartmodule_records_err: Family::default(),
             smartmodule_fuel_used: Family::default(),
             smartmodule_cpu_seconds: Family::default(),
+            smartmodule_chain_rebuilds: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -195,6 +198,11 @@ impl Metrics {
             "CPU time in a SmartModule (fluvio-smartengine)",
             m.smartmodule_cpu_seconds.clone(),
         );
+        r.register(
+            "smartmodule_chain_rebuilds",
+            "SmartModule chains rebuilt to free the output buffers the SmartModule ABI leaks",
+            m.smartmodule_chain_rebuilds.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -279,6 +287,5 @@ pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             tracing::error!(error = %e, "the metrics server stopped");
         }
     });
-    tracing::info!(%bound, "serving metrics");
     Ok(bound)
 }

@@ -17,21 +17,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fluvio_smartengine::{
-    SmartEngine, SmartModuleChainBuilder, SmartModuleChainInstance, SmartModuleConfig,
-};
-use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
+use fluvio_smartengine::SmartEngine;
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 
+use super::wasm_chain::WasmChain;
 use super::{
     Batch, Broker, BrokerError, ChainSpec, Consumer, ConsumerConfig, DeployReport, Record,
     Registered, Registration, TopicLayout,
 };
 
-/// The SmartModule API version the chains are called with (Fluvio's current).
-const SMARTMODULE_VERSION: i16 = 21;
 const TOPIC_PREFIX: &str = "topic/";
 const OFFSETS: &str = "consumer-offsets";
 /// sled's page cache (its default is 1 GiB). Consumers read near the log's
@@ -47,7 +43,7 @@ pub struct EmbeddedBroker {
     produce_chains: Mutex<HashMap<ChainSpec, SharedChain>>,
 }
 
-type SharedChain = Arc<Mutex<SmartModuleChainInstance>>;
+type SharedChain = Arc<Mutex<WasmChain>>;
 
 struct TopicLog {
     tree: sled::Tree,
@@ -138,80 +134,28 @@ impl EmbeddedBroker {
             .map(|v| decode_offset(&v)))
     }
 
-    fn build_chain(&self, spec: &ChainSpec) -> Result<SmartModuleChainInstance, BrokerError> {
-        let fail = |reason: String| BrokerError::Chain {
-            chain: spec.describe(),
-            reason,
-        };
-        let mut builder = SmartModuleChainBuilder::default();
-        for step in &spec.steps {
-            let module = answerloop_wasm::by_name(&step.name)
-                .ok_or_else(|| fail(format!("no SmartModule named {:?}", step.name)))?;
-            let mut config = SmartModuleConfig::builder();
-            config.smartmodule_names(vec![step.name.clone()]);
-            for (k, v) in &step.params {
-                config.param(k.clone(), v.clone());
-            }
-            let config = config.build().map_err(|e| fail(e.to_string()))?;
-            builder.add_smart_module(config, module.wasm.to_vec());
-        }
-        builder
-            .initialize(&self.engine)
-            .map_err(|e| fail(format!("{e:#}")))
-    }
-
     fn produce_chain(&self, spec: &ChainSpec) -> Result<SharedChain, BrokerError> {
         let mut chains = self.produce_chains.lock().expect("chain map poisoned");
         if let Some(chain) = chains.get(spec) {
             return Ok(chain.clone());
         }
-        let chain = Arc::new(Mutex::new(self.build_chain(spec)?));
+        let chain = Arc::new(Mutex::new(WasmChain::build(&self.engine, spec)?));
         chains.insert(spec.clone(), chain.clone());
         Ok(chain)
     }
 }
 
 /// Run `records` through a chain off the async executor (wasm is CPU work).
-async fn run_chain(
-    chain: SharedChain,
-    describe: String,
-    records: Vec<Record>,
-) -> Result<Vec<Record>, BrokerError> {
-    let fail = |reason: String| BrokerError::Chain {
-        chain: describe.clone(),
-        reason,
-    };
-    let result = tokio::task::spawn_blocking(move || {
-        let input: Vec<fluvio_smartmodule::Record> = records
-            .into_iter()
-            .map(|r| match r.key {
-                Some(key) => fluvio_smartmodule::Record::new_key_value(key, r.value),
-                None => fluvio_smartmodule::Record::new(r.value),
-            })
-            .collect();
-        let input = SmartModuleInput::try_from_records(input, SMARTMODULE_VERSION)
-            .map_err(|e| format!("cannot encode the chain's input: {e}"))?;
-        let output = {
-            let mut chain = chain.lock().expect("chain poisoned");
-            let output = chain.process(input).map_err(|e| format!("{e:#}"));
-            crate::metrics::metrics().add_chain(chain.metrics_export());
-            output?
-        };
-        if let Some(err) = output.error {
-            return Err(format!("a SmartModule returned an error: {err:?}"));
-        }
-        Ok(output
-            .successes
-            .into_iter()
-            .map(|r| Record {
-                key: r.key.map(|k| k.as_ref().to_vec()),
-                value: r.value.as_ref().to_vec(),
-            })
-            .collect())
-    })
-    .await
-    .map_err(|e| fail(format!("chain task failed: {e}")))?;
-    result.map_err(fail)
+async fn run_chain(chain: SharedChain, records: Vec<Record>) -> Result<Vec<Record>, BrokerError> {
+    let describe = chain.lock().expect("chain poisoned").describe();
+    tokio::task::spawn_blocking(move || chain.lock().expect("chain poisoned").process(records))
+        .await
+        .map_err(|e| format!("chain task failed: {e}"))
+        .and_then(|result| result)
+        .map_err(|reason| BrokerError::Chain {
+            chain: describe,
+            reason,
+        })
 }
 
 #[async_trait]
@@ -256,7 +200,7 @@ impl Broker for EmbeddedBroker {
     ) -> Result<(), BrokerError> {
         let log = self.topic(topic)?;
         let records = match chain {
-            Some(spec) => run_chain(self.produce_chain(spec)?, spec.describe(), records).await?,
+            Some(spec) => run_chain(self.produce_chain(spec)?, records).await?,
             None => records,
         };
         if records.is_empty() {
@@ -301,10 +245,7 @@ impl Broker for EmbeddedBroker {
             None => 0,
         };
         let chain = match &config.chain {
-            Some(spec) => Some((
-                Arc::new(Mutex::new(self.build_chain(spec)?)),
-                spec.describe(),
-            )),
+            Some(spec) => Some(Arc::new(Mutex::new(WasmChain::build(&self.engine, spec)?))),
             None => None,
         };
         Ok(Box::new(EmbeddedConsumer {
@@ -327,7 +268,7 @@ struct EmbeddedConsumer {
     offset_key: Option<Vec<u8>>,
     /// The next offset to read; moves ahead of the committed offset.
     position: u64,
-    chain: Option<(SharedChain, String)>,
+    chain: Option<SharedChain>,
 }
 
 impl EmbeddedConsumer {
@@ -359,10 +300,7 @@ impl Consumer for EmbeddedConsumer {
             if let Some(&(last, _)) = raw.last() {
                 let (offsets, records): (Vec<u64>, Vec<Record>) = raw.into_iter().unzip();
                 let (records, positions) = match &self.chain {
-                    Some((chain, describe)) => (
-                        run_chain(chain.clone(), describe.clone(), records).await?,
-                        Vec::new(),
-                    ),
+                    Some(chain) => (run_chain(chain.clone(), records).await?, Vec::new()),
                     None => (records, offsets.iter().map(|o| o + 1).collect()),
                 };
                 // Only now, after the last await: a dropped future moves nothing.

@@ -11,6 +11,8 @@
 //! - [`server`], [`remote`] and [`wire`]: the embedded broker served to
 //!   agents in other processes (`answerloop broker serve`, `--broker remote`).
 //! - [`select`]: `--broker embedded|remote|fluvio` and its connection options.
+//! - [`wasm_chain`]: a chain as the embedded broker runs it, rebuilt
+//!   before fluvio-smartengine's output leak grows it.
 //! - [`chain`]: which SmartModules a chain runs, with which params.
 //! - [`commit`]: commit positions for records finished out of order.
 //! - [`metered`]: counts what any transport moves, for the metrics.
@@ -25,6 +27,7 @@ pub mod producer;
 pub mod remote;
 pub mod select;
 pub mod server;
+pub mod wasm_chain;
 pub mod wire;
 
 use std::time::Duration;
