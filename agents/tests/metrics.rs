@@ -110,24 +110,19 @@ async fn a_run_is_counted_in_every_metric_family() {
 #[test]
 fn json_logs_are_one_object_a_line() {
     let dir = tempfile::tempdir().unwrap();
-    let out = common::binary()
-        .args([
-            "--log-format",
-            "json",
-            "agent",
-            "--metrics",
-            "127.0.0.1:0",
-            "traffic",
-        ])
-        .args(["--exit-when-done", "--limit", "3"])
-        .env("ANSWERLOOP_HOME", dir.path().join("home"))
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeed(
+        common::binary()
+            .args([
+                "--log-format",
+                "json",
+                "agent",
+                "--metrics",
+                "127.0.0.1:0",
+                "traffic",
+            ])
+            .args(["--exit-when-done", "--limit", "3"])
+            .env("ANSWERLOOP_HOME", dir.path().join("home"))
+            .env_remove("RUST_LOG"),
     );
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<serde_json::Value> = stderr

@@ -52,15 +52,20 @@ where
 
 /// Run `command`, require success, and parse the last line of stdout as JSON.
 pub fn json_from(command: &mut std::process::Command) -> serde_json::Value {
+    let stdout = String::from_utf8(succeed(command).stdout).unwrap();
+    let last = stdout.lines().last().expect("some output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
+}
+
+/// Run `command` and require success (its stderr is the failure message).
+pub fn succeed(command: &mut std::process::Command) -> std::process::Output {
     let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let last = stdout.lines().last().expect("some output");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
+    out
 }
 
 /// Run the binary with `args`, require failure, and return its stderr.
