@@ -6,7 +6,8 @@
 //! u32::MAX for none][key][value length: u32 BE][value]`. Headers are JSON
 //! so they stay readable in a capture; records are raw bytes so a value is
 //! never re-encoded. Every length is checked against the frame before it is
-//! used, and a frame over [`MAX_FRAME`] is refused before it is read.
+//! used, a frame over [`MAX_FRAME`] is refused before it is read, and a
+//! frame's buffer grows only as its bytes arrive.
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -114,8 +115,15 @@ pub async fn read_frame<R: AsyncRead + Unpin, H: for<'de> Deserialize<'de>>(
     if len > MAX_FRAME {
         return Err(WireError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body).await?;
+    // Grown as bytes arrive, so a length that lies costs no memory.
+    let mut body = Vec::with_capacity(len.min(1 << 20));
+    (&mut *input)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() < len {
+        return Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     decode(&body).map(Some)
 }
 

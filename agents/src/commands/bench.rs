@@ -51,6 +51,11 @@ struct PipelineBench {
     /// Measure only the separate processes.
     #[arg(long)]
     processes_only: bool,
+    /// With `--broker fluvio`, the one-process run goes to the cluster (use
+    /// a fresh `--topic-prefix`); the separate processes always share a
+    /// served embedded broker, so they are left out.
+    #[command(flatten)]
+    broker: crate::broker::select::BrokerArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,7 +150,7 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
             sim: SimConfig::default(),
             agent: Default::default(),
             schedule: Default::default(),
-            broker: Default::default(),
+            broker: args.broker.clone(),
             stall_timeout: Duration::from_secs(600),
             progress: false,
         };
@@ -157,28 +162,34 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
             "peak_rss_mb": crate::chaos::peak_rss_mb_of(std::process::id()),
         }))
     };
-    let config = crate::chaos::ChaosConfig {
-        questions: args.questions,
-        kills: 0,
-        fail_rate: 0.0,
-        seed: 1,
-        timeout: Duration::from_secs(3600),
-        traffic_rate: None,
+    let processes = if args.broker.broker == crate::broker::select::BrokerKind::Embedded {
+        let config = crate::chaos::ChaosConfig {
+            questions: args.questions,
+            kills: 0,
+            fail_rate: 0.0,
+            seed: 1,
+            timeout: Duration::from_secs(3600),
+            traffic_rate: None,
+        };
+        let report = crate::chaos::run(&dir.path().join("processes"), &config).await?;
+        anyhow::ensure!(report.passed, "the pipeline did not finish: {report:?}");
+        Some(json!({
+            "questions_per_s": report.questions_per_s,
+            "elapsed_s": report.elapsed_s,
+            "answer_records": report.answer_records,
+            "peak_rss_mb": report.peak_rss_mb,
+        }))
+    } else {
+        None
     };
-    let report = crate::chaos::run(&dir.path().join("processes"), &config).await?;
-    anyhow::ensure!(report.passed, "the pipeline did not finish: {report:?}");
     println!(
         "{}",
         json!({
             "questions": args.questions,
+            "broker": format!("{:?}", args.broker.broker).to_lowercase(),
             "llm": "llm-sim, zero latency, no faults",
             "in_process": in_process,
-            "processes": {
-                "questions_per_s": report.questions_per_s,
-                "elapsed_s": report.elapsed_s,
-                "answer_records": report.answer_records,
-                "peak_rss_mb": report.peak_rss_mb,
-            },
+            "processes": processes,
         })
     );
     Ok(ExitCode::SUCCESS)
