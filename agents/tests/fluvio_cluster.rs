@@ -88,7 +88,7 @@ fn answerloop(options: &FluvioOptions, home: &Path) -> Command {
         .env("ANSWERLOOP_HOME", home)
         .env("ANSWERLOOP_BROKER", "fluvio")
         .env("ANSWERLOOP_TOPIC_PREFIX", &options.topic_prefix)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn,answerloop=info");
     if let Some(sc) = &options.sc {
         command.env("FLUVIO_SC", sc);
     }
