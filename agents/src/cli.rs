@@ -95,14 +95,15 @@ pub enum Command {
 }
 
 impl Command {
-    /// Services log what they do; one-shot commands print results instead.
+    /// Services log what they do (their dependencies only warnings);
+    /// one-shot commands print results instead.
     pub fn default_log_level(&self) -> &'static str {
         match self {
             Command::Agent(_)
             | Command::Broker(_)
             | Command::Serve(_)
             | Command::LlmSim(_)
-            | Command::Chaos(_) => "info",
+            | Command::Chaos(_) => "warn,answerloop=info",
             _ => "warn",
         }
     }

@@ -1,6 +1,7 @@
 //! Logs go to stderr through `tracing`, so stdout stays for results.
 //! `RUST_LOG` picks what is shown; by default long-running services (agents,
-//! the broker server) log at info, one-shot commands only warnings.
+//! the broker server) log their own info lines, one-shot commands only
+//! warnings, and dependencies (the Fluvio client is chatty) only warnings.
 //! `--log-format json` writes one JSON object a line, for log collectors.
 
 use std::io::IsTerminal;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use ::fluvio::consumer::{ConsumerConfigExt, ConsumerStream, OffsetManagementStrategy};
 use ::fluvio::dataplane::link::ErrorCode;
+use ::fluvio::metadata::partition::PartitionSpec;
 use ::fluvio::metadata::topic::TopicSpec;
 use ::fluvio::{
     Fluvio, FluvioClusterConfig, Isolation, Offset, RecordKey, SmartModuleContextData,
@@ -350,6 +351,8 @@ impl Broker for FluvioBroker {
             committed: None,
             ended: false,
             refused: 0,
+            log_end: None,
+            log_end_asked: None,
         };
         consumer.stream = Some(consumer.open(None).await?);
         Ok(Box::new(consumer))
@@ -376,9 +379,41 @@ struct FluvioConsumer {
     ended: bool,
     /// Times in a row the cluster refused or closed the stream.
     refused: u32,
+    /// The partition's high watermark as the SC last reported it, and when
+    /// it was asked (for the lag metric of committed consumers).
+    log_end: Option<u64>,
+    log_end_asked: Option<tokio::time::Instant>,
 }
 
+/// How often a committed consumer asks the SC where its partition ends.
+const LOG_END_EVERY: Duration = Duration::from_secs(5);
+
 impl FluvioConsumer {
+    /// Ask the SC for the partition's high watermark, at most every
+    /// [`LOG_END_EVERY`]; scans do not ask. The SC's figure trails the
+    /// SPU's by its status interval, so the lag it gives is approximate.
+    async fn refresh_log_end(&mut self) {
+        if self.config.id.is_none()
+            || self
+                .log_end_asked
+                .is_some_and(|asked| asked.elapsed() < LOG_END_EVERY)
+        {
+            return;
+        }
+        self.log_end_asked = Some(tokio::time::Instant::now());
+        let name = format!("{}-{}", self.topic, self.config.partition);
+        let admin = self.client.admin().await;
+        match admin.list::<PartitionSpec, _>(vec![name.clone()]).await {
+            Ok(found) => {
+                self.log_end = found
+                    .into_iter()
+                    .find(|p| p.name == name)
+                    .map(|p| p.status.leader.hw.max(0) as u64);
+            }
+            Err(e) => tracing::debug!(partition = %name, error = %e, "cannot read the log end"),
+        }
+    }
+
     /// A stream from `start`, or from the committed offset (the beginning
     /// for a new consumer).
     fn open(
@@ -565,6 +600,8 @@ fn is_transient(code: &ErrorCode) -> bool {
 impl Consumer for FluvioConsumer {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Batch, BrokerError> {
         let max = max.max(1);
+        // Before anything moves, so a dropped call loses nothing.
+        self.refresh_log_end().await;
         if self.buffer.is_empty() && !self.ended {
             if ends_at_the_end(&self.config) {
                 self.ended = !self.pull().await?;
@@ -589,7 +626,7 @@ impl Consumer for FluvioConsumer {
             records,
             next: self.position.unwrap_or(0),
             positions,
-            end: None,
+            end: self.log_end,
         })
     }
 
