@@ -21,7 +21,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::broker::embedded::EmbeddedBroker;
-use crate::broker::scan;
 use crate::home::Home;
 
 #[derive(Debug, Clone)]
@@ -37,7 +36,7 @@ pub struct ChaosConfig {
     pub traffic_rate: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ChaosReport {
     pub questions: usize,
     pub fail_rate: f64,
@@ -114,6 +113,18 @@ struct Agent {
     starts: u32,
 }
 
+impl Agent {
+    fn new(name: &'static str, args: Vec<String>) -> Self {
+        Self {
+            name,
+            args,
+            child: None,
+            kills: 0,
+            starts: 0,
+        }
+    }
+}
+
 struct Fleet {
     exe: PathBuf,
     dir: PathBuf,
@@ -121,11 +132,16 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// Where the process `name` writes its stderr, across restarts.
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
     fn command(&self, name: &str, args: &[String]) -> anyhow::Result<Command> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("logs").join(format!("{name}.log")))?;
+            .open(self.log(name))?;
         let mut command = Command::new(&self.exe);
         command
             .args(args)
@@ -195,16 +211,10 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
     }
     let agents_started = Instant::now();
     let mut agents = vec![
-        Agent {
-            name: "traffic",
-            args: traffic,
-            child: None,
-            kills: 0,
-            starts: 0,
-        },
-        Agent {
-            name: "llm",
-            args: strings(&[
+        Agent::new("traffic", traffic),
+        Agent::new(
+            "llm",
+            strings(&[
                 "agent",
                 "llm",
                 "--llm",
@@ -220,22 +230,16 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
                 "--quota-delay-secs",
                 "1",
             ]),
-            child: None,
-            kills: 0,
-            starts: 0,
-        },
-        Agent {
-            name: "store",
-            args: strings(&[
+        ),
+        Agent::new(
+            "store",
+            strings(&[
                 "agent",
                 "--metrics",
                 &format!("127.0.0.1:{metrics_port}"),
                 "store",
             ]),
-            child: None,
-            kills: 0,
-            starts: 0,
-        },
+        ),
     ];
     for agent in &mut agents {
         fleet.start(agent, config.seed)?;
@@ -283,9 +287,7 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
                     bail!(
                         "the {} agent exited by itself ({status}); see {}",
                         agent.name,
-                        dir.join("logs")
-                            .join(format!("{}.log", agent.name))
-                            .display()
+                        fleet.log(agent.name).display()
                     );
                 }
             }
@@ -352,7 +354,10 @@ async fn start_broker(fleet: &Fleet) -> anyhow::Result<(Child, String)> {
     .context("the broker server did not start within 30 s")??;
     let addr = first.trim().to_string();
     if addr.is_empty() {
-        bail!("the broker server exited at start; see its log in logs/broker.log");
+        bail!(
+            "the broker server exited at start; see {}",
+            fleet.log("broker").display()
+        );
     }
     Ok((broker, addr))
 }
@@ -402,22 +407,7 @@ async fn verify(home: &Home, questions: &[Question]) -> anyhow::Result<ChaosRepo
     let mut dead = HashSet::new();
     let mut report = ChaosReport {
         questions: expected.len(),
-        fail_rate: 0.0,
-        kills: BTreeMap::new(),
-        stored: 0,
-        dead_letters: 0,
-        lost: 0,
-        duplicates: 0,
-        dead_letters_without_reason: 0,
-        dead_letters_by_class: BTreeMap::new(),
-        question_records: 0,
-        answer_records: 0,
-        elapsed_s: 0.0,
-        questions_per_s: 0.0,
-        peak_rss_mb: BTreeMap::new(),
-        timed_out: false,
-        passed: false,
-        lost_examples: Vec::new(),
+        ..ChaosReport::default()
     };
     for letter in store.dead_letters() {
         let letter = letter?;
@@ -448,13 +438,7 @@ async fn verify(home: &Home, questions: &[Question]) -> anyhow::Result<ChaosRepo
     report.lost_examples = lost.iter().take(10).map(|s| s.to_string()).collect();
 
     let broker = EmbeddedBroker::open(&home.broker())?;
-    report.question_records = count(&broker, topics::QUESTIONS).await?;
-    report.answer_records = count(&broker, topics::ANSWERS).await?;
+    report.question_records = broker.topic_len(topics::QUESTIONS)? as usize;
+    report.answer_records = broker.topic_len(topics::ANSWERS)? as usize;
     Ok(report)
-}
-
-async fn count(broker: &EmbeddedBroker, topic: &str) -> anyhow::Result<usize> {
-    let mut n = 0;
-    scan(broker, topic, None, |_| n += 1).await?;
-    Ok(n)
 }

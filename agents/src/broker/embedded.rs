@@ -147,15 +147,9 @@ impl EmbeddedBroker {
 
 /// Run `records` through a chain off the async executor (wasm is CPU work).
 async fn run_chain(chain: SharedChain, records: Vec<Record>) -> Result<Vec<Record>, BrokerError> {
-    let describe = chain.lock().expect("chain poisoned").describe();
     tokio::task::spawn_blocking(move || chain.lock().expect("chain poisoned").process(records))
         .await
-        .map_err(|e| format!("chain task failed: {e}"))
-        .and_then(|result| result)
-        .map_err(|reason| BrokerError::Chain {
-            chain: describe,
-            reason,
-        })
+        .map_err(|e| BrokerError::Task(format!("chain task failed: {e}")))?
 }
 
 #[async_trait]

@@ -103,7 +103,7 @@ impl RemoteBroker {
             None => Connection::open(&self.addr).await?,
         };
         let result = connection.call(&request, &records).await;
-        if matches!(result, Ok(_) | Err(BrokerError::Served(_))) {
+        if still_usable(&result) {
             self.idle.lock().expect("pool poisoned").push(connection);
         }
         result
@@ -114,17 +114,28 @@ fn unexpected(reply: Response) -> BrokerError {
     BrokerError::Served(format!("unexpected reply: {reply:?}"))
 }
 
+/// Whether a connection can carry another request after this result: only
+/// a lost connection ends it (a served error leaves it in step).
+fn still_usable<T>(result: &Result<T, BrokerError>) -> bool {
+    !matches!(result, Err(BrokerError::Unreachable { .. }))
+}
+
+/// A reply that must be `Ok`.
+fn expect_ok((reply, _): (Response, Vec<Record>)) -> Result<(), BrokerError> {
+    match reply {
+        Response::Ok => Ok(()),
+        reply => Err(unexpected(reply)),
+    }
+}
+
 #[async_trait]
 impl Broker for RemoteBroker {
     async fn create_topics(&self, topics: &[&str]) -> Result<(), BrokerError> {
         let topics = topics.iter().map(|t| t.to_string()).collect();
-        match self
-            .call(Request::CreateTopics { topics }, Vec::new())
-            .await?
-        {
-            (Response::Ok, _) => Ok(()),
-            (reply, _) => Err(unexpected(reply)),
-        }
+        expect_ok(
+            self.call(Request::CreateTopics { topics }, Vec::new())
+                .await?,
+        )
     }
 
     async fn partitions(&self, topic: &str) -> Result<u32, BrokerError> {
@@ -155,10 +166,7 @@ impl Broker for RemoteBroker {
             topic: topic.to_string(),
             chain: chain.cloned(),
         };
-        match self.call(request, records).await? {
-            (Response::Ok, _) => Ok(()),
-            (reply, _) => Err(unexpected(reply)),
-        }
+        expect_ok(self.call(request, records).await?)
     }
 
     async fn consumer(
@@ -173,14 +181,12 @@ impl Broker for RemoteBroker {
             chain: config.chain,
             partition: config.partition,
         };
-        match connection.call(&request, &[]).await? {
-            (Response::Ok, _) => Ok(Box::new(RemoteConsumer {
-                connection: Some(connection),
-                pending: None,
-                kept: None,
-            })),
-            (reply, _) => Err(unexpected(reply)),
-        }
+        expect_ok(connection.call(&request, &[]).await?)?;
+        Ok(Box::new(RemoteConsumer {
+            connection: Some(connection),
+            pending: None,
+            kept: None,
+        }))
     }
 }
 
@@ -211,7 +217,7 @@ impl RemoteConsumer {
         let joined = pending.await;
         self.pending = None;
         let (connection, result) = joined.map_err(|e| BrokerError::Task(e.to_string()))?;
-        if !matches!(result, Err(BrokerError::Unreachable { .. })) {
+        if still_usable(&result) {
             self.connection = Some(connection);
         }
         result
@@ -267,12 +273,9 @@ impl Consumer for RemoteConsumer {
         }
         let mut connection = self.connection()?;
         let result = connection.call(&Request::Commit { next }, &[]).await;
-        if !matches!(result, Err(BrokerError::Unreachable { .. })) {
+        if still_usable(&result) {
             self.connection = Some(connection);
         }
-        match result? {
-            (Response::Ok, _) => Ok(()),
-            (reply, _) => Err(unexpected(reply)),
-        }
+        expect_ok(result?)
     }
 }

@@ -10,6 +10,10 @@ use super::remote::RemoteBroker;
 use super::{Broker, BrokerError};
 use crate::home::Home;
 
+/// Where `answerloop broker serve` listens and `--broker remote` connects
+/// unless told otherwise.
+pub const DEFAULT_BROKER_ADDR: &str = "127.0.0.1:9250";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum BrokerKind {
     /// Topics in a sled database in the home; nothing to install.
@@ -38,7 +42,7 @@ pub struct BrokerArgs {
         long,
         env = "ANSWERLOOP_BROKER_ADDR",
         value_name = "HOST:PORT",
-        default_value = "127.0.0.1:9250",
+        default_value = DEFAULT_BROKER_ADDR,
         global = true
     )]
     pub broker_addr: String,
@@ -66,7 +70,7 @@ impl Default for BrokerArgs {
     fn default() -> Self {
         Self {
             broker: BrokerKind::Embedded,
-            broker_addr: "127.0.0.1:9250".into(),
+            broker_addr: DEFAULT_BROKER_ADDR.into(),
             sc: None,
             topic_partitions: 1,
             topic_replication: 1,
@@ -85,7 +89,8 @@ impl BrokerArgs {
         }
     }
 
-    /// Open the embedded broker in `home`, or connect to the cluster.
+    /// Open the embedded broker in `home`, or connect to a served one or to
+    /// the cluster; counted for the metrics either way.
     pub async fn connect(&self, home: &Home) -> Result<Arc<dyn Broker>, BrokerError> {
         let broker: Arc<dyn Broker> = match self.broker {
             BrokerKind::Embedded => Arc::new(EmbeddedBroker::open(&home.broker())?),

@@ -107,7 +107,7 @@ async fn handle(
             ok(Response::Ok)
         }
         Request::Next { max, wait_ms } => {
-            let batch = not_consuming(consumer)?
+            let batch = consuming(consumer)?
                 .next_batch(
                     max.clamp(1, 65_536),
                     Duration::from_millis(wait_ms.min(60_000)),
@@ -123,13 +123,13 @@ async fn handle(
             ))
         }
         Request::Commit { next } => {
-            not_consuming(consumer)?.commit(next).await?;
+            consuming(consumer)?.commit(next).await?;
             ok(Response::Ok)
         }
     }
 }
 
-fn not_consuming(
+fn consuming(
     consumer: &mut Option<Box<dyn Consumer>>,
 ) -> Result<&mut Box<dyn Consumer>, BrokerError> {
     consumer.as_mut().ok_or_else(|| {

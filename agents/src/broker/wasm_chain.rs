@@ -39,8 +39,12 @@ pub struct WasmChain {
 
 impl WasmChain {
     pub fn build(engine: &SmartEngine, spec: &ChainSpec) -> Result<Self, BrokerError> {
+        let instance = instantiate(engine, spec).map_err(|reason| BrokerError::Chain {
+            chain: spec.describe(),
+            reason,
+        })?;
         Ok(Self {
-            instance: instantiate(engine, spec)?,
+            instance,
             engine: engine.clone(),
             spec: spec.clone(),
             output_bytes: 0,
@@ -60,14 +64,17 @@ impl WasmChain {
         self.rebuilds
     }
 
-    pub fn describe(&self) -> String {
-        self.spec.describe()
+    /// Run `records` through the chain. CPU work: call off the executor.
+    pub fn process(&mut self, records: Vec<Record>) -> Result<Vec<Record>, BrokerError> {
+        self.run(records).map_err(|reason| BrokerError::Chain {
+            chain: self.spec.describe(),
+            reason,
+        })
     }
 
-    /// Run `records` through the chain. CPU work: call off the executor.
-    pub fn process(&mut self, records: Vec<Record>) -> Result<Vec<Record>, String> {
+    fn run(&mut self, records: Vec<Record>) -> Result<Vec<Record>, String> {
         if self.output_bytes >= self.recycle_after {
-            self.instance = instantiate(&self.engine, &self.spec).map_err(|e| e.to_string())?;
+            self.instance = instantiate(&self.engine, &self.spec)?;
             self.output_bytes = 0;
             self.rebuilds += 1;
             metrics()
@@ -109,29 +116,21 @@ impl WasmChain {
     }
 }
 
-fn instantiate(
-    engine: &SmartEngine,
-    spec: &ChainSpec,
-) -> Result<SmartModuleChainInstance, BrokerError> {
-    let fail = |reason: String| BrokerError::Chain {
-        chain: spec.describe(),
-        reason,
-    };
+/// A fresh instance of `spec`'s modules; the error is the reason alone.
+fn instantiate(engine: &SmartEngine, spec: &ChainSpec) -> Result<SmartModuleChainInstance, String> {
     let mut builder = SmartModuleChainBuilder::default();
     for step in &spec.steps {
         let module = answerloop_wasm::by_name(&step.name)
-            .ok_or_else(|| fail(format!("no SmartModule named {:?}", step.name)))?;
+            .ok_or_else(|| format!("no SmartModule named {:?}", step.name))?;
         let mut config = SmartModuleConfig::builder();
         config.smartmodule_names(vec![step.name.clone()]);
         for (k, v) in &step.params {
             config.param(k.clone(), v.clone());
         }
-        let config = config.build().map_err(|e| fail(e.to_string()))?;
+        let config = config.build().map_err(|e| e.to_string())?;
         builder.add_smart_module(config, module.wasm.to_vec());
     }
-    builder
-        .initialize(engine)
-        .map_err(|e| fail(format!("{e:#}")))
+    builder.initialize(engine).map_err(|e| format!("{e:#}"))
 }
 
 #[cfg(test)]

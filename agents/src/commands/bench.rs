@@ -373,13 +373,13 @@ fn text_of(questions: &[answerloop_schema::Question], from: usize, bytes: usize)
 }
 
 fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
+    use crate::broker::wasm_chain::WasmChain;
+    use crate::broker::{ChainSpec, Record};
     use answerloop_schema::{Answer, Question};
-    use fluvio_smartengine::{SmartEngine, SmartModuleChainBuilder, SmartModuleConfig};
-    use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 
     let questions = dataset::sample().questions;
     // Distinct records, so no layer can cache its way to a figure.
-    let records: Vec<Vec<u8>> = (0..args.batch.max(1))
+    let records: Vec<Record> = (0..args.batch.max(1))
         .map(|i| {
             let question = Question::new(
                 format!("Question {i}"),
@@ -393,43 +393,27 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
                 "bench",
                 1,
             );
-            serde_json::to_vec(&answer).expect("an answer serialises")
+            Record {
+                key: None,
+                value: serde_json::to_vec(&answer).expect("an answer serialises"),
+            }
         })
         .collect();
-    let engine = SmartEngine::new();
-    let chain_of = |module: &answerloop_wasm::SmartModule| -> anyhow::Result<_> {
-        let mut config = SmartModuleConfig::builder();
-        config.smartmodule_names(vec![module.name.to_string()]);
-        for (k, v) in answerloop_scoring::Params::default().to_map() {
-            config.param(k, v);
-        }
-        let mut builder = SmartModuleChainBuilder::default();
-        builder.add_smart_module(config.build()?, module.wasm.to_vec());
-        builder.initialize(&engine)
-    };
+    let engine = fluvio_smartengine::SmartEngine::new();
     let batches = args.records.div_ceil(args.batch.max(1));
-    // Records through `chain` in batches; the last batch's output and the time.
+    // Records through a chain of `module` in batches; the last batch's
+    // output and the time. Never rebuilt: the engine alone is measured.
     let run = |module: &answerloop_wasm::SmartModule,
-               records: &[Vec<u8>]|
-     -> anyhow::Result<(Vec<Vec<u8>>, f64)> {
-        let mut chain = chain_of(module)?;
+               records: &[Record]|
+     -> anyhow::Result<(Vec<Record>, f64)> {
+        let spec = ChainSpec::single(module.name, &answerloop_scoring::Params::default());
+        let mut chain = WasmChain::build(&engine, &spec)?.recycle_after(u64::MAX);
         let started = Instant::now();
         let mut last = Vec::new();
         for _ in 0..batches {
-            let input: Vec<fluvio_smartmodule::Record> = records
-                .iter()
-                .map(|r| fluvio_smartmodule::Record::new(r.clone()))
-                .collect();
-            let output = chain.process(SmartModuleInput::try_from_records(input, 21)?)?;
-            last = output.successes;
+            last = chain.process(records.to_vec())?;
         }
-        let secs = started.elapsed().as_secs_f64();
-        Ok((
-            last.into_iter()
-                .map(|r| r.value.as_ref().to_vec())
-                .collect(),
-            secs,
-        ))
+        Ok((last, started.elapsed().as_secs_f64()))
     };
     let (scored, chain_secs) = run(&answerloop_wasm::ANSWER_SCORE, &records)?;
     let out = batches * records.len();
@@ -452,7 +436,7 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     let report = json!({
         "bench": "score",
         "text_bytes": args.text_bytes,
-        "record_bytes": records.iter().map(Vec::len).sum::<usize>() / records.len(),
+        "record_bytes": records.iter().map(|r| r.value.len()).sum::<usize>() / records.len(),
         "records": out,
         "chain_records_per_sec": out as f64 / chain_secs,
         "parse_only_records_per_sec": (batches * scored.len()) as f64 / parse_secs,

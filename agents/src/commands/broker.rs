@@ -10,8 +10,7 @@ use std::process::ExitCode;
 use answerloop_schema::topics;
 use anyhow::Context;
 
-use crate::broker::embedded::EmbeddedBroker;
-use crate::broker::metered::MeteredBroker;
+use crate::broker::select::{BrokerArgs as Transport, DEFAULT_BROKER_ADDR};
 use crate::broker::server;
 use crate::cli::HomeArg;
 use crate::home::Home;
@@ -37,7 +36,7 @@ struct ServeArgs {
     home: HomeArg,
     /// Address to listen on; keep it on loopback (the protocol has no
     /// authentication).
-    #[arg(long, default_value = "127.0.0.1:9250")]
+    #[arg(long, default_value = DEFAULT_BROKER_ADDR)]
     listen: SocketAddr,
     #[command(flatten)]
     metrics: MetricsArg,
@@ -48,7 +47,8 @@ pub async fn execute(args: BrokerArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
     home.prepare()?;
     let stop = shutdown::on_signal().context("installing the signal handlers")?;
-    let broker = MeteredBroker::wrap(std::sync::Arc::new(EmbeddedBroker::open(&home.broker())?));
+    // The embedded broker, metered like every transport.
+    let broker = Transport::default().connect(&home).await?;
     broker.deploy(&topics::ALL).await?;
     let listener = server::bind(args.listen).await?;
     let addr = listener.local_addr()?;

@@ -28,12 +28,25 @@ pub struct Scoring {
     pub latency_ms: u64,
 }
 
+impl Scoring {
+    /// A final answer as a scoring, when the topic cannot be read.
+    fn of_final(answer: &StoredAnswer) -> Self {
+        Self {
+            attempt: answer.attempt,
+            score: answer.score,
+            verdict: answer.verdict,
+            latency_ms: answer.latency_ms,
+        }
+    }
+}
+
 pub struct ReportData {
     pub stored: Vec<StoredAnswer>,
     pub dead_letters: Vec<DeadLetter>,
-    /// Every scored answer, when the broker's topic could be read.
-    pub scored: Option<Vec<Scoring>>,
-    /// Why `scored` is missing.
+    /// Every scored answer from the broker's topic; the final answers when
+    /// the topic could not be read.
+    pub scored: Vec<Scoring>,
+    /// Why the topic could not be read.
     pub scored_note: Option<String>,
 }
 
@@ -65,9 +78,9 @@ impl ReportData {
         let stored = store.answers().collect::<Result<Vec<_>, _>>()?;
         let dead_letters = store.dead_letters().collect::<Result<Vec<_>, _>>()?;
         let (scored, scored_note) = match EmbeddedBroker::open(&home.broker()) {
-            Ok(broker) => (Some(scored_answers(&broker).await?), None),
+            Ok(broker) => (scored_answers(&broker).await?, None),
             Err(e) => (
-                None,
+                stored.iter().map(Scoring::of_final).collect(),
                 Some(format!(
                     "the broker's answers topic could not be read ({e}); plots by attempt show final answers only"
                 )),
@@ -81,37 +94,25 @@ impl ReportData {
         })
     }
 
-    /// Scored answers: the topic's, or the final answers when it is missing.
-    fn scorings(&self) -> Vec<Scoring> {
-        match &self.scored {
-            Some(scored) => scored.clone(),
-            None => self
-                .stored
-                .iter()
-                .map(|a| Scoring {
-                    attempt: a.attempt,
-                    score: a.score,
-                    verdict: a.verdict,
-                    latency_ms: a.latency_ms,
-                })
-                .collect(),
-        }
+    /// Each final question's LLM calls and failed calls by class (dead
+    /// letters of unreadable records have none).
+    fn calls(&self) -> impl Iterator<Item = (u32, &BTreeMap<String, u32>)> {
+        let stored = self
+            .stored
+            .iter()
+            .map(|a| (a.llm_attempts, &a.failed_calls));
+        let dead = self
+            .dead_letters
+            .iter()
+            .filter_map(|d| d.question.as_ref())
+            .map(|q| (q.llm_attempts, &q.failed_calls));
+        stored.chain(dead)
     }
 
     /// Failed LLM calls by error class, over every final question.
     fn failed_calls(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        let from_letters = self
-            .dead_letters
-            .iter()
-            .filter_map(|d| d.question.as_ref())
-            .map(|q| &q.failed_calls);
-        for calls in self
-            .stored
-            .iter()
-            .map(|a| &a.failed_calls)
-            .chain(from_letters)
-        {
+        for (_, calls) in self.calls() {
             for (class, n) in calls {
                 *out.entry(class.clone()).or_default() += u64::from(*n);
             }
@@ -120,7 +121,7 @@ impl ReportData {
     }
 
     pub fn headline(&self) -> Headline {
-        let scorings = self.scorings();
+        let scorings = &self.scored;
         let first: Vec<&Scoring> = scorings.iter().filter(|s| s.attempt == 1).collect();
         let mut latencies: Vec<u64> = scorings.iter().map(|s| s.latency_ms).collect();
         let mut end_to_end: Vec<u64> = self.stored.iter().map(|a| a.end_to_end_ms).collect();
@@ -129,17 +130,7 @@ impl ReportData {
             .iter()
             .filter(|a| a.verdict == Verdict::Accept)
             .count();
-        let llm_calls = self
-            .stored
-            .iter()
-            .map(|a| u64::from(a.llm_attempts))
-            .chain(
-                self.dead_letters
-                    .iter()
-                    .filter_map(|d| d.question.as_ref())
-                    .map(|q| u64::from(q.llm_attempts)),
-            )
-            .sum();
+        let llm_calls = self.calls().map(|(calls, _)| u64::from(calls)).sum();
         Headline {
             questions_final: self.stored.len() + self.dead_letters.len(),
             stored: self.stored.len(),
@@ -166,7 +157,7 @@ impl ReportData {
     }
 
     pub fn charts(&self) -> Vec<Chart> {
-        let scorings = self.scorings();
+        let scorings = &self.scored;
         let attempts: Vec<u32> = scorings
             .iter()
             .map(|s| s.attempt)
@@ -199,7 +190,7 @@ impl ReportData {
             .collect();
         let latency_edges = [50u64, 100, 200, 500, 1_000, 2_000, 5_000, 10_000];
         let mut latency = vec![0.0; latency_edges.len() + 1];
-        for s in &scorings {
+        for s in scorings {
             let bin = latency_edges
                 .iter()
                 .position(|edge| s.latency_ms < *edge)
