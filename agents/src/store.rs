@@ -128,7 +128,7 @@ fn write_answer(store: &Store, record: &Record) -> anyhow::Result<Finalised> {
                 if outcome == Outcome::Inserted {
                     metrics()
                         .final_score
-                        .get_or_create(&[("attempt", answer.question.attempt.to_string())])
+                        .get_or_create(&[("attempt", stored.attempt.to_string())])
                         .observe(f64::from(stored.score));
                 }
                 return Ok(finalised(stored.id, FinalKind::Stored, outcome));
