@@ -1,8 +1,9 @@
 //! The exact reference scorer (all-MiniLM-L6-v2) on known pairs. Needs the
 //! cached model (`.ci/run` fetches it and sets ANSWERLOOP_REQUIRE_MODEL).
 
-use answerloop_models::cache::installed_or_skip;
+mod common;
 use answerloop_models::{MiniLm, MINILM};
+use common::installed_or_skip;
 
 fn model() -> Option<MiniLm> {
     Some(MiniLm::load(&installed_or_skip(&MINILM)?).unwrap())

@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use answerloop_models::cache::installed_or_skip;
+mod common;
 use answerloop_models::smollm::{chat_prompt, GgmlDTypeName, LoadOptions};
 use answerloop_models::{GenerateOptions, SmolLm, SMOLLM2};
+use common::installed_or_skip;
 
 /// The cached model file, or `None` (with the reason printed) when absent.
 fn model_file() -> Option<PathBuf> {

@@ -10,13 +10,14 @@ use std::process::Command;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const SMARTMODULES: [&str; 3] = ["answer-score", "regenerate", "quality-gate"];
-/// Crates whose sources end up in the `.wasm`: a change to any rebuilds them.
+/// Crates whose sources end up in the `.wasm` (relative to the workspace):
+/// a change to any rebuilds them.
 const WASM_SOURCES: [&str; 5] = [
-    "schema",
-    "scoring",
-    "answer-score",
-    "regenerate",
-    "quality-gate",
+    "core/schema",
+    "core/scoring",
+    "smartmodules/answer-score",
+    "smartmodules/regenerate",
+    "smartmodules/quality-gate",
 ];
 
 fn main() {
@@ -29,10 +30,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
 
     for name in WASM_SOURCES {
-        println!(
-            "cargo:rerun-if-changed={}",
-            smartmodules_dir.join(name).display()
-        );
+        println!("cargo:rerun-if-changed={}", workspace.join(name).display());
     }
     println!(
         "cargo:rerun-if-changed={}",

@@ -53,7 +53,7 @@ const CACHE_BYTES: u64 = 16 << 20;
 
 /// Whether a write changed the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Written {
     /// The question had no final state; now it has this one.
     Inserted,
     /// The question was already final (stored or dead-lettered); nothing changed.
@@ -91,27 +91,27 @@ impl Store {
     }
 
     /// Store a final answer unless the question is already final.
-    pub fn put_answer(&self, answer: &StoredAnswer) -> Result<Outcome, StoreError> {
+    pub fn put_answer(&self, answer: &StoredAnswer) -> Result<Written, StoreError> {
         let value = encode(&answer.id, answer)?;
         self.put_final(&answer.id, value, ANSWERS)
     }
 
     /// Store a dead letter unless the question is already final.
-    pub fn put_dead_letter(&self, letter: &DeadLetter) -> Result<Outcome, StoreError> {
+    pub fn put_dead_letter(&self, letter: &DeadLetter) -> Result<Written, StoreError> {
         let value = encode(&letter.id, letter)?;
         self.put_final(&letter.id, value, DEAD_LETTERS)
     }
 
     /// One transaction over both trees, so a question is final in one of them
     /// at most, and the first write wins.
-    fn put_final(&self, id: &str, value: Vec<u8>, into: &str) -> Result<Outcome, StoreError> {
+    fn put_final(&self, id: &str, value: Vec<u8>, into: &str) -> Result<Written, StoreError> {
         let result = (&self.answers, &self.dead_letters).transaction(|(answers, dead)| {
             if answers.get(id)?.is_some() || dead.get(id)?.is_some() {
-                return Ok(Outcome::AlreadyFinal);
+                return Ok(Written::AlreadyFinal);
             }
             let tree = if into == ANSWERS { answers } else { dead };
             tree.insert(id.as_bytes(), value.as_slice())?;
-            Ok::<_, ConflictableTransactionError<()>>(Outcome::Inserted)
+            Ok::<_, ConflictableTransactionError<()>>(Written::Inserted)
         });
         match result {
             Ok(outcome) => Ok(outcome),
@@ -165,7 +165,7 @@ impl Store {
 }
 
 /// Whether opening a sled database failed because another process holds it.
-pub fn is_locked(error: &sled::Error) -> bool {
+fn is_locked(error: &sled::Error) -> bool {
     match error {
         sled::Error::Io(io) => {
             io.kind() == std::io::ErrorKind::WouldBlock

@@ -40,8 +40,8 @@ fn open() -> (tempfile::TempDir, Store) {
 fn the_same_final_answer_written_twice_leaves_one_entry() {
     let (_dir, store) = open();
     let a = StoredAnswer::from_final(&scored("q1", "yes", 0.9, Verdict::Accept, 1), 200).unwrap();
-    assert_eq!(store.put_answer(&a).unwrap(), Outcome::Inserted);
-    assert_eq!(store.put_answer(&a).unwrap(), Outcome::AlreadyFinal);
+    assert_eq!(store.put_answer(&a).unwrap(), Written::Inserted);
+    assert_eq!(store.put_answer(&a).unwrap(), Written::AlreadyFinal);
     assert_eq!(store.answer_count(), 1);
     assert_eq!(store.get(&a.id).unwrap(), Some(a));
 }
@@ -51,13 +51,13 @@ fn a_question_is_stored_or_dead_lettered_never_both() {
     let (_dir, store) = open();
     assert_eq!(
         store.put_dead_letter(&dead("q1")).unwrap(),
-        Outcome::Inserted
+        Written::Inserted
     );
     let a = StoredAnswer::from_final(&scored("q1", "yes", 0.9, Verdict::Accept, 1), 200).unwrap();
-    assert_eq!(store.put_answer(&a).unwrap(), Outcome::AlreadyFinal);
+    assert_eq!(store.put_answer(&a).unwrap(), Written::AlreadyFinal);
     assert_eq!(
         store.put_dead_letter(&dead("q1")).unwrap(),
-        Outcome::AlreadyFinal
+        Written::AlreadyFinal
     );
     assert_eq!((store.answer_count(), store.dead_letter_count()), (0, 1));
     assert!(store.is_final(&question_id("q1")).unwrap());

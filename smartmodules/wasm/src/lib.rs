@@ -19,6 +19,23 @@ pub struct SmartModule {
     pub wasm: &'static [u8],
 }
 
+impl SmartModule {
+    /// The lowercase hex SHA-256 of the `.wasm`: how `deploy` tells whether
+    /// the cluster runs this very build, and what `smartmodules list` shows.
+    pub fn sha256_hex(&self) -> String {
+        sha256_hex(self.wasm)
+    }
+}
+
+/// The lowercase hex SHA-256 of a `.wasm` (ours, or one a cluster holds).
+pub fn sha256_hex(wasm: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub const ANSWER_SCORE: SmartModule = SmartModule {
     name: "answer-score",
     kind: Kind::Map,

@@ -1,0 +1,175 @@
+//! The crash test behind `answerloop chaos`: the pipeline as processes
+//! ([`crate::launcher`]) on one home; llm-sim (in the LLM agent) injects
+//! faults; each agent is killed with SIGKILL at random moments and
+//! restarted. Afterwards the store is checked question by question ([`Tally`]):
+//! every question stored or dead-lettered exactly once, every dead letter
+//! with a reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use answerloop_broker::select::BrokerArgs;
+use answerloop_schema::{topics, Question};
+use answerloop_storage::Store;
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::home::Home;
+use crate::launcher::{Fleet, FleetPlan};
+use crate::tally::Tally;
+
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub questions: usize,
+    /// SIGKILLs per agent.
+    pub kills: u32,
+    pub fail_rate: f64,
+    pub seed: u64,
+    /// Give up (and report what was lost) after this long.
+    pub timeout: Duration,
+    /// Questions a second the traffic agent sends; `None`: as fast as it can.
+    pub traffic_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChaosReport {
+    pub questions: usize,
+    pub fail_rate: f64,
+    pub kills: BTreeMap<String, u32>,
+    pub stored: usize,
+    pub dead_letters: usize,
+    /// Questions neither stored nor dead-lettered.
+    pub lost: usize,
+    /// Questions final twice (stored and dead-lettered), plus entries for
+    /// questions that were never sent.
+    pub duplicates: usize,
+    pub dead_letters_without_reason: usize,
+    pub dead_letters_by_class: BTreeMap<String, usize>,
+    /// Records on `questions`: more than `questions` means a restarted
+    /// traffic agent sent some again (absorbed downstream).
+    pub question_records: usize,
+    /// Records on `answers` (first answers, regenerations and replays).
+    pub answer_records: usize,
+    pub elapsed_s: f64,
+    /// Final questions a second, from the agents' start to the last one.
+    pub questions_per_s: f64,
+    /// Peak resident memory of each process (its last run), MB.
+    pub peak_rss_mb: BTreeMap<String, f64>,
+    pub timed_out: bool,
+    pub passed: bool,
+    /// Up to ten lost question ids, for a failing run.
+    pub lost_examples: Vec<String>,
+}
+
+/// When a kill happens.
+enum Trigger {
+    /// This long after the agents started.
+    After(Duration),
+    /// Once the store holds this many final questions.
+    Progress(u64),
+}
+
+/// Run the test in `dir` (a new or empty directory).
+pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let plan = FleetPlan {
+        fail_rate: config.fail_rate,
+        traffic_rate: config.traffic_rate,
+        seed: config.seed,
+    };
+    let (mut fleet, questions) = Fleet::start(dir, config.questions, &plan).await?;
+    let agents_started = Instant::now();
+
+    // When each kill happens: the traffic agent's while it is sending (the
+    // first eight seconds), the others' at random points of the progress,
+    // so kills land in the middle of the work from start to end.
+    let mut kills: Vec<(usize, Trigger)> = Vec::new();
+    for (i, agent) in fleet.agents.iter().enumerate() {
+        for _ in 0..config.kills {
+            let trigger = if agent.name == "traffic" {
+                Trigger::After(Duration::from_millis(rng.gen_range(500..8_000)))
+            } else {
+                let share = rng.gen_range(0.02..0.9);
+                Trigger::Progress((share * config.questions as f64) as u64)
+            };
+            kills.push((i, trigger));
+        }
+    }
+    kills.shuffle(&mut rng);
+    let deadline = started + config.timeout;
+    let mut timed_out = false;
+    let mut finals = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let due = kills.iter().position(|(_, trigger)| match trigger {
+            Trigger::After(after) => agents_started.elapsed() >= *after,
+            Trigger::Progress(at) => finals.is_some_and(|n| n >= *at),
+        });
+        if let Some(due) = due {
+            let i = kills.swap_remove(due).0;
+            if fleet.kill_agent(i).await {
+                tracing::info!(agent = fleet.agents[i].name, ?finals, "SIGKILL");
+            }
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
+            fleet.start_agent(i)?;
+        }
+        fleet.check_running()?;
+        finals = fleet.finals().await;
+        if kills.is_empty() && finals.is_some_and(|n| n >= config.questions as u64) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+    }
+    let busy_s = agents_started.elapsed().as_secs_f64();
+    let peak_rss_mb = fleet.peak_rss_mb();
+    let agents = fleet.stop().await;
+
+    let mut report = verify(&Home::resolve(Some(dir))?, &questions).await?;
+    report.fail_rate = config.fail_rate;
+    report.kills = agents
+        .iter()
+        .map(|a| (a.name.to_string(), a.kills))
+        .collect();
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    report.questions_per_s = (report.stored + report.dead_letters) as f64 / busy_s;
+    report.peak_rss_mb = peak_rss_mb;
+    report.timed_out = timed_out;
+    report.passed = !timed_out
+        && report.lost == 0
+        && report.duplicates == 0
+        && report.dead_letters_without_reason == 0
+        && agents.iter().all(|a| a.kills >= config.kills);
+    Ok(report)
+}
+
+/// Check the store question by question, and count what crossed the topics.
+async fn verify(home: &Home, questions: &[Question]) -> anyhow::Result<ChaosReport> {
+    let store = Store::open(&home.store()).context("opening the answer store")?;
+    let expected: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
+    let tally = Tally::count(&store, Some(&expected), u32::MAX)?;
+    // The broker server has stopped: its topics are read in place.
+    let broker = BrokerArgs::default().connect(&home.broker()).await?;
+    Ok(ChaosReport {
+        questions: expected.len(),
+        stored: tally.stored,
+        dead_letters: tally.dead_letters,
+        lost: tally.lost.len(),
+        lost_examples: tally.lost.iter().take(10).cloned().collect(),
+        duplicates: tally.duplicates,
+        dead_letters_without_reason: tally.dead_letters_without_reason,
+        dead_letters_by_class: tally.dead_letters_by_class,
+        question_records: answerloop_broker::records_in(broker.as_ref(), topics::QUESTIONS).await?
+            as usize,
+        answer_records: answerloop_broker::records_in(broker.as_ref(), topics::ANSWERS).await?
+            as usize,
+        ..ChaosReport::default()
+    })
+}

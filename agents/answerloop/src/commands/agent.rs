@@ -1,0 +1,195 @@
+//! `answerloop agent traffic|llm|store`: one agent as a long-lived process,
+//! on the embedded broker or a Fluvio cluster. Each runs until SIGINT or
+//! SIGTERM, then stops taking work, finishes what is in flight, commits and
+//! exits 0; a restarted agent resumes at its committed offsets.
+//!
+//! The embedded broker is one process's sled database: agents in separate
+//! processes reach it through `answerloop broker serve` (`--broker remote`),
+//! or share a Fluvio cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use answerloop_schema::{topics, Question};
+use answerloop_storage::Store;
+use anyhow::Context;
+use tokio::sync::watch;
+
+use answerloop_broker::producer::Producer;
+use answerloop_broker::select::{BrokerArgs, BrokerKind};
+use answerloop_broker::Broker;
+use answerloop_llm::spec::ProviderKind;
+use answerloop_llm::LlmStats;
+use answerloop_telemetry::metrics::MetricsArg;
+
+use super::sim::SimKnobs;
+use crate::cli::HomeArg;
+use crate::config::{FileConfig, LlmArgs, ScoringArgs};
+use crate::home::Home;
+use crate::traffic::arrival::ScheduleArgs;
+use crate::traffic::dataset;
+use crate::{llm_agent, providers, shutdown, store, traffic};
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    metrics: MetricsArg,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Role {
+    /// Produce the question set to `questions` (leaving out questions already
+    /// there), then wait for a signal.
+    Traffic(TrafficArgs),
+    /// Answer questions: new ones, regenerated ones and parked ones.
+    Llm(Box<LlmRoleArgs>),
+    /// Write final answers and dead letters to the answer store in the home.
+    Store(StoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrafficArgs {
+    /// Yahoo! Answers CSV; default: the built-in sample.
+    #[arg(long, value_name = "CSV")]
+    data: Option<PathBuf>,
+    /// Use only the first N distinct questions.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
+    /// Exit once the question set is sent instead of waiting for a signal.
+    #[arg(long)]
+    exit_when_done: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct LlmRoleArgs {
+    /// Partitions this agent answers, e.g. `0,2`; default: all. LLM agents
+    /// sharing a cluster take disjoint sets.
+    #[arg(long, value_delimiter = ',')]
+    partitions: Option<Vec<u32>>,
+    /// With --llm sim: the question set the simulator answers from.
+    #[arg(long, value_name = "CSV")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    scoring: ScoringArgs,
+    #[command(flatten)]
+    llm: LlmArgs,
+    #[command(flatten)]
+    sim: SimKnobs,
+}
+
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    #[command(flatten)]
+    scoring: ScoringArgs,
+}
+
+pub async fn execute(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let home = Home::resolve(args.home.home.as_deref())?;
+    let file = FileConfig::load(args.home.config.as_deref(), home.root())?;
+    if args.broker.broker == BrokerKind::Embedded {
+        home.prepare()?;
+    }
+    let stop = shutdown::on_signal().context("installing the signal handlers")?;
+    if let Some(addr) = args.metrics.start().await? {
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
+    let broker = args.broker.connect(&home.broker()).await?;
+    broker.create_topics(&topics::ALL).await?;
+    match args.role {
+        Role::Traffic(role) => run_traffic(broker, role, stop).await?,
+        Role::Llm(role) => run_llm(broker, &args.home, &file, *role, stop).await?,
+        Role::Store(role) => {
+            let params = role.scoring.resolve(&file.scoring)?;
+            home.prepare()?;
+            let store = Store::open(&home.store()).context("opening the answer store")?;
+            tracing::info!("store agent: writing to {}", home.store().display());
+            store::run(broker, store.clone(), params, 64, None, stop).await?;
+            store.flush().await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_traffic(
+    broker: Arc<dyn Broker>,
+    role: TrafficArgs,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut questions = dataset::read_or_sample(role.data.as_deref())?.1.questions;
+    if let Some(limit) = role.limit {
+        questions.truncate(limit);
+    }
+    let sent_before = traffic::already_sent(broker.as_ref()).await?;
+    let to_send: Vec<Question> = questions
+        .into_iter()
+        .filter(|q| !sent_before.contains(&q.id))
+        .collect();
+    let (producer, task) = Producer::spawn(broker, topics::QUESTIONS, None, 256);
+    let sent = traffic::run(to_send, producer, role.schedule.schedule(), stop.clone()).await?;
+    task.await.context("the producer task failed")?;
+    tracing::info!(
+        "traffic agent: sent {sent} questions ({} were already on the topic)",
+        sent_before.len()
+    );
+    if !role.exit_when_done {
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+    Ok(())
+}
+
+async fn run_llm(
+    broker: Arc<dyn Broker>,
+    home: &HomeArg,
+    file: &FileConfig,
+    role: LlmRoleArgs,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let params = role.scoring.resolve(&file.scoring)?;
+    let models = super::models::cache(home);
+    let mut settings = role.llm.resolve(&file.llm, params, models)?;
+    settings.agent.partitions = role.partitions.clone();
+    // Only the simulator answers from the question set.
+    let questions = match settings.provider.kind() {
+        ProviderKind::Sim => dataset::read_or_sample(role.data.as_deref())?.1.questions,
+        _ => Vec::new(),
+    };
+    let (provider, sim) =
+        providers::connect(&settings.provider, &role.sim.config()?, &questions).await?;
+    tracing::info!(
+        "llm agent: {} ({}), partitions {}",
+        provider.model(),
+        provider.name(),
+        role.partitions
+            .as_ref()
+            .map_or("all".to_string(), |p| format!("{p:?}"))
+    );
+    let stats = LlmStats::new();
+    let result = llm_agent::run(broker, provider, settings.agent, stats.clone(), stop).await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
+    let failures: Vec<String> = stats
+        .failure_counts()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    tracing::info!(
+        "llm agent: {} calls, {} failed [{}], {} retries, {} parked",
+        stats.calls(),
+        stats.failures(),
+        failures.join(", "),
+        stats.retries(),
+        stats.deferred(),
+    );
+    result
+}

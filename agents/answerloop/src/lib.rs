@@ -1,0 +1,44 @@
+//! The `answerloop` binary's library: the agents, the runs that put them
+//! together, and the command line. The parts it uses are crates of their
+//! own (records and scoring, the answer store, the dataset reader, the
+//! models, the broker and its transports, the LLM providers and policy,
+//! llm-sim, telemetry); this crate is what joins them along the data flow:
+//!
+//! - [`traffic`]: reads the question set, produces to `questions`.
+//! - [`llm_agent`]: consumes questions, calls the model, produces to
+//!   `answers` (scored by the `answer-score` SmartModule).
+//! - [`store`]: the store agent; takes `answers` through `quality-gate`
+//!   and `dead-letters` into the answer store.
+//! - [`intake`]: the consume loop the agents share (bounded concurrency,
+//!   commit behind finished work).
+//! - [`providers`]: the provider a command asked for, made ready (the local
+//!   model fetched, llm-sim started).
+//! - [`tally`]: what a run came to, counted from the store: one computation
+//!   for the run summary, the report and the crash test.
+//! - [`pipeline`]: `answerloop run`, all agents in one process.
+//! - [`launcher`]: the agents as separate processes of this binary, for the
+//!   benchmarks and the crash test.
+//! - [`chaos`]: the crash test, agents killed and restarted.
+//! - [`report`]: the HTML report of a run.
+//! - [`home`], [`config`], [`shutdown`]: where state lives, settings from
+//!   flags and `answerloop.toml`, SIGINT/SIGTERM to a graceful stop.
+//! - [`cli`] and [`commands`]: the command line, one module a subcommand.
+//!
+//! Layering runs one way: `commands` use everything else; nothing else uses
+//! `commands` or `cli`.
+
+pub mod chaos;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod home;
+pub mod intake;
+pub mod launcher;
+pub mod llm_agent;
+pub mod pipeline;
+pub mod providers;
+pub mod report;
+pub mod shutdown;
+pub mod store;
+pub mod tally;
+pub mod traffic;

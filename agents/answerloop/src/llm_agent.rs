@@ -1,0 +1,227 @@
+//! The LLM agent: takes new questions from `questions`, regenerated ones
+//! from `answers` through the `regenerate` chain, and parked ones from
+//! `deferred` when they fall due; calls the provider through its rate limiter;
+//! and produces each answer to `answers` through `answer-score`.
+//!
+//! Failures are handled by class: overload is retried with backoff (the
+//! server's `Retry-After` as a floor) within a retry budget; a spent quota
+//! parks the question on `deferred` and pauses the limiter; anything permanent,
+//! or past a cap, becomes a dead letter with the reason. Every record taken
+//! ends as an answer, a parked question or a dead letter before its offset
+//! is committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use answerloop_schema::{topics, Answer, DeadLetter, InvalidRecord, Question};
+use answerloop_scoring::Params;
+use tokio::sync::{watch, Semaphore};
+
+use crate::intake::Intake;
+use answerloop_broker::producer::Producer;
+use answerloop_broker::{Broker, ChainSpec, Record};
+use answerloop_llm::caller::{CallOutcome, Caller};
+use answerloop_llm::limiter::RateConfig;
+use answerloop_llm::prompt::{self, RegeneratePrompt};
+use answerloop_llm::retry::RetryConfig;
+use answerloop_llm::{LlmStats, Provider};
+use answerloop_schema::clock::now_ms;
+
+/// Consumer ids, stable so that a restarted agent resumes where it stopped.
+pub const QUESTIONS_CONSUMER: &str = "llm-agent";
+pub const REGENERATE_CONSUMER: &str = "llm-agent-regenerate";
+pub const DEFERRED_CONSUMER: &str = "llm-agent-deferred";
+
+/// Parked questions held at once while they wait to fall due.
+const MAX_PARKED: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct LlmAgentConfig {
+    /// Concurrency, per-minute limits and AIMD for calls to the provider.
+    pub rate: RateConfig,
+    pub retry: RetryConfig,
+    /// LLM calls a question may take in all, across retries, regenerations
+    /// and deferrals; past it, a dead letter.
+    pub max_llm_attempts: u32,
+    /// The scoring params, passed to `answer-score` and `regenerate`.
+    pub params: Params,
+    pub regenerate_prompt: RegeneratePrompt,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// Records read from a topic at once.
+    pub batch: usize,
+    /// The partitions this agent answers; `None` for all. LLM agents that
+    /// share a cluster take disjoint sets.
+    pub partitions: Option<Vec<u32>>,
+}
+
+impl Default for LlmAgentConfig {
+    fn default() -> Self {
+        Self {
+            rate: RateConfig::default(),
+            retry: RetryConfig::default(),
+            max_llm_attempts: 10,
+            params: Params::default(),
+            regenerate_prompt: RegeneratePrompt::Feedback,
+            max_tokens: 256,
+            temperature: 0.0,
+            batch: 64,
+            partitions: None,
+        }
+    }
+}
+
+struct Context {
+    caller: Caller,
+    config: LlmAgentConfig,
+    answers: Producer,
+    deferred: Producer,
+    dead_letters: Producer,
+}
+
+/// Run the LLM agent until `shutdown` turns true.
+pub async fn run(
+    broker: Arc<dyn Broker>,
+    provider: Arc<dyn Provider>,
+    config: LlmAgentConfig,
+    stats: Arc<LlmStats>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let score_chain = ChainSpec::single(answerloop_wasm::ANSWER_SCORE.name, &config.params);
+    let regenerate_chain = ChainSpec::single(answerloop_wasm::REGENERATE.name, &config.params);
+    let producer = |topic, chain| Producer::spawn(broker.clone(), topic, chain, 256);
+    let (answers, answers_task) = producer(topics::ANSWERS, Some(score_chain));
+    let (deferred, deferred_task) = producer(topics::DEFERRED, None);
+    let (dead_letters, dead_task) = producer(topics::DEAD_LETTERS, None);
+    // New work is read a little ahead of the calls the limiter lets through;
+    // parked questions wait apart, so they never hold up fresh work.
+    let fresh = Arc::new(Semaphore::new(config.rate.concurrency.max(1) * 2));
+    let parked = Arc::new(Semaphore::new(MAX_PARKED));
+    let batch = config.batch;
+    let caller = Caller::new(
+        provider,
+        config.rate.clone(),
+        config.retry.clone(),
+        config.max_llm_attempts,
+        stats,
+    );
+    let context = Arc::new(Context {
+        caller,
+        config,
+        answers,
+        deferred,
+        dead_letters,
+    });
+
+    let sources = [
+        (topics::QUESTIONS, QUESTIONS_CONSUMER, None, &fresh),
+        (
+            topics::ANSWERS,
+            REGENERATE_CONSUMER,
+            Some(&regenerate_chain),
+            &fresh,
+        ),
+        (topics::DEFERRED, DEFERRED_CONSUMER, None, &parked),
+    ];
+    let mut intakes = Vec::new();
+    for (topic, id, chain, permits) in sources {
+        let partitions = context.config.partitions.as_deref();
+        for consumer in
+            answerloop_broker::consumers(broker.as_ref(), topic, id, chain, partitions).await?
+        {
+            intakes.push(Intake {
+                consumer,
+                permits: permits.clone(),
+                batch,
+            });
+        }
+    }
+    let handler = |context: Arc<Context>| move |record: Record| answer(context.clone(), record);
+    let result = futures::future::try_join_all(
+        intakes
+            .into_iter()
+            .map(|intake| intake.run(shutdown.clone(), handler(context.clone()))),
+    )
+    .await;
+    drop(context);
+    let _ = tokio::join!(answers_task, deferred_task, dead_task);
+    result.map(|_| ())
+}
+
+/// Answer one question record: an answer, a parked question or a dead
+/// letter, never nothing.
+async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
+    let mut question: Question = match serde_json::from_slice::<Question>(&record.value) {
+        Ok(q) => q.with_id(),
+        Err(e) => {
+            let tag = InvalidRecord::new(format!("not a question record: {e}"), &record.value);
+            return dead_letter(&context, DeadLetter::unreadable(&tag, now_ms())).await;
+        }
+    };
+    if let Some(due) = question.not_before_ms.take() {
+        let wait = due.saturating_sub(now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    let config = &context.config;
+    let request = prompt::request(
+        &question,
+        config.regenerate_prompt,
+        config.max_tokens,
+        config.temperature,
+    );
+    match context
+        .caller
+        .call(
+            &request,
+            &mut question.llm_attempts,
+            &mut question.failed_calls,
+        )
+        .await
+    {
+        CallOutcome::Answered {
+            completion,
+            latency,
+        } => {
+            question.trace.answered_ms = Some(now_ms());
+            let latency_ms = latency.as_millis() as u64;
+            let answer = Answer::new(question, completion.text, completion.model, latency_ms);
+            let value = serde_json::to_vec(&answer)?;
+            let key = answer.question.id.clone();
+            context.answers.send(Record::keyed(key, value)).await?;
+            Ok(())
+        }
+        CallOutcome::Park(delay) => park(&context, question, delay).await,
+        CallOutcome::GiveUp {
+            class,
+            reason,
+            status,
+        } => {
+            let letter = DeadLetter::of_question(question, class, reason, status, now_ms());
+            dead_letter(&context, letter).await
+        }
+    }
+}
+
+/// The quota is spent (the limiter is already paused): park the question on
+/// `deferred` until the quota returns.
+async fn park(context: &Context, mut question: Question, delay: Duration) -> anyhow::Result<()> {
+    question.not_before_ms = Some(now_ms() + delay.as_millis() as u64);
+    let value = serde_json::to_vec(&question)?;
+    context
+        .deferred
+        .send(Record::keyed(question.id.clone(), value))
+        .await?;
+    context.caller.stats.parked();
+    tracing::info!(question = %question.id, delay_ms = delay.as_millis() as u64, "quota spent: question parked");
+    Ok(())
+}
+
+async fn dead_letter(context: &Context, letter: DeadLetter) -> anyhow::Result<()> {
+    let value = serde_json::to_vec(&letter)?;
+    context
+        .dead_letters
+        .send(Record::keyed(letter.id.clone(), value))
+        .await?;
+    context.caller.stats.dead_lettered(letter.class);
+    Ok(())
+}

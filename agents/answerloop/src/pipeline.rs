@@ -1,0 +1,343 @@
+//! `answerloop run`: every agent in one process on the embedded broker, until
+//! every question of the data set is final (stored or dead-lettered).
+//!
+//! The run is resumable: questions already final are not sent again, and
+//! questions sent by an earlier, interrupted run are not sent twice (they
+//! are still in `questions`, and the agents resume at their committed
+//! offsets).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use answerloop_schema::{topics, Question};
+use answerloop_storage::Store;
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use answerloop_broker::producer::Producer;
+use answerloop_broker::select::BrokerArgs;
+use answerloop_broker::Broker;
+use answerloop_llm::spec::ProviderSpec;
+use answerloop_llm::{LlmStats, Provider};
+use answerloop_llm_sim::SimConfig;
+
+use crate::home::Home;
+use crate::llm_agent::{self, LlmAgentConfig};
+use crate::store::{self, Finalised};
+use crate::tally::{self, Tally};
+use crate::traffic::arrival::ScheduleArgs;
+use crate::traffic::dataset::{self, ReadReport};
+use crate::{providers, traffic};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub home: Home,
+    /// The question set; `None` for the built-in sample.
+    pub data: Option<PathBuf>,
+    /// Use only the first N distinct questions.
+    pub limit: Option<usize>,
+    pub provider: ProviderSpec,
+    /// The in-process simulator's settings, when the provider is `sim`.
+    pub sim: SimConfig,
+    pub agent: LlmAgentConfig,
+    pub schedule: ScheduleArgs,
+    pub broker: BrokerArgs,
+    /// Give up when no question becomes final for this long.
+    pub stall_timeout: Duration,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    /// Distinct usable questions in the data (after --limit).
+    pub questions: usize,
+    /// Of those, final before this run started.
+    pub already_final: usize,
+    /// Produced to `questions` by this run.
+    pub sent: usize,
+    pub stored: usize,
+    pub accepted: usize,
+    pub exhausted: usize,
+    pub dead_letters: usize,
+    pub llm_calls: u64,
+    pub llm_failures: u64,
+    /// Failed calls by error class.
+    pub llm_failures_by_class: BTreeMap<&'static str, u64>,
+    pub llm_retries: u64,
+    /// Total backoff the agent slept before retries, in milliseconds.
+    pub llm_retry_delay_ms: u64,
+    /// Questions parked on `deferred` after a quota error.
+    pub llm_deferred: u64,
+    pub mean_score_first_attempt: Option<f64>,
+    pub mean_score_stored: Option<f64>,
+    /// Stored answers by the attempt that produced them (index 0 = attempt 1).
+    pub stored_by_attempt: Vec<usize>,
+    pub elapsed_s: f64,
+    pub questions_per_s: f64,
+    pub interrupted: bool,
+    pub llm: String,
+    pub model: String,
+    pub data: String,
+    pub rows: usize,
+    pub rows_skipped: usize,
+    pub rows_malformed: usize,
+    /// The first few malformed rows, as `line N: reason`.
+    pub malformed_examples: Vec<String>,
+    pub params: SummaryParams,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SummaryParams {
+    pub threshold: f32,
+    pub max_attempts: u32,
+}
+
+pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
+    let started = Instant::now();
+    let (data_name, dataset) = dataset::read_or_sample(options.data.as_deref())?;
+    let mut questions = dataset.questions;
+    if let Some(limit) = options.limit {
+        questions.truncate(limit);
+    }
+
+    options.home.prepare()?;
+    let store = Store::open(&options.home.store()).context("opening the answer store")?;
+    let broker = options.broker.connect(&options.home.broker()).await?;
+    broker.deploy(&topics::ALL).await?;
+
+    let mut remaining = HashSet::new();
+    let mut already_final = 0;
+    for q in &questions {
+        if store.is_final(&q.id)? {
+            already_final += 1;
+        } else {
+            remaining.insert(q.id.clone());
+        }
+    }
+    let in_topic = traffic::already_sent(broker.as_ref()).await?;
+    let to_send: Vec<Question> = questions
+        .iter()
+        .filter(|q| remaining.contains(&q.id) && !in_topic.contains(&q.id))
+        .cloned()
+        .collect();
+
+    let (provider, sim) = providers::connect(&options.provider, &options.sim, &questions).await?;
+    let mut summary = RunSummary {
+        questions: questions.len(),
+        already_final,
+        sent: to_send.len(),
+        llm: provider.name().to_string(),
+        model: provider.model().to_string(),
+        data: data_name,
+        params: SummaryParams {
+            threshold: options.agent.params.threshold,
+            max_attempts: options.agent.params.max_attempts,
+        },
+        ..RunSummary::default()
+    };
+    report_rows(&mut summary, &dataset.report);
+
+    let stats = LlmStats::new();
+    let interrupted = if remaining.is_empty() {
+        false
+    } else {
+        let agents = Agents::start(
+            &options,
+            broker.clone(),
+            store.clone(),
+            provider,
+            stats.clone(),
+            to_send,
+        );
+        let bar = progress_bar(options.progress, remaining.len());
+        let outcome = agents
+            .wait_until_final(&mut remaining, &bar, options.stall_timeout)
+            .await;
+        bar.finish_and_clear();
+        outcome?
+    };
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
+
+    summary.interrupted = interrupted;
+    summary.llm_calls = stats.calls();
+    summary.llm_failures = stats.failures();
+    summary.llm_failures_by_class = stats.failure_counts().into_iter().collect();
+    summary.llm_retries = stats.retries();
+    summary.llm_retry_delay_ms = stats.retry_delay_ms();
+    summary.llm_deferred = stats.deferred();
+    let ids: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
+    let tally = Tally::count(&store, Some(&ids), options.agent.params.max_attempts)?;
+    if tally.finals() > summary.questions {
+        bail!("more final questions than questions: the store and the data disagree");
+    }
+    summary.stored = tally.stored;
+    summary.accepted = tally.accepted;
+    summary.exhausted = tally.exhausted;
+    summary.dead_letters = tally.dead_letters;
+    summary.stored_by_attempt = tally.stored_by_attempt;
+    summary.mean_score_stored = tally.mean_score_stored;
+    let scored = tally::scored_attempts(broker.as_ref(), Some(&ids)).await?;
+    summary.mean_score_first_attempt = tally::first_attempts(&scored).1;
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    summary.questions_per_s = (summary.sent as f64 / summary.elapsed_s.max(1e-9)).max(0.0);
+    Ok(summary)
+}
+
+fn report_rows(summary: &mut RunSummary, report: &ReadReport) {
+    summary.rows = report.rows;
+    summary.rows_skipped = report.no_question + report.no_reference + report.duplicates;
+    summary.rows_malformed = report.malformed.len();
+    summary.malformed_examples = report
+        .malformed
+        .iter()
+        .take(5)
+        .map(|e| e.to_string())
+        .collect();
+}
+
+/// The agents of one run, as tasks.
+struct Agents {
+    stop: watch::Sender<bool>,
+    events: mpsc::Receiver<Finalised>,
+    tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
+}
+
+impl Agents {
+    fn start(
+        options: &RunOptions,
+        broker: Arc<dyn Broker>,
+        store: Store,
+        provider: Arc<dyn Provider>,
+        stats: Arc<LlmStats>,
+        to_send: Vec<Question>,
+    ) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let (events_tx, events) = mpsc::channel(1024);
+        let mut tasks = tokio::task::JoinSet::new();
+        let params = options.agent.params;
+        let batch = options.agent.batch;
+        tasks.spawn({
+            let (broker, stopped) = (broker.clone(), stopped.clone());
+            async move {
+                (
+                    "store",
+                    store::run(broker, store, params, batch, Some(events_tx), stopped).await,
+                )
+            }
+        });
+        tasks.spawn({
+            let (broker, stopped, config) =
+                (broker.clone(), stopped.clone(), options.agent.clone());
+            async move {
+                (
+                    "llm",
+                    llm_agent::run(broker, provider, config, stats, stopped).await,
+                )
+            }
+        });
+        let schedule = options.schedule.schedule();
+        tasks.spawn(async move {
+            let (producer, task) = Producer::spawn(broker, topics::QUESTIONS, None, 256);
+            let result = traffic::run(to_send, producer, schedule, stopped).await;
+            let _ = task.await;
+            ("traffic", result.map(|_| ()).map_err(Into::into))
+        });
+        Self {
+            stop,
+            events,
+            tasks,
+        }
+    }
+
+    /// Wait until every id in `remaining` is final; returns whether the run
+    /// was interrupted (Ctrl-C). Agents are stopped and drained either way.
+    async fn wait_until_final(
+        mut self,
+        remaining: &mut HashSet<String>,
+        bar: &ProgressBar,
+        stall_timeout: Duration,
+    ) -> anyhow::Result<bool> {
+        let mut interrupted = false;
+        let mut failure = None;
+        let mut last_progress = tokio::time::Instant::now();
+        while !remaining.is_empty() {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => {
+                        if remaining.remove(&event.id) {
+                            bar.inc(1);
+                            last_progress = tokio::time::Instant::now();
+                        }
+                    }
+                    None => {
+                        failure = Some(anyhow::anyhow!("the store agent stopped"));
+                        break;
+                    }
+                },
+                Some(done) = self.tasks.join_next() => {
+                    match done {
+                        Ok(("traffic", Ok(()))) => {}
+                        Ok((name, Ok(()))) => {
+                            failure = Some(anyhow::anyhow!("the {name} agent stopped early"));
+                            break;
+                        }
+                        Ok((name, Err(e))) => {
+                            failure = Some(e.context(format!("the {name} agent failed")));
+                            break;
+                        }
+                        Err(e) => {
+                            failure = Some(anyhow::anyhow!("an agent task failed: {e}"));
+                            break;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(last_progress + stall_timeout) => {
+                    let sample: Vec<&String> = remaining.iter().take(5).collect();
+                    failure = Some(anyhow::anyhow!(
+                        "no question became final for {}s; {} still open (e.g. {sample:?})",
+                        stall_timeout.as_secs(), remaining.len()
+                    ));
+                    break;
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    interrupted = true;
+                    break;
+                }
+            }
+        }
+        let _ = self.stop.send(true);
+        while let Some(done) = self.tasks.join_next().await {
+            if let Ok((name, Err(e))) = done {
+                if failure.is_none() {
+                    failure = Some(e.context(format!("the {name} agent failed while stopping")));
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(interrupted),
+        }
+    }
+}
+
+fn progress_bar(visible: bool, len: usize) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} final  {per_sec}  eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}

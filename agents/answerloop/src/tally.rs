@@ -1,0 +1,183 @@
+//! What a run came to, counted once: how many questions are stored
+//! (accepted or exhausted) or dead-lettered, by which attempt, with which
+//! scores and LLM calls; which expected questions are lost or final twice.
+//!
+//! `run`'s summary, the HTML report and the crash test all read their
+//! figures from here, so that the three can never count differently. The
+//! answer store holds final states only; the first attempts' scores come
+//! from the scored `answers` log ([`scored_attempts`]).
+
+use std::collections::{BTreeMap, HashSet};
+
+use answerloop_broker::Broker;
+use answerloop_schema::{topics, Scored, Verdict};
+use answerloop_storage::Store;
+
+/// One scored answer on `answers`: its question, attempt, score and verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredAttempt {
+    pub id: String,
+    pub attempt: u32,
+    pub score: f32,
+    pub verdict: Verdict,
+    pub latency_ms: u64,
+}
+
+/// Every scored answer on `answers`, each (question, attempt) once (a
+/// replayed answer counts once), in log order; only the questions in
+/// `expected` when given.
+pub async fn scored_attempts(
+    broker: &dyn Broker,
+    expected: Option<&HashSet<&str>>,
+) -> anyhow::Result<Vec<ScoredAttempt>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    answerloop_broker::scan(broker, topics::ANSWERS, None, |record| {
+        let Scored::Answer(answer) = Scored::decode(&record.value) else {
+            return;
+        };
+        let (Some(score), Some(verdict)) = (answer.score, answer.verdict) else {
+            return;
+        };
+        let question = answer.question;
+        if expected.is_some_and(|ids| !ids.contains(question.id.as_str())) {
+            return;
+        }
+        if seen.insert((question.id.clone(), question.attempt)) {
+            out.push(ScoredAttempt {
+                id: question.id,
+                attempt: question.attempt,
+                score,
+                verdict,
+                latency_ms: answer.latency_ms,
+            });
+        }
+    })
+    .await?;
+    Ok(out)
+}
+
+/// The final states in an answer store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub stored: usize,
+    pub accepted: usize,
+    /// Stored with the best of their attempts after the last was rejected.
+    pub exhausted: usize,
+    /// Dead letters of questions not also stored.
+    pub dead_letters: usize,
+    pub dead_letters_by_class: BTreeMap<String, usize>,
+    pub dead_letters_without_reason: usize,
+    /// Stored answers by the attempt that produced them (index 0 = attempt 1).
+    pub stored_by_attempt: Vec<usize>,
+    pub mean_score_stored: Option<f64>,
+    /// LLM calls the final questions took, and the failed ones by class.
+    pub llm_calls: u64,
+    pub failed_calls: BTreeMap<String, u64>,
+    /// Expected questions neither stored nor dead-lettered, sorted.
+    pub lost: Vec<String>,
+    /// Questions both stored and dead-lettered, plus final questions that
+    /// were never expected.
+    pub duplicates: usize,
+}
+
+impl Tally {
+    /// Count `store`; only the questions in `expected` when given (the others
+    /// then count as duplicates). Attempts past `max_attempts` count as the
+    /// last.
+    pub fn count(
+        store: &Store,
+        expected: Option<&HashSet<&str>>,
+        max_attempts: u32,
+    ) -> anyhow::Result<Self> {
+        let is_expected = |id: &str| expected.is_none_or(|ids| ids.contains(id));
+        let mut tally = Tally::default();
+        let mut stored = HashSet::new();
+        let mut scores = Vec::new();
+        for answer in store.answers() {
+            let answer = answer?;
+            if !is_expected(&answer.id) {
+                tally.duplicates += 1;
+                continue;
+            }
+            match answer.verdict {
+                Verdict::Accept => tally.accepted += 1,
+                _ => tally.exhausted += 1,
+            }
+            scores.push(f64::from(answer.score));
+            let slot = answer.attempt.clamp(1, max_attempts.max(1)) as usize - 1;
+            if tally.stored_by_attempt.len() <= slot {
+                tally.stored_by_attempt.resize(slot + 1, 0);
+            }
+            tally.stored_by_attempt[slot] += 1;
+            tally.add_calls(answer.llm_attempts, &answer.failed_calls);
+            stored.insert(answer.id);
+        }
+        tally.stored = stored.len();
+        let mut dead = HashSet::new();
+        for letter in store.dead_letters() {
+            let letter = letter?;
+            if !is_expected(&letter.id) || stored.contains(&letter.id) {
+                tally.duplicates += 1;
+                continue;
+            }
+            if letter.reason.trim().is_empty() {
+                tally.dead_letters_without_reason += 1;
+            }
+            *tally
+                .dead_letters_by_class
+                .entry(letter.class.as_str().to_string())
+                .or_default() += 1;
+            if let Some(q) = &letter.question {
+                tally.add_calls(q.llm_attempts, &q.failed_calls);
+            }
+            dead.insert(letter.id);
+        }
+        tally.dead_letters = dead.len();
+        tally.mean_score_stored = mean(scores.into_iter());
+        if let Some(ids) = expected {
+            let mut lost: Vec<String> = ids
+                .iter()
+                .filter(|id| !stored.contains(**id) && !dead.contains(**id))
+                .map(|id| id.to_string())
+                .collect();
+            lost.sort_unstable();
+            tally.lost = lost;
+        }
+        Ok(tally)
+    }
+
+    fn add_calls(&mut self, calls: u32, failed: &BTreeMap<String, u32>) {
+        self.llm_calls += u64::from(calls);
+        for (class, n) in failed {
+            *self.failed_calls.entry(class.clone()).or_default() += u64::from(*n);
+        }
+    }
+
+    /// Questions in a final state.
+    pub fn finals(&self) -> usize {
+        self.stored + self.dead_letters
+    }
+}
+
+/// First attempts: their share accepted and their mean score.
+pub fn first_attempts(scored: &[ScoredAttempt]) -> (Option<f64>, Option<f64>) {
+    let first: Vec<&ScoredAttempt> = scored.iter().filter(|s| s.attempt == 1).collect();
+    let accepted = first
+        .iter()
+        .filter(|s| s.verdict == Verdict::Accept)
+        .count();
+    (
+        share(accepted, first.len()),
+        mean(first.iter().map(|s| f64::from(s.score))),
+    )
+}
+
+pub fn share(part: usize, whole: usize) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+pub fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}

@@ -1,0 +1,56 @@
+//! The traffic agent: reads the question set, leaves out what is already
+//! answered, and produces the rest to `questions` at a chosen arrival process.
+//!
+//! - [`dataset`]: the Yahoo! Answers CSV reader.
+//! - [`arrival`]: constant, Poisson or burst arrival times from a seed.
+
+pub mod arrival;
+pub use answerloop_dataset as dataset;
+
+use std::collections::HashSet;
+
+use answerloop_broker::producer::Producer;
+use answerloop_broker::{Broker, BrokerError, Record};
+use answerloop_schema::clock::now_ms;
+use answerloop_schema::{topics, Question};
+use arrival::Schedule;
+use tokio::sync::watch;
+
+/// The ids of the questions already on `questions`, across its partitions:
+/// a restarted traffic agent or a resumed run does not send them again.
+pub async fn already_sent(broker: &dyn Broker) -> Result<HashSet<String>, BrokerError> {
+    let mut ids = HashSet::new();
+    answerloop_broker::scan(broker, topics::QUESTIONS, None, |record| {
+        if let Ok(q) = serde_json::from_slice::<Question>(&record.value) {
+            ids.insert(q.id);
+        }
+    })
+    .await?;
+    Ok(ids)
+}
+
+/// Produce `questions` to the `questions` topic on `schedule`; stops early
+/// when `shutdown` turns true. Returns how many were produced.
+pub async fn run(
+    questions: Vec<Question>,
+    producer: Producer,
+    mut schedule: Schedule,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<usize, BrokerError> {
+    let start = tokio::time::Instant::now();
+    let mut sent = 0;
+    for mut question in questions {
+        let due = start + schedule.next_offset();
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        question.trace.queued_ms = now_ms();
+        let value = serde_json::to_vec(&question).expect("a question always serialises");
+        producer
+            .send(Record::keyed(question.id.clone(), value))
+            .await?;
+        sent += 1;
+    }
+    Ok(sent)
+}

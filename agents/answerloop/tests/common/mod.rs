@@ -1,0 +1,99 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use answerloop::home::Home;
+use answerloop::llm_agent::LlmAgentConfig;
+use answerloop::pipeline::RunOptions;
+use answerloop::traffic::arrival::ScheduleArgs;
+use answerloop_broker::select::BrokerArgs;
+use answerloop_llm::spec::{ProviderKind, ProviderSpec};
+use answerloop_llm_sim::{Quality, SimConfig};
+
+/// Options for a run of the sample against the in-process simulator.
+pub fn sim_run(home: &Path, sim: SimConfig, limit: Option<usize>) -> RunOptions {
+    RunOptions {
+        home: Home::resolve(Some(home)).unwrap(),
+        data: None,
+        limit,
+        provider: ProviderSpec::new(ProviderKind::Sim, None, None, None, Duration::from_secs(2)),
+        sim,
+        agent: LlmAgentConfig::default(),
+        schedule: ScheduleArgs::default(),
+        broker: BrokerArgs::default(),
+        stall_timeout: Duration::from_secs(120),
+        progress: false,
+    }
+}
+
+pub fn sim(quality: Quality) -> SimConfig {
+    SimConfig {
+        quality,
+        ..SimConfig::default()
+    }
+}
+
+/// The `answerloop` binary built for these tests.
+pub fn binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_answerloop"))
+}
+
+/// Run the binary with `args`, require success, and parse the last line of
+/// stdout as JSON.
+pub fn json_of<I, S>(args: I) -> serde_json::Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    json_from(binary().args(args))
+}
+
+/// Run `command`, require success, and parse the last line of stdout as JSON.
+pub fn json_from(command: &mut std::process::Command) -> serde_json::Value {
+    let stdout = String::from_utf8(succeed(command).stdout).unwrap();
+    let last = stdout.lines().last().expect("some output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
+}
+
+/// Run `command` and require success (its stderr is the failure message).
+pub fn succeed(command: &mut std::process::Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run the binary with `args`, require failure, and return its stderr.
+pub fn error_of<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = binary().args(args).output().unwrap();
+    assert!(!out.status.success(), "expected a failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The cache when `package` is installed. Otherwise the test fails when
+/// `ANSWERLOOP_REQUIRE_MODEL` is set (CI fetches the models first, so a
+/// test must never skip there), or says why it skips and returns `None`.
+pub fn installed_or_skip(
+    package: &answerloop_models::ModelPackage,
+) -> Option<answerloop_models::ModelCache> {
+    let why = match answerloop_models::cache::locate_installed(package) {
+        Ok(cache) => return Some(cache),
+        Err(why) => why,
+    };
+    assert!(
+        std::env::var_os("ANSWERLOOP_REQUIRE_MODEL").is_none(),
+        "{why}"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+    None
+}

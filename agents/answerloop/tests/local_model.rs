@@ -1,0 +1,136 @@
+//! The local model end to end: `serve` answers a real HTTP request from the
+//! `openai` provider, refuses with 503 when its queue is full, and `run`
+//! answers questions with it. Needs the cached model (`.ci/run` fetches it
+//! and sets ANSWERLOOP_REQUIRE_MODEL, so there these tests never skip).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use answerloop::commands::serve::router;
+use answerloop::pipeline;
+use answerloop_llm::local::{Local, LocalConfig};
+use answerloop_llm::openai::{OpenAi, OpenAiConfig};
+use answerloop_llm::spec::{ProviderKind, ProviderSpec};
+use answerloop_llm::{ChatRequest, ErrorClass, Message, Provider};
+use answerloop_models::smollm::LoadOptions;
+use answerloop_models::{ModelCache, SmolLm, SMOLLM2};
+use common::installed_or_skip;
+
+fn model() -> Option<Arc<SmolLm>> {
+    let cache = installed_or_skip(&SMOLLM2)?;
+    Some(Arc::new(
+        SmolLm::load(&cache.main_file(&SMOLLM2), LoadOptions::default()).unwrap(),
+    ))
+}
+
+async fn serve(local: Local) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let app = router(Arc::new(local));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, task)
+}
+
+fn client(url: String) -> OpenAi {
+    OpenAi::new(OpenAiConfig {
+        base_url: url,
+        model: "SmolLM2-135M-Instruct".into(),
+        api_key: None,
+        timeout: Duration::from_secs(120),
+        name: "openai".into(),
+    })
+    .unwrap()
+}
+
+fn ask(question: &str, max_tokens: u32) -> ChatRequest {
+    ChatRequest {
+        messages: vec![Message::user(question)],
+        max_tokens,
+        temperature: 0.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_the_openai_provider_over_http() {
+    let Some(model) = model() else { return };
+    let (url, task) = serve(Local::with_model(model, LocalConfig::default())).await;
+    let completion = client(url)
+        .complete(&ask("What is the capital of France?", 12))
+        .await
+        .unwrap();
+    assert!(completion.text.contains("Paris"), "{:?}", completion.text);
+    assert!(completion.completion_tokens.unwrap() <= 12);
+    assert_eq!(completion.model, "SmolLM2-135M-Instruct");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_and_the_client_sees_overload() {
+    let Some(model) = model() else { return };
+    let config = LocalConfig {
+        workers: 1,
+        queue: 1,
+        ..LocalConfig::default()
+    };
+    let (url, task) = serve(Local::with_model(model, config)).await;
+    // Four long requests at once to one worker with room for one waiting:
+    // at most two are taken, the others are refused at once.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                client(url)
+                    .complete(&ask("Tell me a long story about a dragon.", 200))
+                    .await
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    let mut refused = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(err) => {
+                assert_eq!(
+                    (err.class, err.status),
+                    (ErrorClass::Overload, Some(503)),
+                    "{err}"
+                );
+                assert!(err.retry_after.is_some(), "503 carries Retry-After");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        answered >= 1 && refused >= 1,
+        "answered {answered}, refused {refused}"
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_answers_questions_with_the_local_model() {
+    if model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = common::sim_run(dir.path(), Default::default(), Some(3));
+    options.provider = ProviderSpec::new(
+        ProviderKind::Local,
+        None,
+        None,
+        None,
+        Duration::from_secs(300),
+    )
+    .with_local(ModelCache::locate(None), LocalConfig::default());
+    options.agent.max_tokens = 24;
+    let summary = pipeline::run(options).await.unwrap();
+    assert_eq!(summary.stored + summary.dead_letters, 3, "{summary:?}");
+    assert_eq!(summary.dead_letters, 0, "{summary:?}");
+    assert_eq!(summary.model, "SmolLM2-135M-Instruct");
+    assert!(summary.llm_calls >= 3);
+}

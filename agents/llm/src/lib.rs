@@ -1,0 +1,43 @@
+//! Calling models. The LLM agent is the only part of answerloop that does
+//! (SmartModules can do no network I/O); this crate is everything it calls
+//! with, so that a provider or a retry rule is changed without touching the
+//! broker or the command line, and tested without either.
+//!
+//! Providers:
+//! - [`provider`]: the [`Provider`] trait and the error classes every
+//!   provider maps its failures to.
+//! - [`openai`]: any OpenAI-compatible chat-completions server.
+//! - [`local`]: SmolLM2 in this process, on model worker threads.
+//! - [`ollama`]: Ollama's native `/api/chat`.
+//! - [`gemini`]: Google's `generateContent`.
+//! - [`http`]: the HTTP plumbing they share; [`secret`]: API keys that never
+//!   show in logs.
+//! - [`spec`]: which provider, as configured, and its client.
+//! - [`prompt`]: the messages put to the model for a question.
+//!
+//! The call policy:
+//! - [`limiter`]: concurrency, per-minute limits, quota pauses and AIMD.
+//! - [`retry`]: backoff with full jitter, and the retry budget.
+//! - [`caller`]: one question's calls: retries by error class, caps.
+//! - [`stats`]: what the calls came to, counted once for summaries and
+//!   metrics alike.
+//!
+//! It knows nothing of brokers or topics: what a question's calls came to
+//! is handed back as a [`caller::CallOutcome`] for the agent to publish.
+
+pub mod caller;
+pub mod gemini;
+pub mod http;
+pub mod limiter;
+pub mod local;
+pub mod ollama;
+pub mod openai;
+pub mod prompt;
+pub mod provider;
+pub mod retry;
+pub mod secret;
+pub mod spec;
+pub mod stats;
+
+pub use provider::{ChatRequest, Completion, ErrorClass, LlmError, Message, Provider};
+pub use stats::LlmStats;
