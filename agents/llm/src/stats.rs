@@ -4,7 +4,8 @@
 //! class, retries, parked questions, dead letters. A run's summary reads the
 //! stats its agent was given; the process's `/metrics` page reads the sum of
 //! every `LlmStats` the process made, through a [`Collector`] registered
-//! with the telemetry registry. So the page and the summary cannot disagree,
+//! with the telemetry registry when the first is made (a process that makes
+//! no LLM calls shows no LLM families). So the page and the summary cannot disagree,
 //! and no call site counts an event twice. (Durations are distributions, not
 //! counts: they stay histograms in the registry.)
 
@@ -176,8 +177,14 @@ fn family(
     samples: Vec<(Vec<(&'static str, &'static str)>, u64)>,
 ) -> Result<(), std::fmt::Error> {
     let kind = ConstCounter::new(0u64).metric_type();
-    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    // With a full stop, as the registry writes the help of its own metrics.
+    let help = format!("{help}.");
+    let mut family = encoder.encode_descriptor(name, &help, None, kind)?;
     for (labels, value) in samples {
+        if labels.is_empty() {
+            ConstCounter::new(value).encode(family)?;
+            break;
+        }
         ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
@@ -245,11 +252,11 @@ mod tests {
 
     #[test]
     fn the_metrics_page_shows_the_sum_of_every_agents_stats() {
+        let (a, b) = (LlmStats::new(), LlmStats::new());
         let before = metrics().encode();
         let ok = r#"answerloop_llm_calls_total{outcome="ok",class=""}"#;
         let quota = r#"answerloop_llm_dead_letters_total{class="quota"}"#;
         let (ok_before, quota_before) = (sample(&before, ok), sample(&before, quota));
-        let (a, b) = (LlmStats::new(), LlmStats::new());
         a.answered(Duration::ZERO);
         b.answered(Duration::ZERO);
         b.dead_lettered(FailureClass::Quota);
