@@ -1,26 +1,22 @@
 //! The crash test behind `answerloop chaos`: the pipeline as processes
 //! ([`crate::launcher`]) on one home; llm-sim (in the LLM agent) injects
 //! faults; each agent is killed with SIGKILL at random moments and
-//! restarted. Afterwards the store is checked question by question ([`Tally`]):
+//! restarted. Afterwards the store is checked question by question
+//! ([`crate::tally::Tally`]):
 //! every question stored or dead-lettered exactly once, every dead letter
 //! with a reason.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use answerloop_broker::select::BrokerArgs;
-use answerloop_schema::{topics, Question};
-use answerloop_storage::Store;
-use anyhow::Context;
+use answerloop_schema::Question;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::home::Home;
-use crate::launcher::{Fleet, FleetPlan};
-use crate::tally::Tally;
+use crate::launcher::{finished, Finished, Fleet, FleetPlan};
 
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
@@ -132,7 +128,7 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
     let peak_rss_mb = fleet.peak_rss_mb();
     let agents = fleet.stop().await;
 
-    let mut report = verify(&Home::resolve(Some(dir))?, &questions).await?;
+    let mut report = verify(dir, &questions).await?;
     report.fail_rate = config.fail_rate;
     report.kills = agents
         .iter()
@@ -151,14 +147,14 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
 }
 
 /// Check the store question by question, and count what crossed the topics.
-async fn verify(home: &Home, questions: &[Question]) -> anyhow::Result<ChaosReport> {
-    let store = Store::open(&home.store()).context("opening the answer store")?;
-    let expected: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
-    let tally = Tally::count(&store, Some(&expected), u32::MAX)?;
-    // The broker server has stopped: its topics are read in place.
-    let broker = BrokerArgs::default().connect(&home.broker()).await?;
+async fn verify(dir: &Path, questions: &[Question]) -> anyhow::Result<ChaosReport> {
+    let Finished {
+        tally,
+        question_records,
+        answer_records,
+    } = finished(dir, questions).await?;
     Ok(ChaosReport {
-        questions: expected.len(),
+        questions: questions.len(),
         stored: tally.stored,
         dead_letters: tally.dead_letters,
         lost: tally.lost.len(),
@@ -166,10 +162,8 @@ async fn verify(home: &Home, questions: &[Question]) -> anyhow::Result<ChaosRepo
         duplicates: tally.duplicates,
         dead_letters_without_reason: tally.dead_letters_without_reason,
         dead_letters_by_class: tally.dead_letters_by_class,
-        question_records: answerloop_broker::records_in(broker.as_ref(), topics::QUESTIONS).await?
-            as usize,
-        answer_records: answerloop_broker::records_in(broker.as_ref(), topics::ANSWERS).await?
-            as usize,
+        question_records: question_records as usize,
+        answer_records: answer_records as usize,
         ..ChaosReport::default()
     })
 }

@@ -9,17 +9,21 @@
 //! how many questions are final. What a run came to is read from the store
 //! afterwards ([`crate::tally`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use answerloop_schema::Question;
+use answerloop_broker::records_in;
+use answerloop_broker::select::BrokerArgs;
+use answerloop_schema::{topics, Question};
+use answerloop_storage::Store;
 use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::home::Home;
+use crate::tally::Tally;
 
 /// What the LLM agent's llm-sim does, and how fast traffic sends.
 #[derive(Debug, Clone)]
@@ -296,6 +300,29 @@ async fn stop(child: &mut Child, grace: Duration) {
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = child.kill().await;
     }
+}
+
+/// What a stopped fleet left in its home: the store's tally of `sent`, and
+/// the records on `questions` and `answers`.
+pub struct Finished {
+    pub tally: Tally,
+    pub question_records: u64,
+    pub answer_records: u64,
+}
+
+/// Read what the fleet in `dir` left, once it has stopped (the broker
+/// server is gone, so its topics are read in place, through the seam).
+pub async fn finished(dir: &Path, sent: &[Question]) -> anyhow::Result<Finished> {
+    let home = Home::resolve(Some(dir))?;
+    let store = Store::open(&home.store()).context("opening the answer store")?;
+    let expected: HashSet<&str> = sent.iter().map(|q| q.id.as_str()).collect();
+    let tally = Tally::count(&store, Some(&expected), u32::MAX)?;
+    let broker = BrokerArgs::default().connect(&home.broker()).await?;
+    Ok(Finished {
+        tally,
+        question_records: records_in(broker.as_ref(), topics::QUESTIONS).await?,
+        answer_records: records_in(broker.as_ref(), topics::ANSWERS).await?,
+    })
 }
 
 /// Write `n` distinct questions built from the sample (variants past its

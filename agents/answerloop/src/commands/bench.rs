@@ -205,25 +205,18 @@ async fn processes(dir: &std::path::Path, questions: usize) -> anyhow::Result<se
     let elapsed_s = started.elapsed().as_secs_f64();
     let peak_rss_mb = fleet.peak_rss_mb();
     fleet.stop().await;
-    let home = crate::home::Home::resolve(Some(dir))?;
-    let store = answerloop_storage::Store::open(&home.store())?;
-    let expected = sent.iter().map(|q| q.id.as_str()).collect();
-    let tally = crate::tally::Tally::count(&store, Some(&expected), u32::MAX)?;
+    let finished = crate::launcher::finished(dir, &sent).await?;
+    let tally = &finished.tally;
     anyhow::ensure!(
         tally.lost.is_empty() && tally.duplicates == 0,
         "the pipeline lost {} and doubled {} questions",
         tally.lost.len(),
         tally.duplicates
     );
-    let broker = answerloop_broker::select::BrokerArgs::default()
-        .connect(&home.broker())
-        .await?;
-    let answer_records =
-        answerloop_broker::records_in(broker.as_ref(), answerloop_schema::topics::ANSWERS).await?;
     Ok(json!({
         "questions_per_s": tally.finals() as f64 / elapsed_s,
         "elapsed_s": elapsed_s,
-        "answer_records": answer_records,
+        "answer_records": finished.answer_records,
         "peak_rss_mb": peak_rss_mb,
     }))
 }
