@@ -302,7 +302,7 @@ impl LlmArgs {
                 .or(file.temperature)
                 .unwrap_or(defaults.temperature),
             batch: defaults.batch,
-            partitions: None,
+            member: Default::default(),
         };
         Ok(LlmSettings { provider, agent })
     }

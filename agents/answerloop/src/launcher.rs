@@ -1,13 +1,15 @@
-//! The pipeline as separate processes of this binary on one home: the
-//! broker server (`broker serve`) and the traffic, LLM (with llm-sim) and
-//! store agents reaching it with `--broker remote`. `bench pipeline` runs it
-//! to measure processes side by side with one process; the crash test runs
-//! it and SIGKILLs agents at random moments.
+//! The pipeline as separate processes of this binary: the traffic agent,
+//! one or more LLM agents (with llm-sim) and one or more store agents, on
+//! a broker server (`broker serve`, the agents on `--broker remote`) or on
+//! a Fluvio cluster. Several LLM or store agents split the questions with
+//! `--member K/M`; each store agent writes to a home of its own. `bench
+//! pipeline` and `bench fleet` run it to measure processes side by side;
+//! the crash test runs it and SIGKILLs agents at random moments.
 //!
 //! It only starts, watches, kills and stops processes: each agent writes its
-//! stderr to `logs/NAME.log` in the home, and the store agent's metrics say
-//! how many questions are final. What a run came to is read from the store
-//! afterwards ([`crate::tally`]).
+//! stderr to `logs/NAME.log` in the fleet's directory, and the store agents'
+//! metrics say how many questions are final. What a run came to is read
+//! from the stores afterwards ([`crate::tally`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use answerloop_broker::records_in;
-use answerloop_broker::select::BrokerArgs;
+use answerloop_broker::select::{BrokerArgs, BrokerKind};
 use answerloop_schema::{topics, Question};
 use answerloop_storage::Store;
 use anyhow::{bail, Context};
@@ -25,20 +27,84 @@ use tokio::process::{Child, Command};
 use crate::home::Home;
 use crate::tally::Tally;
 
-/// What the LLM agent's llm-sim does, and how fast traffic sends.
+/// What the fleet is made of, what its llm-sim does, and how fast traffic
+/// sends.
 #[derive(Debug, Clone)]
 pub struct FleetPlan {
     /// Share of LLM calls llm-sim fails, with every kind of fault.
     pub fail_rate: f64,
     /// Questions a second the traffic agent sends; `None`: as fast as it can.
     pub traffic_rate: Option<f64>,
-    /// llm-sim's seed at the LLM agent's first start (each restart adds one).
+    /// llm-sim's seed at the LLM agents' first start (each restart adds one).
     pub seed: u64,
+    /// LLM agents, members 1 to N of N.
+    pub llm_agents: u32,
+    /// Store agents, members 1 to N of N, each with a home of its own.
+    pub store_agents: u32,
+    /// llm-sim's latency, ms.
+    pub sim_latency_ms: u64,
+    /// LLM calls in flight at once in each LLM agent; `None`: the default.
+    pub concurrency: Option<usize>,
+    pub broker: FleetBroker,
+}
+
+impl FleetPlan {
+    /// One agent of each kind on a served embedded broker; llm-sim with no
+    /// latency.
+    pub fn new(fail_rate: f64, traffic_rate: Option<f64>, seed: u64) -> Self {
+        Self {
+            fail_rate,
+            traffic_rate,
+            seed,
+            llm_agents: 1,
+            store_agents: 1,
+            sim_latency_ms: 0,
+            concurrency: None,
+            broker: FleetBroker::Served,
+        }
+    }
+
+    /// The home of store agent `k` (from 1): the fleet's own for a single
+    /// store agent, `stores/K` under it for several.
+    fn store_home(&self, dir: &Path, k: u32) -> PathBuf {
+        if self.store_agents <= 1 {
+            dir.to_path_buf()
+        } else {
+            dir.join("stores").join(k.to_string())
+        }
+    }
+
+    fn store_homes(&self, dir: &Path) -> Vec<PathBuf> {
+        (1..=self.store_agents.max(1))
+            .map(|k| self.store_home(dir, k))
+            .collect()
+    }
+}
+
+/// Where the fleet's topics live.
+#[derive(Debug, Clone)]
+pub enum FleetBroker {
+    /// The embedded broker of the fleet's home, served by `broker serve`.
+    Served,
+    /// A Fluvio cluster as these flags reach it (topics created with their
+    /// partitions and replication, under their prefix).
+    Fluvio(BrokerArgs),
+}
+
+/// What an agent process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Traffic,
+    Llm,
+    Store,
 }
 
 /// One agent process, restartable.
 pub struct AgentProcess {
-    pub name: &'static str,
+    /// `traffic`, `llm` or `store`; `llm-2`, `store-1` when there are several.
+    pub name: String,
+    pub role: Role,
+    home: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
     /// SIGKILLs it took.
@@ -46,14 +112,16 @@ pub struct AgentProcess {
     starts: u32,
 }
 
-/// The broker server and the agents, running.
+/// The broker server (if any) and the agents, running.
 pub struct Fleet {
     exe: PathBuf,
     dir: PathBuf,
-    broker_addr: String,
-    broker: Child,
-    /// The store agent's metrics port, for [`Fleet::finals`].
-    metrics_port: u16,
+    /// Environment every agent gets: which broker, and how to reach it.
+    broker_env: Vec<(&'static str, String)>,
+    /// The broker server, on a served embedded broker.
+    broker: Option<Child>,
+    /// The store agents' metrics ports, for [`Fleet::finals`].
+    metrics_ports: Vec<u16>,
     seed: u64,
     pub agents: Vec<AgentProcess>,
     client: reqwest::Client,
@@ -61,7 +129,8 @@ pub struct Fleet {
 
 impl Fleet {
     /// Prepare `dir` as a home (new or empty), write `questions` there as
-    /// the traffic agent's CSV and start every process.
+    /// the traffic agent's CSV, make the broker ready and start every
+    /// process.
     pub async fn start(
         dir: &Path,
         questions: usize,
@@ -74,50 +143,101 @@ impl Fleet {
         let questions = write_questions(&csv, questions)?;
         let exe = std::env::current_exe().context("cannot find this binary to start the agents")?;
         let csv = csv.display().to_string();
-        let metrics_port = free_port()?;
         let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut agents = Vec::new();
         let mut traffic = strings(&["agent", "traffic", "--data", &csv]);
         if let Some(rate) = plan.traffic_rate {
             traffic.extend(strings(&["--rate", &rate.to_string()]));
         }
-        let llm = strings(&[
-            "agent",
-            "llm",
-            "--llm",
-            "sim",
-            "--data",
-            &csv,
-            "--sim-fail-rate",
-            &plan.fail_rate.to_string(),
-            "--sim-hang-secs",
-            "1",
-            "--llm-timeout-secs",
-            "0.5",
-            "--quota-delay-secs",
-            "1",
-        ]);
-        let store = strings(&[
-            "agent",
-            "--metrics",
-            &format!("127.0.0.1:{metrics_port}"),
-            "store",
-        ]);
+        agents.push(AgentProcess::new(
+            "traffic".into(),
+            Role::Traffic,
+            dir,
+            traffic,
+        ));
+        let numbered = |role: &str, k: u32, n: u32| {
+            if n <= 1 {
+                role.to_string()
+            } else {
+                format!("{role}-{k}")
+            }
+        };
+        for k in 1..=plan.llm_agents.max(1) {
+            let n = plan.llm_agents.max(1);
+            let mut llm = strings(&[
+                "agent",
+                "llm",
+                "--llm",
+                "sim",
+                "--data",
+                &csv,
+                "--sim-fail-rate",
+                &plan.fail_rate.to_string(),
+                "--sim-hang-secs",
+                "1",
+                "--llm-timeout-secs",
+                "0.5",
+                "--quota-delay-secs",
+                "1",
+                "--sim-latency-ms",
+                &plan.sim_latency_ms.to_string(),
+                "--member",
+                &format!("{k}/{n}"),
+            ]);
+            if let Some(concurrency) = plan.concurrency {
+                llm.extend(strings(&["--concurrency", &concurrency.to_string()]));
+            }
+            agents.push(AgentProcess::new(
+                numbered("llm", k, n),
+                Role::Llm,
+                dir,
+                llm,
+            ));
+        }
+        let mut metrics_ports = Vec::new();
+        for k in 1..=plan.store_agents.max(1) {
+            let n = plan.store_agents.max(1);
+            let port = free_port()?;
+            metrics_ports.push(port);
+            let store_home = plan.store_home(dir, k);
+            Home::resolve(Some(&store_home))?.prepare()?;
+            let store = strings(&[
+                "agent",
+                "--metrics",
+                &format!("127.0.0.1:{port}"),
+                "store",
+                "--member",
+                &format!("{k}/{n}"),
+            ]);
+            agents.push(AgentProcess::new(
+                numbered("store", k, n),
+                Role::Store,
+                &store_home,
+                store,
+            ));
+        }
+        let (broker, broker_env) = match &plan.broker {
+            FleetBroker::Served => {
+                let mut broker = start_broker(&exe, dir).await?;
+                let addr = read_address(&mut broker, &log_path(dir, "broker")).await?;
+                let env = vec![
+                    ("ANSWERLOOP_BROKER", "remote".to_string()),
+                    ("ANSWERLOOP_BROKER_ADDR", addr),
+                ];
+                (Some(broker), env)
+            }
+            FleetBroker::Fluvio(args) => (None, deploy_on_cluster(dir, args).await?),
+        };
         let mut fleet = Fleet {
-            broker: start_broker(&exe, dir).await?,
-            broker_addr: String::new(),
+            broker,
+            broker_env,
             exe,
             dir: dir.to_path_buf(),
-            metrics_port,
+            metrics_ports,
             seed: plan.seed,
-            agents: vec![
-                AgentProcess::new("traffic", traffic),
-                AgentProcess::new("llm", llm),
-                AgentProcess::new("store", store),
-            ],
+            agents,
             client: reqwest::Client::new(),
         };
-        let log = fleet.log("broker");
-        fleet.broker_addr = read_address(&mut fleet.broker, &log).await?;
         for i in 0..fleet.agents.len() {
             fleet.start_agent(i)?;
         }
@@ -133,16 +253,34 @@ impl Fleet {
     pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
         let agent = &self.agents[i];
         let mut args = agent.args.clone();
-        if agent.name == "llm" {
+        if agent.role == Role::Llm {
+            // A different fault sequence for each member and each start.
+            let member = i as u64 * 1_000;
             args.push(format!(
                 "--sim-seed={}",
-                self.seed + u64::from(agent.starts)
+                self.seed + member + u64::from(agent.starts)
             ));
         }
-        let mut command = command(&self.exe, &self.dir, agent.name, &args)?;
-        command
-            .env("ANSWERLOOP_BROKER", "remote")
-            .env("ANSWERLOOP_BROKER_ADDR", &self.broker_addr);
+        let log = self.log(&agent.name);
+        // A line of its own before each start, so a reader of the log (and
+        // the crash test) sees every start, even one killed before it said
+        // anything.
+        {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
+            writeln!(
+                file,
+                "--- launcher: start {} of {}: answerloop {}",
+                agent.starts + 1,
+                agent.name,
+                args.join(" ")
+            )?;
+        }
+        let mut command = command(&self.exe, &agent.home, &log, &args)?;
+        command.envs(self.broker_env.iter().map(|(k, v)| (k, v)));
         let child = command
             .spawn()
             .with_context(|| format!("cannot start the {} agent", agent.name))?;
@@ -170,10 +308,10 @@ impl Fleet {
             let agent = &mut self.agents[i];
             if let Some(child) = agent.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    let name = agent.name;
+                    let name = agent.name.clone();
                     bail!(
                         "the {name} agent exited by itself ({status}); see {}",
-                        self.log(name).display()
+                        self.log(&name).display()
                     );
                 }
             }
@@ -181,12 +319,20 @@ impl Fleet {
         Ok(())
     }
 
-    /// Questions final in the answer store, from the store agent's metrics;
-    /// `None` while it is down.
+    /// Questions final in the answer stores, from the store agents'
+    /// metrics; `None` while one of them is down.
     pub async fn finals(&self) -> Option<u64> {
+        let mut total = 0;
+        for port in &self.metrics_ports {
+            total += self.finals_at(*port).await?;
+        }
+        Some(total)
+    }
+
+    async fn finals_at(&self, port: u16) -> Option<u64> {
         let text = self
             .client
-            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .get(format!("http://127.0.0.1:{port}/metrics"))
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -207,8 +353,8 @@ impl Fleet {
     pub fn peak_rss_mb(&self) -> BTreeMap<String, f64> {
         self.agents
             .iter()
-            .map(|a| (a.name, a.child.as_ref()))
-            .chain([("broker", Some(&self.broker))])
+            .map(|a| (a.name.as_str(), a.child.as_ref()))
+            .chain(self.broker.as_ref().map(|b| ("broker", Some(b))))
             .filter_map(|(name, child)| {
                 let mb = child.and_then(Child::id).and_then(peak_rss_mb_of)?;
                 Some((name.to_string(), mb))
@@ -224,15 +370,41 @@ impl Fleet {
                 stop(&mut child, Duration::from_secs(30)).await;
             }
         }
-        stop(&mut self.broker, Duration::from_secs(30)).await;
+        if let Some(broker) = self.broker.as_mut() {
+            stop(broker, Duration::from_secs(30)).await;
+        }
         self.agents
     }
 }
 
+/// Make the cluster ready (topics with their partitions and replication,
+/// the SmartModules), as `answerloop deploy` does; the environment that
+/// puts the agents on it.
+async fn deploy_on_cluster(
+    dir: &Path,
+    args: &BrokerArgs,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut args = args.clone();
+    args.broker = Some(BrokerKind::Fluvio);
+    let home = Home::resolve(Some(dir))?;
+    let broker = args.connect(&home.broker()).await?;
+    broker.deploy(&topics::ALL).await?;
+    let mut env = vec![
+        ("ANSWERLOOP_BROKER", "fluvio".to_string()),
+        ("ANSWERLOOP_TOPIC_PREFIX", args.topic_prefix()),
+    ];
+    if let Some(sc) = args.fluvio_sc() {
+        env.push(("FLUVIO_SC", sc));
+    }
+    Ok(env)
+}
+
 impl AgentProcess {
-    fn new(name: &'static str, args: Vec<String>) -> Self {
+    fn new(name: String, role: Role, home: &Path, args: Vec<String>) -> Self {
         Self {
             name,
+            role,
+            home: home.to_path_buf(),
             args,
             child: None,
             kills: 0,
@@ -245,17 +417,16 @@ fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("logs").join(format!("{name}.log"))
 }
 
-/// This binary with `args`, on the home `dir`, its stderr appended to the
-/// process's log.
-fn command(exe: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Command> {
+/// This binary with `args`, on the home `home`, its stderr appended to `log`.
+fn command(exe: &Path, home: &Path, log: &Path, args: &[String]) -> anyhow::Result<Command> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log_path(dir, name))?;
+        .open(log)?;
     let mut command = Command::new(exe);
     command
         .args(args)
-        .env("ANSWERLOOP_HOME", dir)
+        .env("ANSWERLOOP_HOME", home)
         .env_remove("ANSWERLOOP_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -266,7 +437,7 @@ fn command(exe: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Resul
 
 async fn start_broker(exe: &Path, dir: &Path) -> anyhow::Result<Child> {
     let args = ["broker", "serve", "--listen", "127.0.0.1:0"].map(String::from);
-    command(exe, dir, "broker", &args)?
+    command(exe, dir, &log_path(dir, "broker"), &args)?
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start the broker server")
@@ -302,22 +473,38 @@ async fn stop(child: &mut Child, grace: Duration) {
     }
 }
 
-/// What a stopped fleet left in its home: the store's tally of `sent`, and
-/// the records on `questions` and `answers`.
+/// What a stopped fleet left: its stores' tally of `sent`, and the records
+/// on `questions` and `answers`.
 pub struct Finished {
     pub tally: Tally,
     pub question_records: u64,
     pub answer_records: u64,
 }
 
-/// Read what the fleet in `dir` left, once it has stopped (the broker
-/// server is gone, so its topics are read in place, through the seam).
-pub async fn finished(dir: &Path, sent: &[Question]) -> anyhow::Result<Finished> {
-    let home = Home::resolve(Some(dir))?;
-    let store = Store::open(&home.store()).context("opening the answer store")?;
+/// Read what the fleet `plan` ran in `dir` left, once it has stopped (a
+/// served broker is gone by then, so its topics are read in place, through
+/// the seam).
+pub async fn finished(dir: &Path, plan: &FleetPlan, sent: &[Question]) -> anyhow::Result<Finished> {
+    let mut stores = Vec::new();
+    for home in plan.store_homes(dir) {
+        let home = Home::resolve(Some(&home))?;
+        stores.push(Store::open(&home.store()).context("opening an answer store")?);
+    }
     let expected: HashSet<&str> = sent.iter().map(|q| q.id.as_str()).collect();
-    let tally = Tally::count(&store, Some(&expected), u32::MAX)?;
-    let broker = BrokerArgs::default().connect(&home.broker()).await?;
+    let tally = Tally::count_all(
+        &stores.iter().collect::<Vec<_>>(),
+        Some(&expected),
+        u32::MAX,
+    )?;
+    let home = Home::resolve(Some(dir))?;
+    let broker = match &plan.broker {
+        FleetBroker::Served => BrokerArgs::embedded(),
+        FleetBroker::Fluvio(args) => BrokerArgs {
+            broker: Some(BrokerKind::Fluvio),
+            ..args.clone()
+        },
+    };
+    let broker = broker.connect(&home.broker()).await?;
     Ok(Finished {
         tally,
         question_records: records_in(broker.as_ref(), topics::QUESTIONS).await?,

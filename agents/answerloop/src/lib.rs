@@ -6,9 +6,11 @@
 //!
 //! - [`traffic`]: reads the question set, produces to `questions`.
 //! - [`llm_agent`]: consumes questions, calls the model, produces to
-//!   `answers` (scored by the `answer-score` SmartModule).
-//! - [`store`]: the store agent; takes `answers` through `quality-gate`
-//!   and `dead-letters` into the answer store.
+//!   `answers`; reads rejected answers back through `answer-score` and
+//!   `regenerate`.
+//! - [`store`]: the store agent; takes `answers` through `answer-score`
+//!   and `quality-gate`, and `dead-letters`, into the answer store.
+//! - [`chains`]: those SmartModule chains, and why scoring heads them.
 //! - [`intake`]: the consume loop the agents share (bounded concurrency,
 //!   commit behind finished work).
 //! - [`providers`]: the provider a command asked for, made ready (the local
@@ -19,6 +21,8 @@
 //! - [`launcher`]: the agents as separate processes of this binary, for the
 //!   benchmarks and the crash test.
 //! - [`chaos`]: the crash test, agents killed and restarted.
+//! - [`local_cluster`]: a Fluvio cluster's processes on this machine, for
+//!   their memory and for killing an SPU.
 //! - [`report`]: the HTML report of a run.
 //! - [`home`], [`config`], [`shutdown`]: where state lives, settings from
 //!   flags and `answerloop.toml`, SIGINT/SIGTERM to a graceful stop.
@@ -27,6 +31,7 @@
 //! Layering runs one way: `commands` use everything else; nothing else uses
 //! `commands` or `cli`.
 
+pub mod chains;
 pub mod chaos;
 pub mod cli;
 pub mod commands;
@@ -35,6 +40,7 @@ pub mod home;
 pub mod intake;
 pub mod launcher;
 pub mod llm_agent;
+pub mod local_cluster;
 pub mod pipeline;
 pub mod providers;
 pub mod report;

@@ -1,7 +1,8 @@
 //! The LLM agent: takes new questions from `questions`, regenerated ones
 //! from `answers` through the `regenerate` chain, and parked ones from
 //! `deferred` when they fall due; calls the provider through its rate limiter;
-//! and produces each answer to `answers` through `answer-score`.
+//! and produces each answer to `answers`, where the consumers' chains score
+//! it (see [`crate::chains`]).
 //!
 //! Failures are handled by class: overload is retried with backoff (the
 //! server's `Retry-After` as a floor) within a retry budget; a spent quota
@@ -17,9 +18,10 @@ use answerloop_schema::{topics, Answer, DeadLetter, InvalidRecord, Question};
 use answerloop_scoring::Params;
 use tokio::sync::{watch, Semaphore};
 
+use crate::chains;
 use crate::intake::Intake;
 use answerloop_broker::producer::Producer;
-use answerloop_broker::{Broker, ChainSpec, Record};
+use answerloop_broker::{Broker, Member, Record};
 use answerloop_llm::caller::{CallOutcome, Caller};
 use answerloop_llm::limiter::RateConfig;
 use answerloop_llm::prompt::{self, RegeneratePrompt};
@@ -50,9 +52,9 @@ pub struct LlmAgentConfig {
     pub temperature: f32,
     /// Records read from a topic at once.
     pub batch: usize,
-    /// The partitions this agent answers; `None` for all. LLM agents that
-    /// share a cluster take disjoint sets.
-    pub partitions: Option<Vec<u32>>,
+    /// The share of the questions this agent answers (`--member K/M`):
+    /// LLM agents that share a topic split its keys.
+    pub member: Member,
 }
 
 impl Default for LlmAgentConfig {
@@ -66,7 +68,7 @@ impl Default for LlmAgentConfig {
             max_tokens: 256,
             temperature: 0.0,
             batch: 64,
-            partitions: None,
+            member: Member::ALONE,
         }
     }
 }
@@ -87,12 +89,11 @@ pub async fn run(
     stats: Arc<LlmStats>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let score_chain = ChainSpec::single(answerloop_wasm::ANSWER_SCORE.name, &config.params);
-    let regenerate_chain = ChainSpec::single(answerloop_wasm::REGENERATE.name, &config.params);
-    let producer = |topic, chain| Producer::spawn(broker.clone(), topic, chain, 256);
-    let (answers, answers_task) = producer(topics::ANSWERS, Some(score_chain));
-    let (deferred, deferred_task) = producer(topics::DEFERRED, None);
-    let (dead_letters, dead_task) = producer(topics::DEAD_LETTERS, None);
+    let regenerate_chain = chains::regenerate(&config.params);
+    let producer = |topic| Producer::spawn(broker.clone(), topic, None, 256);
+    let (answers, answers_task) = producer(topics::ANSWERS);
+    let (deferred, deferred_task) = producer(topics::DEFERRED);
+    let (dead_letters, dead_task) = producer(topics::DEAD_LETTERS);
     // New work is read a little ahead of the calls the limiter lets through;
     // parked questions wait apart, so they never hold up fresh work.
     let fresh = Arc::new(Semaphore::new(config.rate.concurrency.max(1) * 2));
@@ -125,9 +126,9 @@ pub async fn run(
     ];
     let mut intakes = Vec::new();
     for (topic, id, chain, permits) in sources {
-        let partitions = context.config.partitions.as_deref();
+        let member = context.config.member;
         for consumer in
-            answerloop_broker::consumers(broker.as_ref(), topic, id, chain, partitions).await?
+            answerloop_broker::consumers(broker.as_ref(), topic, id, chain, member).await?
         {
             intakes.push(Intake {
                 consumer,

@@ -182,7 +182,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.dead_letters = tally.dead_letters;
     summary.stored_by_attempt = tally.stored_by_attempt;
     summary.mean_score_stored = tally.mean_score_stored;
-    let scored = tally::scored_attempts(broker.as_ref(), Some(&ids)).await?;
+    let scored = tally::scored_attempts(broker.as_ref(), &options.agent.params, Some(&ids)).await?;
     summary.mean_score_first_attempt = tally::first_attempts(&scored).1;
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.questions_per_s = (summary.sent as f64 / summary.elapsed_s.max(1e-9)).max(0.0);
@@ -220,14 +220,16 @@ impl Agents {
         let (stop, stopped) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(1024);
         let mut tasks = tokio::task::JoinSet::new();
-        let params = options.agent.params;
-        let batch = options.agent.batch;
+        let config = store::StoreAgentConfig {
+            batch: options.agent.batch,
+            ..store::StoreAgentConfig::new(options.agent.params)
+        };
         tasks.spawn({
             let (broker, stopped) = (broker.clone(), stopped.clone());
             async move {
                 (
                     "store",
-                    store::run(broker, store, params, batch, Some(events_tx), stopped).await,
+                    store::run(broker, store, config, Some(events_tx), stopped).await,
                 )
             }
         });

@@ -11,7 +11,7 @@ use answerloop_scoring::Params;
 use answerloop_storage::{Store, StoredAnswer, Written};
 use tokio::sync::{mpsc, watch};
 
-use answerloop_broker::{Broker, ChainSpec, Consumer, Record};
+use answerloop_broker::{Broker, Consumer, Member, Record};
 use answerloop_schema::clock::now_ms;
 use answerloop_telemetry::metrics::metrics;
 
@@ -19,6 +19,27 @@ pub const ANSWERS_CONSUMER: &str = "store-agent";
 pub const DEAD_LETTERS_CONSUMER: &str = "store-agent-dead-letters";
 
 const READ_WAIT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct StoreAgentConfig {
+    /// The scoring params, passed to `answer-score` and `quality-gate`.
+    pub params: Params,
+    /// Records read from a topic at once.
+    pub batch: usize,
+    /// The share of the questions this agent stores (`--member K/M`); each
+    /// member writes its share to its own store.
+    pub member: Member,
+}
+
+impl StoreAgentConfig {
+    pub fn new(params: Params) -> Self {
+        Self {
+            params,
+            batch: 64,
+            member: Member::ALONE,
+        }
+    }
+}
 
 /// A question that reached its final state in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +61,16 @@ pub enum FinalKind {
 pub async fn run(
     broker: Arc<dyn Broker>,
     store: Store,
-    params: Params,
-    batch: usize,
+    config: StoreAgentConfig,
     events: Option<mpsc::Sender<Finalised>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let quality_gate = ChainSpec::single(answerloop_wasm::QUALITY_GATE.name, &params);
+    let StoreAgentConfig {
+        params,
+        batch,
+        member,
+    } = config;
+    let quality_gate = crate::chains::quality_gate(&params);
     let sources = [
         (
             topics::ANSWERS,
@@ -70,7 +95,7 @@ pub async fn run(
     let mut drains = Vec::new();
     for (topic, id, chain, write) in sources {
         for consumer in
-            answerloop_broker::consumers(broker.as_ref(), topic, id, chain, None).await?
+            answerloop_broker::consumers(broker.as_ref(), topic, id, chain, member).await?
         {
             drains.push(drain(
                 consumer,
@@ -97,12 +122,20 @@ async fn drain(
     mut shutdown: watch::Receiver<bool>,
     write: Writer,
 ) -> anyhow::Result<()> {
+    // Where this consumer has committed, as far as it knows.
+    let mut committed = None;
     loop {
         let next = tokio::select! {
             next = consumer.next_batch(batch, READ_WAIT) => next?,
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         };
         if next.records.is_empty() {
+            // Nothing to write, but the position may have moved past
+            // records another member stores.
+            if next.next > 0 && committed != Some(next.next) {
+                consumer.commit(next.next).await?;
+                committed = Some(next.next);
+            }
             continue;
         }
         let mut done = Vec::with_capacity(next.records.len());
@@ -111,6 +144,7 @@ async fn drain(
         }
         store.flush().await?;
         consumer.commit(next.next).await?;
+        committed = Some(next.next);
         count_writes(&done);
         if let Some(events) = &events {
             for event in done {

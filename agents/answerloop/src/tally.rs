@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use answerloop_broker::Broker;
 use answerloop_schema::{topics, Scored, Verdict};
+use answerloop_scoring::Params;
 use answerloop_storage::Store;
 
 /// One scored answer on `answers`: its question, attempt, score and verdict.
@@ -23,16 +24,18 @@ pub struct ScoredAttempt {
     pub latency_ms: u64,
 }
 
-/// Every scored answer on `answers`, each (question, attempt) once (a
-/// replayed answer counts once), in log order; only the questions in
-/// `expected` when given.
+/// Every answer on `answers`, scored by `answer-score` with `params`, each
+/// (question, attempt) once (a replayed answer counts once), in log order;
+/// only the questions in `expected` when given.
 pub async fn scored_attempts(
     broker: &dyn Broker,
+    params: &Params,
     expected: Option<&HashSet<&str>>,
 ) -> anyhow::Result<Vec<ScoredAttempt>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    answerloop_broker::scan(broker, topics::ANSWERS, None, |record| {
+    let chain = crate::chains::scored(params);
+    answerloop_broker::scan(broker, topics::ANSWERS, Some(&chain), |record| {
         let Scored::Answer(answer) = Scored::decode(&record.value) else {
             return;
         };
@@ -90,13 +93,24 @@ impl Tally {
         expected: Option<&HashSet<&str>>,
         max_attempts: u32,
     ) -> anyhow::Result<Self> {
+        Self::count_all(&[store], expected, max_attempts)
+    }
+
+    /// Count the stores of store agents that split the questions among
+    /// them (`--member`) as one: a question final in two of them is a
+    /// duplicate.
+    pub fn count_all(
+        stores: &[&Store],
+        expected: Option<&HashSet<&str>>,
+        max_attempts: u32,
+    ) -> anyhow::Result<Self> {
         let is_expected = |id: &str| expected.is_none_or(|ids| ids.contains(id));
         let mut tally = Tally::default();
         let mut stored = HashSet::new();
         let mut scores = Vec::new();
-        for answer in store.answers() {
+        for answer in stores.iter().flat_map(|store| store.answers()) {
             let answer = answer?;
-            if !is_expected(&answer.id) {
+            if !is_expected(&answer.id) || stored.contains(&answer.id) {
                 tally.duplicates += 1;
                 continue;
             }
@@ -115,9 +129,10 @@ impl Tally {
         }
         tally.stored = stored.len();
         let mut dead = HashSet::new();
-        for letter in store.dead_letters() {
+        for letter in stores.iter().flat_map(|store| store.dead_letters()) {
             let letter = letter?;
-            if !is_expected(&letter.id) || stored.contains(&letter.id) {
+            if !is_expected(&letter.id) || stored.contains(&letter.id) || dead.contains(&letter.id)
+            {
                 tally.duplicates += 1;
                 continue;
             }

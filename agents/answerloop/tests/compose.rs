@@ -87,6 +87,9 @@ fn env_flags(path: &[String]) -> BTreeMap<String, String> {
             None => break,
         }
     }
+    for (env, flag) in answerloop_broker::select::FLAG_ENV {
+        flags.insert(env.to_string(), flag.to_string());
+    }
     flags
 }
 

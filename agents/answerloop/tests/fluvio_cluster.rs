@@ -13,11 +13,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use answerloop::store;
+use answerloop::{chains, store};
 use answerloop_broker::embedded::EmbeddedBroker;
 use answerloop_broker::fluvio::smartmodules;
 use answerloop_broker::fluvio::{FluvioBroker, FluvioOptions};
-use answerloop_broker::{self, Broker, ChainSpec, ConsumerConfig, Record};
+use answerloop_broker::{self, Broker, ChainSpec, ConsumerConfig, Member, Record};
 use answerloop_schema::{topics, Answer, Question, Scored};
 use answerloop_scoring::Params;
 use answerloop_storage::Store;
@@ -111,7 +111,7 @@ fn run_ok(options: &FluvioOptions, home: &Path, args: &[&str]) {
 /// `logs` named after the agent (a pipe nobody reads could fill and block
 /// it; the home must stay the agent's own).
 fn spawn(options: &FluvioOptions, home: &Path, logs: &Path, args: &[&str]) -> Child {
-    let log = logs.join(format!("{}.log", args.join("-")));
+    let log = logs.join(log_name(args));
     answerloop(options, home)
         .args(args)
         .stdout(Stdio::null())
@@ -120,9 +120,14 @@ fn spawn(options: &FluvioOptions, home: &Path, logs: &Path, args: &[&str]) -> Ch
         .unwrap()
 }
 
+/// The log file of the agent started with `args`.
+fn log_name(args: &[&str]) -> String {
+    format!("{}.log", args.join("-").replace('/', "of"))
+}
+
 /// What a spawned agent wrote to stderr.
 fn log_of(logs: &Path, args: &[&str]) -> String {
-    std::fs::read_to_string(logs.join(format!("{}.log", args.join("-")))).unwrap()
+    std::fs::read_to_string(logs.join(log_name(args))).unwrap()
 }
 
 fn final_answer() -> Vec<u8> {
@@ -143,8 +148,9 @@ fn final_answer() -> Vec<u8> {
     serde_json::to_vec(&answer).unwrap()
 }
 
-fn chain(module: &answerloop_wasm::SmartModule) -> ChainSpec {
-    ChainSpec::single(module.name, &Params::default())
+/// The store agent's chain: `answer-score` then `quality-gate`.
+fn gate() -> ChainSpec {
+    chains::quality_gate(&Params::default())
 }
 
 #[tokio::test]
@@ -153,15 +159,16 @@ async fn the_cluster_runs_the_smartmodules_as_the_embedded_broker_does() {
         return;
     };
     broker.deploy(&topics::ALL).await.expect("deploy");
+    // As the LLM agent writes it: unscored.
     let record = Record::keyed("q", final_answer());
-    let score = chain(&answerloop_wasm::ANSWER_SCORE);
     broker
-        .produce(topics::ANSWERS, vec![record.clone()], Some(&score))
+        .produce(topics::ANSWERS, vec![record.clone()], None)
         .await
-        .expect("produce through answer-score in the SPU");
+        .expect("produce");
 
-    // Read back with the stock consumer API and quality-gate by name.
-    let gate = chain(&answerloop_wasm::QUALITY_GATE);
+    // Read back with the stock consumer API, the SPU running answer-score
+    // then quality-gate by name.
+    let gate = gate();
     let mut config = ConsumerConfigExt::builder();
     config
         .topic(broker.topic_name(topics::ANSWERS))
@@ -186,7 +193,7 @@ async fn the_cluster_runs_the_smartmodules_as_the_embedded_broker_does() {
     let embedded = EmbeddedBroker::open(dir.path()).unwrap();
     embedded.create_topics(&topics::ALL).await.unwrap();
     embedded
-        .produce(topics::ANSWERS, vec![record], Some(&score))
+        .produce(topics::ANSWERS, vec![record], None)
         .await
         .unwrap();
     let mut consumer = embedded
@@ -261,8 +268,7 @@ async fn first_attempts(broker: &FluvioBroker) -> usize {
 
 /// Distinct ids final so far: through quality-gate, plus dead letters.
 async fn finals(broker: &FluvioBroker) -> HashSet<String> {
-    let gate = Some(chain(&answerloop_wasm::QUALITY_GATE));
-    let answers = scan(broker, topics::ANSWERS, gate).await;
+    let answers = scan(broker, topics::ANSWERS, Some(gate())).await;
     let letters = scan(broker, topics::DEAD_LETTERS, None).await;
     answers
         .iter()
@@ -272,37 +278,44 @@ async fn finals(broker: &FluvioBroker) -> HashSet<String> {
         .collect()
 }
 
-/// The position after the last record a scan of `topic` (through `chain`)
-/// yields: where a consumer that took all of them has committed.
-async fn end_of(broker: &FluvioBroker, topic: &str, chain: Option<ChainSpec>) -> u64 {
+/// For each partition, the position after the last record a scan of
+/// `topic` (through `chain`) yields: where a consumer that took all of them
+/// has committed.
+async fn ends_of(broker: &FluvioBroker, topic: &str, chain: Option<ChainSpec>) -> Vec<u64> {
     answerloop_broker::scan(broker, topic, chain.as_ref(), |_| {})
         .await
-        .unwrap()[0]
+        .unwrap()
 }
 
-/// Whether the store agent has committed every final answer and dead letter.
-async fn store_caught_up(broker: &FluvioBroker) -> bool {
-    let gate = Some(chain(&answerloop_wasm::QUALITY_GATE));
+/// Whether the store agents `members` have each committed every final
+/// answer and dead letter, on every partition.
+async fn store_caught_up(broker: &FluvioBroker, members: &[Member]) -> bool {
     let wanted = [
         (
             store::ANSWERS_CONSUMER,
             topics::ANSWERS,
-            end_of(broker, topics::ANSWERS, gate).await,
+            ends_of(broker, topics::ANSWERS, Some(gate())).await,
         ),
         (
             store::DEAD_LETTERS_CONSUMER,
             topics::DEAD_LETTERS,
-            end_of(broker, topics::DEAD_LETTERS, None).await,
+            ends_of(broker, topics::DEAD_LETTERS, None).await,
         ),
     ];
     let offsets = broker.client().consumer_offsets().await.unwrap();
-    wanted.iter().all(|(id, topic, end)| {
-        *end == 0
-            || offsets.iter().any(|o| {
-                o.consumer_id == *id
-                    && o.topic == broker.topic_name(topic)
-                    && o.offset + 1 >= *end as i64
+    wanted.iter().all(|(id, topic, ends)| {
+        members.iter().all(|member| {
+            let id = member.consumer_id(id);
+            ends.iter().enumerate().all(|(partition, end)| {
+                *end == 0
+                    || offsets.iter().any(|o| {
+                        o.consumer_id == id
+                            && o.topic == broker.topic_name(topic)
+                            && o.partition == partition as u32
+                            && o.offset + 1 >= *end as i64
+                    })
             })
+        })
     })
 }
 
@@ -394,7 +407,7 @@ async fn a_killed_llm_agent_resumes_at_its_committed_offsets() {
     wait_exit(llm, "the restarted LLM agent after SIGTERM");
     // The store agent commits only what it has stored: once its offsets
     // reach the last final record, the store holds everything.
-    while !store_caught_up(&broker).await {
+    while !store_caught_up(&broker, &[Member::ALONE]).await {
         assert!(
             started.elapsed() < HANG_GUARD,
             "the store agent did not catch up"
@@ -437,21 +450,43 @@ fn calls_of(text: &str) -> u64 {
         .unwrap()
 }
 
+/// Replicas a topic can have here: 2 on a cluster of two SPUs or more.
+async fn replication(broker: &FluvioBroker) -> u32 {
+    let admin = broker.client().admin().await;
+    let spus = admin
+        .all::<fluvio::metadata::spu::SpuSpec>()
+        .await
+        .unwrap()
+        .len();
+    if spus >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
 #[tokio::test]
-async fn llm_agents_on_disjoint_partitions_share_the_work() {
-    let Some((broker, options)) = cluster("shared_work").await else {
+async fn three_llm_agents_and_two_store_agents_share_four_partitions() {
+    let Some((broker, options)) = cluster("members").await else {
         return;
     };
-    const QUESTIONS: usize = 50;
-    let (home, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    const QUESTIONS: usize = 60;
+    let logs = tempfile::tempdir().unwrap();
+    let homes: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replication = replication(&broker).await.to_string();
     run_ok(
         &options,
-        home.path(),
-        &["deploy", "--topic-partitions", "2"],
+        homes[0].path(),
+        &[
+            "deploy",
+            "--topic-partitions",
+            "4",
+            "--topic-replication",
+            &replication,
+        ],
     );
-    assert_eq!(broker.partitions(topics::QUESTIONS).await.unwrap(), 2);
-    let spawn = |args: &[&str]| spawn(&options, home.path(), logs.path(), args);
-    let llm_args = |partition| {
+    assert_eq!(broker.partitions(topics::QUESTIONS).await.unwrap(), 4);
+    let llm_args = |member: &'static str| {
         [
             "agent",
             "llm",
@@ -459,47 +494,93 @@ async fn llm_agents_on_disjoint_partitions_share_the_work() {
             "sim",
             "--sim-latency-ms",
             "20",
-            "--partitions",
-            partition,
+            "--member",
+            member,
         ]
     };
-    let store = spawn(&["agent", "store"]);
-    let agents = [
-        (spawn(&llm_args("0")), llm_args("0")),
-        (spawn(&llm_args("1")), llm_args("1")),
-    ];
+    let llm_agents: Vec<(Child, [&str; 8])> = ["1/3", "2/3", "3/3"]
+        .into_iter()
+        .map(|m| {
+            (
+                spawn(&options, homes[0].path(), logs.path(), &llm_args(m)),
+                llm_args(m),
+            )
+        })
+        .collect();
+    // Each store agent in a home of its own, with a store of its own.
+    let store_agents: Vec<Child> = ["1/2", "2/2"]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            spawn(
+                &options,
+                homes[i + 1].path(),
+                logs.path(),
+                &["agent", "store", "--member", m],
+            )
+        })
+        .collect();
     run_ok(
         &options,
-        home.path(),
-        &["agent", "traffic", "--limit", "50", "--exit-when-done"],
+        homes[0].path(),
+        &["agent", "traffic", "--limit", "60", "--exit-when-done"],
     );
 
-    let mut finals = HashSet::new();
     let started = Instant::now();
-    while finals.len() < QUESTIONS {
+    while finals(&broker).await.len() < QUESTIONS {
+        assert!(started.elapsed() < HANG_GUARD, "not every question final");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The store agents commit only what they have stored: once both have
+    // committed the last final record, their stores hold everything.
+    let members = [Member::new(1, 2).unwrap(), Member::new(2, 2).unwrap()];
+    while !store_caught_up(&broker, &members).await {
         assert!(
             started.elapsed() < HANG_GUARD,
-            "only {} final",
-            finals.len()
+            "the store agents did not catch up"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        finals = self::finals(&broker).await;
     }
-    assert_eq!(finals.len(), QUESTIONS);
-
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut per_store = Vec::new();
+    for agent in store_agents {
+        signal(&agent, "TERM");
+        wait_exit(agent, "a store agent after SIGTERM");
+    }
+    for home in &homes[1..] {
+        let store = Store::open(&home.path().join("store")).unwrap();
+        let mut n = 0;
+        for id in store
+            .answers()
+            .map(|a| a.unwrap().id)
+            .chain(store.dead_letters().map(|l| l.unwrap().id))
+        {
+            *seen.entry(id).or_default() += 1;
+            n += 1;
+        }
+        per_store.push(n);
+    }
     let mut calls = Vec::new();
-    for (agent, args) in agents {
+    for (agent, args) in llm_agents {
         signal(&agent, "TERM");
         wait_exit(agent, "an LLM agent after SIGTERM");
         calls.push(calls_of(&log_of(logs.path(), &args)));
     }
-    signal(&store, "TERM");
-    wait_exit(store, "the store agent after SIGTERM");
+    eprintln!("LLM calls by member {calls:?}, final questions by store {per_store:?}");
+    assert_eq!(
+        seen.len(),
+        QUESTIONS,
+        "every question final in one of the stores"
+    );
+    assert!(seen.values().all(|n| *n == 1), "none final twice");
     assert!(
         calls.iter().all(|c| *c > 0),
-        "each agent answered its own partition: calls {calls:?}"
+        "every LLM agent answered its share: calls {calls:?}"
     );
-    assert!(calls.iter().sum::<u64>() >= QUESTIONS as u64);
+    assert!(
+        per_store.iter().all(|n| *n > 0),
+        "every store agent stored its share: {per_store:?}"
+    );
     delete_topics(&broker).await;
 }
 
@@ -509,12 +590,11 @@ async fn a_consumer_waits_for_a_smartmodule_the_spu_does_not_have_yet() {
         return;
     };
     broker.deploy(&topics::ALL).await.expect("deploy");
-    let score = chain(&answerloop_wasm::ANSWER_SCORE);
     broker
         .produce(
             topics::ANSWERS,
             vec![Record::keyed("q", final_answer())],
-            Some(&score),
+            None,
         )
         .await
         .unwrap();
@@ -526,7 +606,10 @@ async fn a_consumer_waits_for_a_smartmodule_the_spu_does_not_have_yet() {
         name,
         ..answerloop_wasm::QUALITY_GATE
     };
-    let config = ConsumerConfig::committed("late", Some(chain(&late)));
+    let config = ConsumerConfig::committed(
+        "late",
+        Some(ChainSpec::single(late.name, &Params::default())),
+    );
     let mut consumer = broker.consumer(topics::ANSWERS, config).await.unwrap();
     let batch = consumer
         .next_batch(10, Duration::from_secs(2))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use answerloop::store::{self, FinalKind, ANSWERS_CONSUMER};
 use answerloop_broker::embedded::EmbeddedBroker;
-use answerloop_broker::{Broker, ChainSpec, Record};
+use answerloop_broker::{Broker, Record};
 use answerloop_schema::{question_id, topics, Answer, FailureClass, Question};
 use answerloop_scoring::Params;
 use answerloop_storage::Store;
@@ -39,9 +39,9 @@ async fn gated_answers_are_stored_once_and_broken_ones_dead_lettered() {
         Record::keyed("q3", answer("q3", "Mortgage rates.")), // regenerated, not stored
         Record::keyed("q2", broken),
     ];
-    let score = ChainSpec::single("answer-score", &Params::default());
+    // As the LLM agent writes them: the store agent's chain scores them.
     broker
-        .produce(topics::ANSWERS, records, Some(&score))
+        .produce(topics::ANSWERS, records, None)
         .await
         .unwrap();
 
@@ -50,8 +50,7 @@ async fn gated_answers_are_stored_once_and_broken_ones_dead_lettered() {
     let agent = tokio::spawn(store::run(
         broker.clone(),
         store.clone(),
-        Params::default(),
-        64,
+        store::StoreAgentConfig::new(Params::default()),
         Some(events_tx),
         stopped,
     ));

@@ -20,11 +20,19 @@ pub struct ChainSpec {
 impl ChainSpec {
     /// A chain of one SmartModule taking the scoring params.
     pub fn single(name: &str, params: &Params) -> Self {
+        Self::of(&[name], params)
+    }
+
+    /// A chain of `names` in order, each taking the scoring params.
+    pub fn of(names: &[&str], params: &Params) -> Self {
         Self {
-            steps: vec![ChainStep {
-                name: name.to_string(),
-                params: params.to_map(),
-            }],
+            steps: names
+                .iter()
+                .map(|name| ChainStep {
+                    name: name.to_string(),
+                    params: params.to_map(),
+                })
+                .collect(),
         }
     }
 

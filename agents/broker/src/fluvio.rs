@@ -49,6 +49,12 @@ const FIRST_READY_TIMEOUT: Duration = Duration::from_secs(15);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most a produce request carries (Fluvio's default request limit).
 const PRODUCE_BATCH_BYTES: usize = 1 << 20;
+/// How long a produce keeps trying while the cluster recovers (an SPU
+/// restarting, a new leader being elected), and its first wait.
+const PRODUCE_RETRY_BUDGET: Duration = Duration::from_secs(120);
+const PRODUCE_RETRY_START: Duration = Duration::from_millis(250);
+/// How long commits may keep failing before the consumer gives up.
+const COMMIT_FAILURE_BUDGET: Duration = Duration::from_secs(120);
 /// How long to wait for the cluster before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -317,6 +323,66 @@ impl Broker for FluvioBroker {
             return Ok(());
         }
         let topic = &self.topic_name(topic);
+        let started = tokio::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            match self.produce_once(topic, records.clone(), chain).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    // An SPU that went away, a partition changing leader:
+                    // the cluster recovers, so wait for it within a budget.
+                    // A retried batch may land twice; the agents absorb
+                    // repeats (the store keeps one entry a question).
+                    let wait = PRODUCE_RETRY_START * 2u32.pow(attempt.min(5));
+                    if started.elapsed() + wait > PRODUCE_RETRY_BUDGET {
+                        return Err(e);
+                    }
+                    tracing::warn!(topic = %topic, error = %e, wait_ms = wait.as_millis() as u64, "produce failed; trying again");
+                    // The producer may be bound to a leader that is gone.
+                    self.producers
+                        .lock()
+                        .await
+                        .remove(&(topic.to_string(), chain.cloned()));
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn consumer(
+        &self,
+        topic: &str,
+        config: ConsumerConfig,
+    ) -> Result<Box<dyn Consumer>, BrokerError> {
+        let topic = self.topic_name(topic);
+        let mut consumer = FluvioConsumer {
+            client: self.client.clone(),
+            cursor: Cursor::new(&topic, config),
+            topic,
+            stream: None,
+            committer: None,
+            failing_since: None,
+        };
+        match consumer.open(None).await {
+            Ok(stream) => consumer.stream = Some(stream),
+            // Opened again on the first read, within the reopen limit.
+            Err(e) => {
+                tracing::warn!(consumer = %consumer.cursor.name(), error = %e, "cannot open the stream yet")
+            }
+        }
+        Ok(Box::new(consumer))
+    }
+}
+
+impl FluvioBroker {
+    /// One try at appending `records` to the cluster's `topic`.
+    async fn produce_once(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+        chain: Option<&ChainSpec>,
+    ) -> Result<(), BrokerError> {
         let producer = self.producer(topic, chain).await?;
         let context = format!("producing to {topic:?}");
         let mut pending = Vec::with_capacity(records.len());
@@ -341,23 +407,6 @@ impl Broker for FluvioBroker {
         }
         Ok(())
     }
-
-    async fn consumer(
-        &self,
-        topic: &str,
-        config: ConsumerConfig,
-    ) -> Result<Box<dyn Consumer>, BrokerError> {
-        let topic = self.topic_name(topic);
-        let mut consumer = FluvioConsumer {
-            client: self.client.clone(),
-            cursor: Cursor::new(&topic, config),
-            topic,
-            stream: None,
-            committer: None,
-        };
-        consumer.stream = Some(consumer.open(None).await?);
-        Ok(Box::new(consumer))
-    }
 }
 
 /// A consumer's I/O: its streams and the SC. What to do with what they
@@ -370,6 +419,8 @@ struct FluvioConsumer {
     /// A plain stream under the same consumer id, advanced to the record
     /// before a commit position and committed there.
     committer: Option<(Stream, i64)>,
+    /// Since when commits have been failing, if they are.
+    failing_since: Option<tokio::time::Instant>,
 }
 
 impl FluvioConsumer {
@@ -415,12 +466,27 @@ impl FluvioConsumer {
     /// this reopens it after errors the cluster recovers from (a
     /// SmartModule the SPU has not loaded yet).
     async fn pull(&mut self) -> Result<bool, BrokerError> {
-        if self.stream.is_none() {
-            self.stream = Some(self.open(self.cursor.resume_from()).await?);
-        }
-        let event = match self.cursor.take_stashed() {
-            Some(event) => event,
-            None => event(self.stream.as_mut().expect("opened above").next().await),
+        let opened = match self.stream {
+            Some(_) => None,
+            None => match self.open(self.cursor.resume_from()).await {
+                Ok(stream) => {
+                    self.stream = Some(stream);
+                    None
+                }
+                // An SPU that is down, a leader not elected yet: counted as
+                // a refusal, tried again after a delay.
+                Err(e) => Some(Event::Error {
+                    code: format!("opening the stream: {e}"),
+                    transient: true,
+                }),
+            },
+        };
+        let event = match opened {
+            Some(failed) => failed,
+            None => match self.cursor.take_stashed() {
+                Some(event) => event,
+                None => event(self.stream.as_mut().expect("opened above").next().await),
+            },
         };
         match self.cursor.on_event(event) {
             Step::Continue => Ok(true),
@@ -553,12 +619,31 @@ impl Consumer for FluvioConsumer {
         Ok(self.cursor.take_batch(max))
     }
 
+    /// A commit that fails while the cluster recovers (its SPU restarting)
+    /// is dropped with a warning and made good by the next one: the
+    /// position only moves forward, and until then a restart would repeat
+    /// work, never skip it. Failing for longer than the budget is an error.
     async fn commit(&mut self, next: u64) -> Result<(), BrokerError> {
         let Some(target) = self.cursor.commit_target(next) else {
             return Ok(());
         };
-        self.commit_at(target).await?;
-        self.cursor.committed_at(next);
-        Ok(())
+        match self.commit_at(target).await {
+            Ok(()) => {
+                self.failing_since = None;
+                self.cursor.committed_at(next);
+                Ok(())
+            }
+            Err(e) => {
+                let now = tokio::time::Instant::now();
+                let since = *self.failing_since.get_or_insert(now);
+                if now.duration_since(since) > COMMIT_FAILURE_BUDGET {
+                    return Err(e);
+                }
+                tracing::warn!(consumer = %self.cursor.name(), error = %e, "commit failed; the next one makes it good");
+                // Its stream may be bound to a leader that is gone.
+                self.committer = None;
+                Ok(())
+            }
+        }
     }
 }

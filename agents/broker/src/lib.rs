@@ -20,6 +20,7 @@
 //!   before fluvio-smartengine's output leak grows it.
 //! - [`chain`]: which SmartModules a chain runs, with which params.
 //! - [`commit`]: commit positions for records finished out of order.
+//! - [`member`]: `--member K/M`, agents splitting a topic's records by key.
 //! - [`metered`]: counts what any transport moves, for the metrics.
 //! - [`producer`]: batches single records into one durable produce.
 
@@ -28,6 +29,7 @@ pub mod commit;
 pub mod embedded;
 #[cfg(feature = "fluvio")]
 pub mod fluvio;
+pub mod member;
 pub mod metered;
 pub mod producer;
 pub mod remote;
@@ -42,6 +44,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use chain::ChainSpec;
+pub use member::Member;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -67,6 +70,9 @@ pub enum BrokerError {
     Unreachable { target: String, reason: String },
     #[error("Fluvio: {0}")]
     Fluvio(String),
+    /// Broker flags that do not go together.
+    #[error("{0}")]
+    Usage(String),
     /// An error the broker server reported for a request.
     #[error("broker server: {0}")]
     Served(String),
@@ -239,23 +245,21 @@ pub trait Consumer: Send {
     async fn commit(&mut self, next: u64) -> Result<(), BrokerError>;
 }
 
-/// A committed consumer under `id` for each of `partitions` of `topic` (all
-/// of them when `None`), reading through `chain`.
+/// A committed consumer for each partition of `topic`, reading through
+/// `chain` and yielding only `member`'s records, under `member`'s id for
+/// `id`.
 pub async fn consumers(
     broker: &dyn Broker,
     topic: &str,
     id: &str,
     chain: Option<&ChainSpec>,
-    partitions: Option<&[u32]>,
+    member: Member,
 ) -> Result<Vec<Box<dyn Consumer>>, BrokerError> {
-    let partitions = match partitions {
-        Some(chosen) => chosen.to_vec(),
-        None => (0..broker.partitions(topic).await?).collect(),
-    };
-    let mut consumers = Vec::with_capacity(partitions.len());
-    for partition in partitions {
-        let config = ConsumerConfig::committed(id, chain.cloned()).on_partition(partition);
-        consumers.push(broker.consumer(topic, config).await?);
+    let id = member.consumer_id(id);
+    let mut consumers = Vec::new();
+    for partition in 0..broker.partitions(topic).await? {
+        let config = ConsumerConfig::committed(&id, chain.cloned()).on_partition(partition);
+        consumers.push(member.filter(broker.consumer(topic, config).await?));
     }
     Ok(consumers)
 }

@@ -15,7 +15,8 @@ use super::{Broker, BrokerError};
 /// unless told otherwise.
 pub const DEFAULT_BROKER_ADDR: &str = "127.0.0.1:9250";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BrokerKind {
     /// Topics in a sled database in the home; nothing to install.
     #[default]
@@ -27,67 +28,133 @@ pub enum BrokerKind {
     Fluvio,
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct BrokerArgs {
-    /// The broker to run on.
-    #[arg(
-        long,
-        value_enum,
-        env = "ANSWERLOOP_BROKER",
-        default_value = "embedded",
-        global = true
-    )]
-    pub broker: BrokerKind,
-    /// With --broker remote: where `answerloop broker serve` listens.
-    #[arg(
-        long,
-        env = "ANSWERLOOP_BROKER_ADDR",
-        value_name = "HOST:PORT",
-        default_value = DEFAULT_BROKER_ADDR,
-        global = true
-    )]
-    pub broker_addr: String,
-    /// Fluvio SC public address (HOST:PORT); default: the active Fluvio profile.
-    #[arg(long, env = "FLUVIO_SC", value_name = "HOST:PORT", global = true)]
-    pub sc: Option<String>,
-    /// Partitions of each topic created on Fluvio.
-    #[arg(long, default_value_t = 1, global = true)]
-    pub topic_partitions: u32,
-    /// Replicas of each partition of a topic created on Fluvio.
-    #[arg(long, default_value_t = 1, global = true)]
-    pub topic_replication: u32,
-    /// Put before every topic name on Fluvio, so several pipelines share a cluster.
-    #[arg(
-        long,
-        env = "ANSWERLOOP_TOPIC_PREFIX",
-        default_value = "",
-        global = true
-    )]
-    pub topic_prefix: String,
-}
+/// The environment variables a broker's flags fall back to, with their
+/// flags. Unlike the flags, they are read only for the broker already
+/// chosen and never choose one: a FLUVIO_SC left in the environment does
+/// not move `answerloop run` off the embedded broker.
+pub const FLAG_ENV: [(&str, &str); 3] = [
+    ("ANSWERLOOP_BROKER_ADDR", "--broker-addr"),
+    ("FLUVIO_SC", "--sc"),
+    ("ANSWERLOOP_TOPIC_PREFIX", "--topic-prefix"),
+];
 
-impl Default for BrokerArgs {
-    /// The embedded broker.
-    fn default() -> Self {
-        Self {
-            broker: BrokerKind::Embedded,
-            broker_addr: DEFAULT_BROKER_ADDR.into(),
-            sc: None,
-            topic_partitions: 1,
-            topic_replication: 1,
-            topic_prefix: String::new(),
-        }
-    }
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BrokerArgs {
+    /// The broker to run on [default: embedded, or fluvio when a Fluvio
+    /// option is given, remote when --broker-addr is].
+    #[arg(long, value_enum, env = "ANSWERLOOP_BROKER", global = true)]
+    pub broker: Option<BrokerKind>,
+    /// With --broker remote: where `answerloop broker serve` listens
+    /// [env: ANSWERLOOP_BROKER_ADDR; default: 127.0.0.1:9250].
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub broker_addr: Option<String>,
+    /// Fluvio SC public address [env: FLUVIO_SC, read with --broker fluvio;
+    /// default: the active Fluvio profile].
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub sc: Option<String>,
+    /// Partitions of each topic created on Fluvio [default: 1].
+    #[arg(long, value_name = "N", global = true)]
+    pub topic_partitions: Option<u32>,
+    /// Replicas of each partition of a topic created on Fluvio [default: 1].
+    #[arg(long, value_name = "N", global = true)]
+    pub topic_replication: Option<u32>,
+    /// Put before every topic name on Fluvio, so several pipelines share a
+    /// cluster [env: ANSWERLOOP_TOPIC_PREFIX, read with --broker fluvio].
+    #[arg(long, value_name = "PREFIX", global = true)]
+    pub topic_prefix: Option<String>,
 }
 
 impl BrokerArgs {
+    /// The embedded broker.
+    pub fn embedded() -> Self {
+        Self {
+            broker: Some(BrokerKind::Embedded),
+            ..Self::default()
+        }
+    }
+
+    /// Fluvio's options given on the command line, by flag name.
+    fn fluvio_flags(&self) -> Vec<&'static str> {
+        [
+            ("--sc", self.sc.is_some()),
+            ("--topic-partitions", self.topic_partitions.is_some()),
+            ("--topic-replication", self.topic_replication.is_some()),
+            ("--topic-prefix", self.topic_prefix.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
+    /// The broker these flags select: `--broker` (or ANSWERLOOP_BROKER)
+    /// when given, else the one whose options were given, else embedded.
+    /// Options of another broker than the one chosen are an error, not
+    /// silently ignored.
+    pub fn kind(&self) -> Result<BrokerKind, BrokerError> {
+        let fluvio = self.fluvio_flags();
+        let remote: Vec<&str> = self.broker_addr.iter().map(|_| "--broker-addr").collect();
+        let mix =
+            |flags: &[&str], theirs: &str, chosen: &str| {
+                BrokerError::Usage(format!(
+                "{} {} for {theirs}, but the broker is {chosen}: drop {}, or use --broker {theirs}",
+                flags.join(", "),
+                if flags.len() == 1 { "is an option" } else { "are options" },
+                if flags.len() == 1 { "it" } else { "them" },
+            ))
+            };
+        let chosen = match self.broker {
+            Some(kind) => kind,
+            None if !fluvio.is_empty() && !remote.is_empty() => {
+                return Err(BrokerError::Usage(format!(
+                    "{} and {} select different brokers: choose one with --broker",
+                    remote.join(", "),
+                    fluvio.join(", ")
+                )))
+            }
+            None if !fluvio.is_empty() => BrokerKind::Fluvio,
+            None if !remote.is_empty() => BrokerKind::Remote,
+            None => BrokerKind::Embedded,
+        };
+        let name = chosen.name();
+        if chosen != BrokerKind::Fluvio && !fluvio.is_empty() {
+            return Err(mix(&fluvio, BrokerKind::Fluvio.name(), name));
+        }
+        if chosen != BrokerKind::Remote && !remote.is_empty() {
+            return Err(mix(&remote, BrokerKind::Remote.name(), name));
+        }
+        Ok(chosen)
+    }
+
+    /// Where a served embedded broker listens.
+    pub fn remote_addr(&self) -> String {
+        self.broker_addr
+            .clone()
+            .or_else(|| env_value(FLAG_ENV[0].0))
+            .unwrap_or_else(|| DEFAULT_BROKER_ADDR.to_string())
+    }
+
+    /// The Fluvio SC's address: `--sc`, else FLUVIO_SC; `None` for the
+    /// active profile.
+    pub fn fluvio_sc(&self) -> Option<String> {
+        self.sc.clone().or_else(|| env_value(FLAG_ENV[1].0))
+    }
+
+    /// What goes before every topic name on Fluvio: `--topic-prefix`, else
+    /// ANSWERLOOP_TOPIC_PREFIX.
+    pub fn topic_prefix(&self) -> String {
+        self.topic_prefix
+            .clone()
+            .or_else(|| env_value(FLAG_ENV[2].0))
+            .unwrap_or_default()
+    }
+
     #[cfg(feature = "fluvio")]
     pub fn fluvio_options(&self) -> FluvioOptions {
         FluvioOptions {
-            sc: self.sc.clone(),
-            partitions: self.topic_partitions.max(1),
-            replication: self.topic_replication.max(1),
-            topic_prefix: self.topic_prefix.clone(),
+            sc: self.fluvio_sc(),
+            partitions: self.topic_partitions.unwrap_or(1).max(1),
+            replication: self.topic_replication.unwrap_or(1).max(1),
+            topic_prefix: self.topic_prefix(),
         }
     }
 
@@ -95,9 +162,9 @@ impl BrokerArgs {
     /// or connect to a served one or to the cluster; counted for the metrics
     /// either way.
     pub async fn connect(&self, embedded: &Path) -> Result<Arc<dyn Broker>, BrokerError> {
-        let broker: Arc<dyn Broker> = match self.broker {
+        let broker: Arc<dyn Broker> = match self.kind()? {
             BrokerKind::Embedded => Arc::new(EmbeddedBroker::open(embedded)?),
-            BrokerKind::Remote => Arc::new(RemoteBroker::connect(&self.broker_addr).await?),
+            BrokerKind::Remote => Arc::new(RemoteBroker::connect(&self.remote_addr()).await?),
             #[cfg(feature = "fluvio")]
             BrokerKind::Fluvio => Arc::new(FluvioBroker::connect(self.fluvio_options()).await?),
             #[cfg(not(feature = "fluvio"))]
@@ -108,5 +175,83 @@ impl BrokerArgs {
             }
         };
         Ok(MeteredBroker::wrap(broker))
+    }
+}
+
+impl BrokerKind {
+    /// As `--broker` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Embedded => "embedded",
+            BrokerKind::Remote => "remote",
+            BrokerKind::Fluvio => "fluvio",
+        }
+    }
+}
+
+/// An environment variable's value, when set and not empty.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    }
+
+    fn kind(args: &[&str]) -> Result<BrokerKind, String> {
+        let cli = Cli::try_parse_from(std::iter::once("answerloop").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.broker.kind().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_brokers_own_option_selects_it() {
+        assert_eq!(kind(&[]), Ok(BrokerKind::Embedded));
+        assert_eq!(kind(&["--sc", "127.0.0.1:9003"]), Ok(BrokerKind::Fluvio));
+        assert_eq!(kind(&["--topic-partitions", "4"]), Ok(BrokerKind::Fluvio));
+        assert_eq!(
+            kind(&["--broker-addr", "127.0.0.1:1"]),
+            Ok(BrokerKind::Remote)
+        );
+        assert_eq!(
+            kind(&["--broker", "fluvio", "--sc", "127.0.0.1:9003"]),
+            Ok(BrokerKind::Fluvio)
+        );
+    }
+
+    #[test]
+    fn another_brokers_options_are_refused_by_name() {
+        let error = kind(&["--broker", "embedded", "--sc", "127.0.0.1:9003"]).unwrap_err();
+        assert_eq!(
+            error,
+            "--sc is an option for fluvio, but the broker is embedded: drop it, or use --broker fluvio"
+        );
+        let error = kind(&[
+            "--broker",
+            "remote",
+            "--topic-prefix",
+            "a-",
+            "--topic-replication",
+            "2",
+        ])
+        .unwrap_err();
+        assert!(
+            error.starts_with("--topic-replication, --topic-prefix are options for fluvio, but the broker is remote"),
+            "{error}"
+        );
+        let error = kind(&["--broker", "fluvio", "--broker-addr", "127.0.0.1:1"]).unwrap_err();
+        assert!(
+            error.contains("--broker-addr is an option for remote"),
+            "{error}"
+        );
+        let error = kind(&["--sc", "127.0.0.1:9003", "--broker-addr", "127.0.0.1:1"]).unwrap_err();
+        assert!(error.contains("select different brokers"), "{error}");
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use answerloop_broker::producer::Producer;
 use answerloop_broker::select::{BrokerArgs, BrokerKind};
-use answerloop_broker::Broker;
+use answerloop_broker::{Broker, Member};
 use answerloop_llm::spec::ProviderKind;
 use answerloop_llm::LlmStats;
 use answerloop_telemetry::metrics::MetricsArg;
@@ -71,10 +71,10 @@ struct TrafficArgs {
 
 #[derive(Debug, clap::Args)]
 struct LlmRoleArgs {
-    /// Partitions this agent answers, e.g. `0,2`; default: all. LLM agents
-    /// sharing a cluster take disjoint sets.
-    #[arg(long, value_delimiter = ',')]
-    partitions: Option<Vec<u32>>,
+    /// Answer member K's share of M of the questions (e.g. `2/3`): M LLM
+    /// agents sharing the topics each take one K and split the keys.
+    #[arg(long, value_name = "K/M", default_value = "1/1")]
+    member: Member,
     /// With --llm sim: the question set the simulator answers from.
     #[arg(long, value_name = "CSV")]
     data: Option<PathBuf>,
@@ -90,12 +90,16 @@ struct LlmRoleArgs {
 struct StoreArgs {
     #[command(flatten)]
     scoring: ScoringArgs,
+    /// Store member K's share of M of the questions (e.g. `1/2`), in this
+    /// home's store: M store agents, each in its own home, split the keys.
+    #[arg(long, value_name = "K/M", default_value = "1/1")]
+    member: Member,
 }
 
 pub async fn execute(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
     let file = FileConfig::load(args.home.config.as_deref(), home.root())?;
-    if args.broker.broker == BrokerKind::Embedded {
+    if args.broker.kind()? == BrokerKind::Embedded {
         home.prepare()?;
     }
     let stop = shutdown::on_signal().context("installing the signal handlers")?;
@@ -108,11 +112,18 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Role::Traffic(role) => run_traffic(broker, role, stop).await?,
         Role::Llm(role) => run_llm(broker, &args.home, &file, *role, stop).await?,
         Role::Store(role) => {
-            let params = role.scoring.resolve(&file.scoring)?;
+            let config = store::StoreAgentConfig {
+                member: role.member,
+                ..store::StoreAgentConfig::new(role.scoring.resolve(&file.scoring)?)
+            };
             home.prepare()?;
             let store = Store::open(&home.store()).context("opening the answer store")?;
-            tracing::info!("store agent: writing to {}", home.store().display());
-            store::run(broker, store.clone(), params, 64, None, stop).await?;
+            tracing::info!(
+                "store agent: member {}, writing to {}",
+                role.member,
+                home.store().display()
+            );
+            store::run(broker, store.clone(), config, None, stop).await?;
             store.flush().await?;
         }
     }
@@ -156,7 +167,7 @@ async fn run_llm(
     let params = role.scoring.resolve(&file.scoring)?;
     let models = super::models::cache(home);
     let mut settings = role.llm.resolve(&file.llm, params, models)?;
-    settings.agent.partitions = role.partitions.clone();
+    settings.agent.member = role.member;
     // Only the simulator answers from the question set.
     let questions = match settings.provider.kind() {
         ProviderKind::Sim => dataset::read_or_sample(role.data.as_deref())?.1.questions,
@@ -165,12 +176,10 @@ async fn run_llm(
     let (provider, sim) =
         providers::connect(&settings.provider, &role.sim.config()?, &questions).await?;
     tracing::info!(
-        "llm agent: {} ({}), partitions {}",
+        "llm agent: {} ({}), member {}",
         provider.model(),
         provider.name(),
-        role.partitions
-            .as_ref()
-            .map_or("all".to_string(), |p| format!("{p:?}"))
+        role.member
     );
     let stats = LlmStats::new();
     let result = llm_agent::run(broker, provider, settings.agent, stats.clone(), stop).await;

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use answerloop_broker::select::{BrokerArgs, BrokerKind};
+
+use crate::launcher::{Fleet, FleetBroker, FleetPlan};
+
 use crate::traffic::dataset;
 use answerloop_llm::caller::{CallOutcome, Caller};
 use answerloop_llm::limiter::RateConfig;
@@ -40,8 +44,36 @@ enum BenchWhat {
     Score(ScoreBench),
     /// End to end with llm-sim at zero latency: final questions a second in
     /// one process (`run`) and with the broker server and the three agents
-    /// as separate processes, with each process's peak resident memory.
+    /// as separate processes, with each process's peak resident memory; with
+    /// a Fluvio option, also in one process on the cluster, right after.
     Pipeline(PipelineBench),
+    /// The pipeline as processes with 1, then more LLM agents sharing the
+    /// questions (`--member`), llm-sim with a latency: how the rate grows.
+    Fleet(FleetBench),
+}
+
+#[derive(Debug, clap::Args)]
+struct FleetBench {
+    /// Distinct questions (built from the sample) in each run.
+    #[arg(long, default_value_t = 1_000)]
+    questions: usize,
+    /// LLM agents in each run, in order, e.g. `1,3`.
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    llm_agents: Vec<u32>,
+    /// Store agents in every run, each with its own store.
+    #[arg(long, default_value_t = 1)]
+    store_agents: u32,
+    /// llm-sim's latency, ms.
+    #[arg(long, default_value_t = 200)]
+    latency_ms: u64,
+    /// LLM calls in flight at once in each LLM agent.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// A served embedded broker (the default), or a Fluvio cluster
+    /// (`--broker fluvio`, `--sc`, `--topic-*`), each run under a fresh
+    /// topic prefix.
+    #[command(flatten)]
+    broker: BrokerArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,11 +84,16 @@ struct PipelineBench {
     /// Measure only the separate processes.
     #[arg(long)]
     processes_only: bool,
-    /// With `--broker fluvio`, the one-process run goes to the cluster (use
-    /// a fresh `--topic-prefix`); the separate processes always share a
-    /// served embedded broker, so they are left out.
+    /// Leave out the separate processes.
+    #[arg(long, conflicts_with = "processes_only")]
+    no_processes: bool,
+    /// With `--broker fluvio` (or `--sc`, `--topic-*`), the one-process run
+    /// is made on the embedded broker and then on the cluster, side by side,
+    /// under a fresh topic prefix (the given one, if any, before it). The
+    /// cluster's SC and SPUs, when they run on this machine, are measured
+    /// too.
     #[command(flatten)]
-    broker: answerloop_broker::select::BrokerArgs,
+    broker: BrokerArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,76 +162,163 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Model(bench) => tokio::task::spawn_blocking(move || model(bench)).await?,
         BenchWhat::Score(bench) => tokio::task::spawn_blocking(move || score(bench)).await?,
         BenchWhat::Pipeline(bench) => pipeline(bench).await,
+        BenchWhat::Fleet(bench) => fleet(bench).await,
     }
 }
 
 async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.questions > 0, "--questions must be at least 1");
+    let kind = args.broker.kind()?;
+    anyhow::ensure!(
+        kind != BrokerKind::Remote,
+        "bench pipeline serves its own embedded broker: --broker remote does not apply"
+    );
     let dir = tempfile::tempdir()?;
-    let in_process = if args.processes_only {
-        None
+    let csv = dir.path().join("questions.csv");
+    crate::launcher::write_questions(&csv, args.questions)?;
+    let (embedded, fluvio) = if args.processes_only {
+        (None, None)
     } else {
-        let home = dir.path().join("in-process");
-        let csv = dir.path().join("questions.csv");
-        crate::launcher::write_questions(&csv, args.questions)?;
-        let options = crate::pipeline::RunOptions {
-            home: crate::home::Home::resolve(Some(&home))?,
-            data: Some(csv),
-            limit: None,
-            provider: ProviderSpec::new(
-                ProviderKind::Sim,
-                None,
-                None,
-                None,
-                Duration::from_secs(30),
-            ),
-            sim: SimConfig::default(),
-            agent: Default::default(),
-            schedule: Default::default(),
-            broker: args.broker.clone(),
-            stall_timeout: Duration::from_secs(600),
-            progress: false,
+        let home = dir.path().join("embedded");
+        let embedded = in_process(&home, &csv, BrokerArgs::embedded()).await?;
+        let fluvio = match kind {
+            BrokerKind::Fluvio => {
+                let mut broker = args.broker.clone();
+                broker.broker = Some(BrokerKind::Fluvio);
+                let prefix = broker.fluvio_options().topic_prefix;
+                broker.topic_prefix = Some(format!(
+                    "{prefix}bench{}-",
+                    answerloop_schema::clock::now_ms()
+                ));
+                Some(in_process(&dir.path().join("fluvio"), &csv, broker).await?)
+            }
+            _ => None,
         };
-        let summary = crate::pipeline::run(options).await?;
-        Some(json!({
-            "questions_per_s": (summary.stored + summary.dead_letters) as f64 / summary.elapsed_s,
-            "elapsed_s": summary.elapsed_s,
-            "llm_calls": summary.llm_calls,
-            "peak_rss_mb": crate::launcher::peak_rss_mb_of(std::process::id()),
-        }))
+        (Some(embedded), fluvio)
     };
-    let processes = if args.broker.broker == answerloop_broker::select::BrokerKind::Embedded {
-        Some(processes(&dir.path().join("processes"), args.questions).await?)
-    } else {
+    let ratio = match (&embedded, &fluvio) {
+        (Some(e), Some(f)) => Some(
+            f["questions_per_s"].as_f64().unwrap_or(0.0)
+                / e["questions_per_s"].as_f64().unwrap_or(f64::INFINITY),
+        ),
+        _ => None,
+    };
+    let processes = if args.no_processes {
         None
+    } else {
+        Some(processes(&dir.path().join("processes"), args.questions).await?)
     };
     println!(
         "{}",
         json!({
             "questions": args.questions,
-            "broker": format!("{:?}", args.broker.broker).to_lowercase(),
             "llm": "llm-sim, zero latency, no faults",
-            "in_process": in_process,
+            "in_process": embedded,
+            "fluvio_in_process": fluvio,
+            "fluvio_over_embedded": ratio,
             "processes": processes,
         })
     );
     Ok(ExitCode::SUCCESS)
 }
 
+/// The whole pipeline in this process (`run`) on `broker`, from a fresh home
+/// in `home`: final questions a second, and the peak memory of this process
+/// and of the local cluster's, counted from the start of the run.
+async fn in_process(
+    home: &std::path::Path,
+    csv: &std::path::Path,
+    broker: BrokerArgs,
+) -> anyhow::Result<serde_json::Value> {
+    let on_cluster = broker.kind()? == BrokerKind::Fluvio;
+    let cluster = if on_cluster {
+        crate::local_cluster::find()
+    } else {
+        Vec::new()
+    };
+    let me = std::process::id();
+    let peaks_reset =
+        crate::local_cluster::reset_peak_of(me) && cluster.iter().all(|p| p.reset_peak());
+    let options = crate::pipeline::RunOptions {
+        home: crate::home::Home::resolve(Some(home))?,
+        data: Some(csv.to_path_buf()),
+        limit: None,
+        provider: ProviderSpec::new(ProviderKind::Sim, None, None, None, Duration::from_secs(30)),
+        sim: SimConfig::default(),
+        agent: Default::default(),
+        schedule: Default::default(),
+        broker,
+        stall_timeout: Duration::from_secs(600),
+        progress: false,
+    };
+    let summary = crate::pipeline::run(options).await?;
+    let mut peak_rss_mb = serde_json::Map::new();
+    peak_rss_mb.insert(
+        "pipeline".into(),
+        json!(crate::launcher::peak_rss_mb_of(me)),
+    );
+    for process in &cluster {
+        peak_rss_mb.insert(process.name.clone(), json!(process.peak_rss_mb()));
+    }
+    Ok(json!({
+        "broker": if on_cluster { "fluvio" } else { "embedded" },
+        "questions_per_s": (summary.stored + summary.dead_letters) as f64 / summary.elapsed_s,
+        "elapsed_s": summary.elapsed_s,
+        "llm_calls": summary.llm_calls,
+        "peak_rss_mb": peak_rss_mb,
+        // Whether the peaks count from this run's start (else from each
+        // process's start).
+        "peaks_from_run_start": peaks_reset,
+    }))
+}
+
 /// The pipeline as processes (the broker server and three agents), no
 /// faults, until every question is final: questions a second from the
 /// agents' start to the last one, and each process's peak memory.
 async fn processes(dir: &std::path::Path, questions: usize) -> anyhow::Result<serde_json::Value> {
-    use crate::launcher::{Fleet, FleetPlan};
-    let plan = FleetPlan {
-        fail_rate: 0.0,
-        traffic_rate: None,
-        seed: 1,
-    };
-    let (mut fleet, sent) = Fleet::start(dir, questions, &plan).await?;
+    let plan = FleetPlan::new(0.0, None, 1);
+    let run = run_fleet(dir, questions, &plan).await?;
+    Ok(json!({
+        "questions_per_s": run.questions_per_s,
+        "elapsed_s": run.elapsed_s,
+        "answer_records": run.answer_records,
+        "peak_rss_mb": run.peak_rss_mb,
+    }))
+}
+
+/// What a fleet run came to.
+#[derive(Debug, serde::Serialize)]
+struct FleetRun {
+    /// Final questions a second, from the agents' start to the last one.
+    questions_per_s: f64,
+    elapsed_s: f64,
+    /// From the first final question to the last: the rate once every
+    /// agent is up and streaming.
+    steady_questions_per_s: Option<f64>,
+    answer_records: u64,
+    llm_calls: u64,
+    peak_rss_mb: std::collections::BTreeMap<String, f64>,
+}
+
+/// Start `plan`'s fleet in `dir`, wait until every question is final, stop
+/// it and check that nothing was lost or doubled.
+async fn run_fleet(
+    dir: &std::path::Path,
+    questions: usize,
+    plan: &FleetPlan,
+) -> anyhow::Result<FleetRun> {
+    let (mut fleet, sent) = Fleet::start(dir, questions, plan).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(3600);
-    while fleet.finals().await.is_none_or(|n| n < questions as u64) {
+    let mut first_final = None;
+    loop {
+        let finals = fleet.finals().await;
+        if first_final.is_none() && finals.is_some_and(|n| n > 0) {
+            first_final = Some((Instant::now(), finals.unwrap_or(0)));
+        }
+        if finals.is_some_and(|n| n >= questions as u64) {
+            break;
+        }
         anyhow::ensure!(
             Instant::now() < deadline,
             "the pipeline did not finish within an hour"
@@ -205,7 +329,7 @@ async fn processes(dir: &std::path::Path, questions: usize) -> anyhow::Result<se
     let elapsed_s = started.elapsed().as_secs_f64();
     let peak_rss_mb = fleet.peak_rss_mb();
     fleet.stop().await;
-    let finished = crate::launcher::finished(dir, &sent).await?;
+    let finished = crate::launcher::finished(dir, plan, &sent).await?;
     let tally = &finished.tally;
     anyhow::ensure!(
         tally.lost.is_empty() && tally.duplicates == 0,
@@ -213,12 +337,82 @@ async fn processes(dir: &std::path::Path, questions: usize) -> anyhow::Result<se
         tally.lost.len(),
         tally.duplicates
     );
-    Ok(json!({
-        "questions_per_s": tally.finals() as f64 / elapsed_s,
-        "elapsed_s": elapsed_s,
-        "answer_records": finished.answer_records,
-        "peak_rss_mb": peak_rss_mb,
-    }))
+    let steady_questions_per_s = first_final.and_then(|(at, n)| {
+        let span = elapsed_s - at.duration_since(started).as_secs_f64();
+        (span > 0.0).then(|| (tally.finals() as u64).saturating_sub(n) as f64 / span)
+    });
+    Ok(FleetRun {
+        questions_per_s: tally.finals() as f64 / elapsed_s,
+        elapsed_s,
+        steady_questions_per_s,
+        answer_records: finished.answer_records,
+        llm_calls: tally.llm_calls,
+        peak_rss_mb,
+    })
+}
+
+/// `bench fleet`: the pipeline as processes with 1, then N LLM agents
+/// sharing the questions (`--member K/N`), llm-sim with a latency and the
+/// same concurrency cap in every agent: how the rate grows with agents.
+async fn fleet(args: FleetBench) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.questions > 0, "--questions must be at least 1");
+    anyhow::ensure!(
+        !args.llm_agents.is_empty() && args.llm_agents.iter().all(|n| *n > 0),
+        "--llm-agents takes counts of at least 1, e.g. 1,3"
+    );
+    anyhow::ensure!(args.store_agents > 0, "--store-agents must be at least 1");
+    let broker = match args.broker.kind()? {
+        BrokerKind::Embedded => None,
+        BrokerKind::Remote => anyhow::bail!(
+            "bench fleet serves its own embedded broker: --broker remote does not apply"
+        ),
+        BrokerKind::Fluvio => Some(args.broker.clone()),
+    };
+    let dir = tempfile::tempdir()?;
+    let mut runs = Vec::new();
+    for (i, n) in args.llm_agents.iter().enumerate() {
+        let broker = match &broker {
+            None => FleetBroker::Served,
+            Some(cluster) => FleetBroker::Fluvio(BrokerArgs {
+                broker: Some(BrokerKind::Fluvio),
+                topic_prefix: Some(format!(
+                    "{}fleet{}-{n}-",
+                    cluster.topic_prefix(),
+                    answerloop_schema::clock::now_ms()
+                )),
+                ..cluster.clone()
+            }),
+        };
+        let plan = FleetPlan {
+            llm_agents: *n,
+            store_agents: args.store_agents,
+            sim_latency_ms: args.latency_ms,
+            concurrency: Some(args.concurrency),
+            broker,
+            ..FleetPlan::new(0.0, None, 1)
+        };
+        let run = run_fleet(&dir.path().join(format!("run{i}")), args.questions, &plan).await?;
+        runs.push(json!({ "llm_agents": n, "run": run }));
+    }
+    let rate = |run: &serde_json::Value, key: &str| run["run"][key].as_f64();
+    let speedup = |key: &str| match (runs.first(), runs.last()) {
+        (Some(first), Some(last)) if runs.len() > 1 => Some(rate(last, key)? / rate(first, key)?),
+        _ => None,
+    };
+    println!(
+        "{}",
+        json!({
+            "questions": args.questions,
+            "broker": if broker.is_some() { "fluvio" } else { "embedded (served)" },
+            "llm": format!("llm-sim, {} ms latency, no faults", args.latency_ms),
+            "concurrency_per_agent": args.concurrency,
+            "store_agents": args.store_agents,
+            "runs": runs,
+            "speedup_last_over_first": speedup("questions_per_s"),
+            "steady_speedup_last_over_first": speedup("steady_questions_per_s"),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn llm(args: LlmBench) -> anyhow::Result<ExitCode> {

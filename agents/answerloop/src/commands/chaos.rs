@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use answerloop_broker::select::{BrokerArgs, BrokerKind};
+
 use crate::chaos::{self, ChaosConfig, ChaosReport};
+use crate::launcher::FleetBroker;
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -30,6 +33,19 @@ pub struct ChaosArgs {
     /// One JSON object on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// On a Fluvio cluster running on this machine: SIGKILLs of an SPU (a
+    /// random one each time) at random moments, each restarted as it was
+    /// started.
+    #[arg(long, default_value_t = 1)]
+    spu_kills: u32,
+    /// How long a killed SPU stays down, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    spu_down_secs: f64,
+    /// Where the agents run: a served embedded broker in the run's
+    /// directory (the default), or a Fluvio cluster (`--broker fluvio`,
+    /// `--sc`, `--topic-*`), under a fresh topic prefix.
+    #[command(flatten)]
+    broker: BrokerArgs,
 }
 
 pub async fn execute(args: ChaosArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +62,25 @@ pub async fn execute(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             temp.path().join("chaos")
         }
     };
+    let broker = match args.broker.kind()? {
+        BrokerKind::Embedded => FleetBroker::Served,
+        BrokerKind::Remote => {
+            anyhow::bail!("chaos serves its own embedded broker: --broker remote does not apply")
+        }
+        BrokerKind::Fluvio => FleetBroker::Fluvio(BrokerArgs {
+            broker: Some(BrokerKind::Fluvio),
+            topic_prefix: Some(format!(
+                "{}chaos{}-",
+                args.broker.topic_prefix(),
+                answerloop_schema::clock::now_ms()
+            )),
+            ..args.broker.clone()
+        }),
+    };
+    anyhow::ensure!(
+        args.spu_down_secs >= 0.0 && args.spu_down_secs.is_finite(),
+        "--spu-down-secs must be a number of seconds"
+    );
     let config = ChaosConfig {
         questions: args.questions,
         kills: args.kills,
@@ -55,6 +90,9 @@ pub async fn execute(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         // Sending takes about eight seconds whatever the size, so kills
         // land while questions are still arriving as well as after.
         traffic_rate: Some((args.questions as f64 / 8.0).max(1.0)),
+        broker,
+        spu_kills: args.spu_kills,
+        spu_down: Duration::from_secs_f64(args.spu_down_secs),
     };
     let report = chaos::run(&dir, &config).await?;
     if args.json {
@@ -80,6 +118,9 @@ fn print_report(r: &ChaosReport) {
         r.fail_rate * 100.0
     );
     println!("  SIGKILLs      {:?}", r.kills);
+    if !r.spus_killed.is_empty() {
+        println!("  SPUs killed   {:?}", r.spus_killed);
+    }
     println!("  stored        {}", r.stored);
     println!(
         "  dead letters  {} {:?}",

@@ -36,13 +36,19 @@ pub struct DeployArgs {
 
 pub async fn execute(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
-    let broker: Arc<dyn Broker> = match args.broker.broker {
+    // --register-spu is a Fluvio option like --sc: alone, it selects Fluvio.
+    let kind = match (args.broker.broker, args.register_spu, args.broker.kind()?) {
+        (None, Some(_), BrokerKind::Embedded) => BrokerKind::Fluvio,
+        (_, _, kind) => kind,
+    };
+    let broker: Arc<dyn Broker> = match kind {
         BrokerKind::Embedded | BrokerKind::Remote => {
             anyhow::ensure!(
                 args.register_spu.is_none(),
-                "--register-spu needs --broker fluvio"
+                "--register-spu is an option for fluvio, but the broker is {}: drop it, or use --broker fluvio",
+                kind.name()
             );
-            if args.broker.broker == BrokerKind::Embedded {
+            if kind == BrokerKind::Embedded {
                 home.prepare()?;
             }
             args.broker.connect(&home.broker()).await?

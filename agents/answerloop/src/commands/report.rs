@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::HomeArg;
+use crate::config::{FileConfig, ScoringArgs};
 use crate::home::Home;
 use crate::report::ReportData;
 
@@ -20,11 +21,17 @@ pub struct ReportArgs {
     /// Also print the headline numbers as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// The run's scoring, for the verdicts of weak answers (default: the
+    /// home's answerloop.toml, then 0.4 and 3).
+    #[command(flatten)]
+    scoring: ScoringArgs,
 }
 
 pub async fn execute(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
-    let data = ReportData::load(&home).await?;
+    let file = FileConfig::load(args.home.config.as_deref(), home.root())?;
+    let params = args.scoring.resolve(&file.scoring)?;
+    let data = ReportData::load(&home, &params).await?;
     if let Some(note) = &data.scored_note {
         eprintln!("note: {note}");
     }

@@ -4,7 +4,8 @@
 //!
 //! Final answers and dead letters come from the answer store. Every scored
 //! answer, weak ones included, comes from the embedded broker's `answers`
-//! topic when it can be opened (a replayed answer counts once); otherwise
+//! topic when it can be opened, read through `answer-score` with the run's
+//! scoring params (a replayed answer counts once); otherwise
 //! the per-attempt plots use the final answers and the page says so.
 
 pub mod svg;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 
 use answerloop_broker::select::BrokerArgs;
 use answerloop_schema::{DeadLetter, Verdict};
+use answerloop_scoring::Params;
 use answerloop_storage::{Store, StoredAnswer};
 use serde::Serialize;
 
@@ -64,8 +66,9 @@ pub struct Headline {
 }
 
 impl ReportData {
-    /// Read the home's store and, when it can be opened, its broker.
-    pub async fn load(home: &Home) -> anyhow::Result<Self> {
+    /// Read the home's store and, when it can be opened, its broker, whose
+    /// answers are scored with `params`.
+    pub async fn load(home: &Home, params: &Params) -> anyhow::Result<Self> {
         home.existing()?;
         let store = Store::open(&home.store())?;
         let tally = Tally::count(&store, None, u32::MAX)?;
@@ -73,7 +76,7 @@ impl ReportData {
         let dead_letters = store.dead_letters().collect::<Result<Vec<_>, _>>()?;
         // The home's own broker: the embedded one, whoever served it.
         let (scored, scored_note) = match BrokerArgs::default().connect(&home.broker()).await {
-            Ok(broker) => (tally::scored_attempts(broker.as_ref(), None).await?, None),
+            Ok(broker) => (tally::scored_attempts(broker.as_ref(), params, None).await?, None),
             Err(e) => (
                 stored.iter().map(of_final).collect(),
                 Some(format!(
