@@ -7,7 +7,11 @@
 //!
 //! Backpressure: a new batch is read only when the previous one has been
 //! handed out, and a record is handed out only when the shared semaphore has
-//! a permit. On shutdown the loop stops taking records, lets the ones in
+//! a permit. The handler gets the permit and may give it back before it
+//! returns: the LLM agent does once the model has answered, so a record
+//! waiting for the broker to acknowledge its answer (a replicated produce
+//! on a cluster) does not hold up the next call; the producer's bounded
+//! queue bounds those. On shutdown the loop stops taking records, lets the ones in
 //! flight finish, commits, and returns; what it had read but not started is
 //! read again by the next consumer with the same id.
 
@@ -15,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use answerloop_broker::commit::CommitTracker;
@@ -43,7 +47,7 @@ impl Intake {
         handle: H,
     ) -> anyhow::Result<()>
     where
-        H: Fn(Record) -> F,
+        H: Fn(Record, OwnedSemaphorePermit) -> F,
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let mut tracker = CommitTracker::default();
@@ -66,12 +70,8 @@ impl Intake {
                 permit = self.permits.clone().acquire_owned(), if !buffer.is_empty() && !stopping => {
                     let permit = permit.expect("the semaphore is never closed");
                     let (ticket, record) = buffer.pop_front().expect("buffer is not empty");
-                    let work = handle(record);
-                    in_flight.spawn(async move {
-                        let result = work.await;
-                        drop(permit);
-                        (ticket, result)
-                    });
+                    let work = handle(record, permit);
+                    in_flight.spawn(async move { (ticket, work.await) });
                 }
                 batch = self.consumer.next_batch(self.batch, READ_WAIT), if buffer.is_empty() && !stopping => {
                     let batch = batch?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use answerloop_schema::{topics, Answer, DeadLetter, InvalidRecord, Question};
 use answerloop_scoring::Params;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::chains;
 use crate::intake::Intake;
@@ -137,7 +137,9 @@ pub async fn run(
             });
         }
     }
-    let handler = |context: Arc<Context>| move |record: Record| answer(context.clone(), record);
+    let handler = |context: Arc<Context>| {
+        move |record: Record, permit| answer(context.clone(), record, permit)
+    };
     let result = futures::future::try_join_all(
         intakes
             .into_iter()
@@ -150,8 +152,14 @@ pub async fn run(
 }
 
 /// Answer one question record: an answer, a parked question or a dead
-/// letter, never nothing.
-async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
+/// letter, never nothing. `permit` is the intake's, held until the model
+/// has answered (or the question is given up), not while the result is
+/// published.
+async fn answer(
+    context: Arc<Context>,
+    record: Record,
+    permit: OwnedSemaphorePermit,
+) -> anyhow::Result<()> {
     let mut question: Question = match serde_json::from_slice::<Question>(&record.value) {
         Ok(q) => q.with_id(),
         Err(e) => {
@@ -170,15 +178,16 @@ async fn answer(context: Arc<Context>, record: Record) -> anyhow::Result<()> {
         config.max_tokens,
         config.temperature,
     );
-    match context
+    let outcome = context
         .caller
         .call(
             &request,
             &mut question.llm_attempts,
             &mut question.failed_calls,
         )
-        .await
-    {
+        .await;
+    drop(permit);
+    match outcome {
         CallOutcome::Answered {
             completion,
             latency,

@@ -196,3 +196,52 @@ pub fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     (n > 0).then(|| sum / n as f64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use answerloop_schema::{Answer, DeadLetter, FailureClass, Question};
+    use answerloop_storage::StoredAnswer;
+
+    fn stored(title: &str) -> StoredAnswer {
+        let mut answer = Answer::new(Question::new(title, "", "ref", 1), "an answer", "m", 1);
+        answer.score = Some(0.9);
+        answer.verdict = Some(Verdict::Accept);
+        StoredAnswer::from_final(&answer, 0).unwrap()
+    }
+
+    fn letter(title: &str) -> DeadLetter {
+        let question = Question::new(title, "", "ref", 1);
+        DeadLetter::of_question(question, FailureClass::Permanent, "401".into(), None, 0)
+    }
+
+    #[test]
+    fn stores_that_split_the_questions_count_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = Store::open(&dir.path().join("1")).unwrap();
+        let two = Store::open(&dir.path().join("2")).unwrap();
+        let (a, b, c, d) = (stored("a?"), stored("b?"), letter("c?"), stored("d?"));
+        one.put_answer(&a).unwrap();
+        two.put_answer(&b).unwrap();
+        two.put_dead_letter(&c).unwrap();
+        let expected: HashSet<&str> = [a.id.as_str(), b.id.as_str(), c.id.as_str(), d.id.as_str()]
+            .into_iter()
+            .collect();
+        let tally = Tally::count_all(&[&one, &two], Some(&expected), 3).unwrap();
+        assert_eq!(
+            (tally.stored, tally.dead_letters, tally.duplicates),
+            (2, 1, 0)
+        );
+        assert_eq!(tally.lost, vec![d.id.clone()]);
+
+        // The same question final in both stores is a duplicate, however
+        // it ended in each.
+        one.put_answer(&b).unwrap();
+        one.put_dead_letter(&c).unwrap();
+        let tally = Tally::count_all(&[&one, &two], Some(&expected), 3).unwrap();
+        assert_eq!(
+            (tally.stored, tally.dead_letters, tally.duplicates),
+            (2, 1, 2)
+        );
+    }
+}

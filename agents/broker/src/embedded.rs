@@ -6,7 +6,7 @@
 //! is flushed before it returns, so a killed process loses nothing that was
 //! acknowledged. SmartModule chains run through fluvio-smartengine, the engine
 //! of Fluvio's SPU, with the `.wasm` files the binary carries: produce chains
-//! before the append, consume chains on the way out.
+//! before the append (the pipeline uses none), consume chains on the way out.
 //!
 //! sled allows one process per database: agents in other processes reach the
 //! embedded broker through the process that owns it.
@@ -252,6 +252,7 @@ impl Broker for EmbeddedBroker {
             offset_key,
             position,
             chain,
+            running: None,
         }))
     }
 }
@@ -265,6 +266,13 @@ struct EmbeddedConsumer {
     /// The next offset to read; moves ahead of the committed offset.
     position: u64,
     chain: Option<SharedChain>,
+    /// A batch going through the chain: the offset of its last record and
+    /// the task running it. Kept across a cancelled read, so the next read
+    /// takes its output instead of running the chain over it again.
+    running: Option<(
+        u64,
+        tokio::task::JoinHandle<Result<Vec<Record>, BrokerError>>,
+    )>,
 }
 
 impl EmbeddedConsumer {
@@ -289,17 +297,37 @@ impl Consumer for EmbeddedConsumer {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Batch, BrokerError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            if let Some((last, task)) = self.running.as_mut() {
+                // Awaiting the handle, not the task: cancel-safe.
+                let output = task
+                    .await
+                    .map_err(|e| BrokerError::Task(format!("chain task failed: {e}")))?;
+                let last = *last;
+                self.running = None;
+                self.position = last + 1;
+                return Ok(Batch {
+                    records: output?,
+                    next: self.position,
+                    positions: Vec::new(),
+                    end: Some(self.log.end()),
+                });
+            }
             let notified = self.log.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let raw = self.read(max.max(1))?;
             if let Some(&(last, _)) = raw.last() {
                 let (offsets, records): (Vec<u64>, Vec<Record>) = raw.into_iter().unzip();
-                let (records, positions) = match &self.chain {
-                    Some(chain) => (run_chain(chain.clone(), records).await?, Vec::new()),
-                    None => (records, offsets.iter().map(|o| o + 1).collect()),
-                };
-                // Only now, after the last await: a dropped future moves nothing.
+                if let Some(chain) = &self.chain {
+                    let chain = chain.clone();
+                    let task = tokio::task::spawn_blocking(move || {
+                        chain.lock().expect("chain poisoned").process(records)
+                    });
+                    self.running = Some((last, task));
+                    continue;
+                }
+                let positions = offsets.iter().map(|o| o + 1).collect();
+                // No await since the read: a dropped future moves nothing.
                 self.position = last + 1;
                 return Ok(Batch {
                     records,

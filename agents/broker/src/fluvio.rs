@@ -4,8 +4,11 @@
 //! - Topics are created when missing, with the configured partitions and
 //!   replication.
 //! - SmartModules are registered in the cluster by name ([`smartmodules`]);
-//!   chains name them, so the SPU runs them: `answer-score` as a producer
-//!   SmartModule on `answers`, `regenerate` and `quality-gate` on consumers.
+//!   chains name them, so the SPU runs them. The pipeline runs them all on
+//!   consumer streams, whose chain the SPU builds once; a producer chain,
+//!   which the trait still allows, is built by the SPU for every request.
+//! - An SPU going away (restarted, a leader moving) is waited out: produces
+//!   are retried, streams reopened, failed commits made good by the next.
 //! - Consumer offsets are stored in the cluster under the agent's stable
 //!   consumer id (`OffsetManagementStrategy::Manual`) and written only when
 //!   the agent commits, i.e. after the work is durable.

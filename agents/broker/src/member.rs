@@ -43,12 +43,14 @@ impl Member {
     /// Member `index` (from 1) of `of`.
     pub fn new(index: u32, of: u32) -> Result<Self, MemberError> {
         if of == 0 {
-            return Err(MemberError(format!(
-                "{index}/{of}: there must be at least one member"
-            )));
+            return Err(MemberError(
+                "there must be at least one member (M > 0)".into(),
+            ));
         }
         if index == 0 || index > of {
-            return Err(MemberError(format!("{index}/{of}: K counts from 1 to M")));
+            return Err(MemberError(format!(
+                "member {index} of {of}: K counts from 1 to M"
+            )));
         }
         Ok(Self { index, of })
     }
@@ -130,7 +132,7 @@ impl fmt::Display for Member {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--member {0}")]
+#[error("{0}")]
 pub struct MemberError(String);
 
 impl FromStr for Member {
@@ -144,7 +146,7 @@ impl FromStr for Member {
         match parsed {
             Some((index, of)) => Self::new(index, of),
             None => Err(MemberError(format!(
-                "{text:?}: expected K/M, member K of M, e.g. 2/3"
+                "{text:?} is not K/M (member K of M, e.g. 2/3)"
             ))),
         }
     }
@@ -218,13 +220,10 @@ mod tests {
         assert_eq!("2/3".parse::<Member>().unwrap(), Member::new(2, 3).unwrap());
         assert_eq!(" 1 / 1 ".parse::<Member>().unwrap(), Member::ALONE);
         let error = |text: &str| text.parse::<Member>().unwrap_err().to_string();
-        assert_eq!(error("0/3"), "--member 0/3: K counts from 1 to M");
-        assert_eq!(error("4/3"), "--member 4/3: K counts from 1 to M");
-        assert_eq!(
-            error("1/0"),
-            "--member 1/0: there must be at least one member"
-        );
-        assert!(error("two").contains("expected K/M"), "{}", error("two"));
+        assert_eq!(error("0/3"), "member 0 of 3: K counts from 1 to M");
+        assert_eq!(error("4/3"), "member 4 of 3: K counts from 1 to M");
+        assert_eq!(error("1/0"), "there must be at least one member (M > 0)");
+        assert!(error("two").contains("is not K/M"), "{}", error("two"));
         assert!(error("2/x").contains("\"2/x\""), "{}", error("2/x"));
     }
 

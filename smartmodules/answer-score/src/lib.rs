@@ -1,4 +1,5 @@
-//! `answer-score` (map, on produce to `answers`): scores each answer against
+//! `answer-score` (map, at the head of the consumer chains of `answers`):
+//! scores each answer against
 //! its reference and writes `score`, `verdict` and the best attempt so far
 //! into the record. A record it cannot parse comes out tagged `invalid`; it
 //! never returns an error, since one error stops a whole Fluvio batch.

@@ -54,6 +54,8 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let params = args.scoring.resolve(&file.scoring)?;
     let models = super::models::cache(&args.home);
     let settings = args.llm.resolve(&file.llm, params, models)?;
+    // Broker flags that do not go together are refused before anything starts.
+    args.broker.kind()?;
 
     if settings.provider.kind() == ProviderKind::Sim && !args.json {
         eprintln!("LLM: llm-sim, the built-in test simulator (not a real model). Use --llm openai|ollama|gemini for a real one.");

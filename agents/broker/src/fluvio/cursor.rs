@@ -246,12 +246,13 @@ impl Cursor {
     }
 
     /// Whether to ask the SC where the log ends now: committed consumers
-    /// only (for their lag), at most every [`LOG_END_EVERY`].
+    /// at most every [`LOG_END_EVERY`] (for their lag), a scan once, before
+    /// its first batch (what [`crate::records_in`] reads).
     pub fn log_end_due(&self, now: Instant) -> bool {
-        self.config.id.is_some()
-            && self
-                .log_end_asked
-                .is_none_or(|asked| now.duration_since(asked) >= LOG_END_EVERY)
+        match self.log_end_asked {
+            None => true,
+            Some(asked) => self.config.id.is_some() && now.duration_since(asked) >= LOG_END_EVERY,
+        }
     }
 
     /// What the SC said (`None`: it did not say), asked at `now`.
@@ -455,7 +456,15 @@ mod tests {
             Some(40),
             "a silent SC keeps the last figure"
         );
-        let scan = Cursor::new("answers", ConsumerConfig::scan());
-        assert!(!scan.log_end_due(start), "scans do not ask");
+        let mut scan = Cursor::new("answers", ConsumerConfig::scan());
+        assert!(
+            scan.log_end_due(start),
+            "a scan asks before its first batch"
+        );
+        scan.set_log_end(Some(7), start);
+        assert!(
+            !scan.log_end_due(start + LOG_END_EVERY * 10),
+            "and never again"
+        );
     }
 }
