@@ -22,14 +22,11 @@ use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use answerloop_broker::commit::CommitTracker;
+use answerloop_broker::commit::{CommitTracker, COMMIT_EVERY};
 use answerloop_broker::{Consumer, Record};
 
 /// How long one read waits for new records before the loop looks around.
 const READ_WAIT: Duration = Duration::from_millis(500);
-/// Commits are batched to at most one this often while work flows (a
-/// commit is a durable write); an idle or stopping intake commits at once.
-const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Intake {
     pub consumer: Box<dyn Consumer>,
@@ -98,9 +95,11 @@ impl Intake {
             if let Some(position) = tracker.ready() {
                 pending = Some(position);
             }
-            let idle = in_flight.is_empty() && buffer.is_empty();
+            // At most every COMMIT_EVERY, working or idle (the timer above
+            // wakes the loop for it); a stopping intake commits at once.
+            let done = stopping && in_flight.is_empty();
             if let Some(position) = pending {
-                if idle || last_commit.elapsed() >= COMMIT_EVERY {
+                if done || last_commit.elapsed() >= COMMIT_EVERY {
                     self.consumer.commit(position).await?;
                     pending = None;
                     last_commit = tokio::time::Instant::now();

@@ -1,7 +1,9 @@
 //! The store agent: writes what passes the quality gate to the answer store,
 //! and every dead letter beside it, then commits its offsets, in that order:
-//! write, flush, commit. A crash between flush and commit replays records the
-//! store already has, and the store's idempotent writes keep one entry each.
+//! write, flush, commit. Commits trail the flushes by at most
+//! [`COMMIT_EVERY`] (one commit for many batches). A crash between flush and
+//! commit replays records the store already has, and the store's idempotent
+//! writes keep one entry each.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use answerloop_scoring::Params;
 use answerloop_storage::{Store, StoredAnswer, Written};
 use tokio::sync::{mpsc, watch};
 
+use answerloop_broker::commit::COMMIT_EVERY;
 use answerloop_broker::{Broker, Consumer, Member, Record};
 use answerloop_schema::clock::now_ms;
 use answerloop_telemetry::metrics::metrics;
@@ -122,29 +125,44 @@ async fn drain(
     mut shutdown: watch::Receiver<bool>,
     write: Writer,
 ) -> anyhow::Result<()> {
-    // Where this consumer has committed, as far as it knows.
+    // Where this consumer has committed, as far as it knows, and when.
     let mut committed = None;
+    let mut last_commit = tokio::time::Instant::now();
+    // The position after the last record flushed (or skipped as another
+    // member's): what the next commit may cover.
+    let mut durable = None;
     loop {
         let next = tokio::select! {
-            next = consumer.next_batch(batch, READ_WAIT) => next?,
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            next = consumer.next_batch(batch, READ_WAIT) => Some(next?),
+            _ = shutdown.wait_for(|stop| *stop) => None,
         };
-        if next.records.is_empty() {
-            // Nothing to write, but the position may have moved past
-            // records another member stores.
-            if next.next > 0 && committed != Some(next.next) {
-                consumer.commit(next.next).await?;
-                committed = Some(next.next);
+        let Some(next) = next else {
+            if let Some(position) = durable.filter(|p| committed != Some(*p)) {
+                consumer.commit(position).await?;
             }
-            continue;
-        }
+            return Ok(());
+        };
         let mut done = Vec::with_capacity(next.records.len());
-        for record in &next.records {
-            done.push(write(store, record)?);
+        if !next.records.is_empty() {
+            for record in &next.records {
+                done.push(write(store, record)?);
+            }
+            store.flush().await?;
         }
-        store.flush().await?;
-        consumer.commit(next.next).await?;
-        committed = Some(next.next);
+        // An empty batch writes nothing, but its position may have moved
+        // past records another member stores.
+        if next.next > 0 {
+            durable = Some(next.next);
+        }
+        // Commits lag the flush by at most COMMIT_EVERY (write, flush, then
+        // commit, still): a crash in between replays what the store has.
+        if let Some(position) = durable.filter(|p| committed != Some(*p)) {
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                consumer.commit(position).await?;
+                committed = Some(position);
+                last_commit = tokio::time::Instant::now();
+            }
+        }
         count_writes(&done);
         if let Some(events) = &events {
             for event in done {

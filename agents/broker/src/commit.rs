@@ -6,6 +6,18 @@
 //! earlier batch, is done.
 
 use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How often at most an agent commits a consumer's position, working or
+/// idle (and once more when it stops). A commit is a durable write, and on
+/// a Fluvio cluster a round trip that can cost much more: an SPU that does
+/// not hold the `consumer-offset` topic forwards every offset update to the
+/// SPU that does, over a new connection each time (fluvio-spu
+/// `send_private_request_to_leader`). Committing at every idle moment made
+/// a loop pipeline whose `answers` partition sat on the other SPU 8x slower.
+/// A later commit only means a restart repeats a little more work, which
+/// the store's idempotent writes absorb.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 pub struct CommitTracker {

@@ -501,7 +501,23 @@ impl FluvioConsumer {
                 tokio::time::sleep(REOPEN_DELAY).await;
                 Ok(true)
             }
+            Step::Resync { from, to } => {
+                self.resync(from, to);
+                Ok(true)
+            }
         }
+    }
+
+    /// The stream skipped the records `from..to` (the client's loss, see
+    /// [`cursor`]): drop it, so the next read opens it again at `from`.
+    fn resync(&mut self, from: u64, to: u64) {
+        tracing::warn!(
+            consumer = %self.cursor.name(),
+            from,
+            to,
+            "the client skipped records; reading them again"
+        );
+        self.stream = None;
     }
 
     /// Take whatever the stream has ready, without waiting.
@@ -514,7 +530,12 @@ impl FluvioConsumer {
                 break;
             };
             match event(item) {
-                Event::Record { offset, record } => self.cursor.buffer(offset, record),
+                Event::Record { offset, record } => {
+                    if let Step::Resync { from, to } = self.cursor.take_record(offset, record) {
+                        self.resync(from, to);
+                        return;
+                    }
+                }
                 other => self.cursor.stash(other),
             }
         }
@@ -539,6 +560,18 @@ impl FluvioConsumer {
                 CommitterStep::AlreadyPast => return Ok(()),
                 CommitterStep::Commit => break,
                 CommitterStep::Advance => match stream.next().await {
+                    Some(Ok(record)) if cursor::skipped(*seen, record.offset()) => {
+                        // Never commit past what the client skipped: read
+                        // on from the first record it lost.
+                        let from = (*seen + 1) as u64;
+                        let plain = ConsumerConfig {
+                            chain: None,
+                            ..self.cursor.config().clone()
+                        };
+                        *stream =
+                            open_stream(self.client.clone(), self.topic.clone(), plain, Some(from))
+                                .await?;
+                    }
                     Some(Ok(record)) => *seen = record.offset(),
                     Some(Err(code)) => return Err(fail(&code)),
                     None => return Err(fail(&"the committer's stream ended")),
@@ -610,7 +643,10 @@ impl Consumer for FluvioConsumer {
         match self.cursor.read_plan() {
             ReadPlan::Ready => {}
             ReadPlan::UntilEnd => {
-                self.pull().await?;
+                // Until a record or the end: an empty batch ends a scan.
+                while self.cursor.read_plan() == ReadPlan::UntilEnd {
+                    self.pull().await?;
+                }
             }
             ReadPlan::Wait => {
                 if let Ok(pulled) = tokio::time::timeout(wait, self.pull()).await {

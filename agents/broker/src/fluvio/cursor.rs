@@ -1,7 +1,19 @@
 //! What a Fluvio consumer decides, apart from the cluster it talks to: which
 //! records it holds and hands out, where a reopened stream resumes, when a
-//! refused stream is opened again and when that becomes an error, what a
-//! commit must do, when to ask the SC where the log ends.
+//! refused stream is opened again and when that becomes an error, when a
+//! stream skipped records and must be read again, what a commit must do,
+//! when to ask the SC where the log ends.
+//!
+//! Skipped records: the published `fluvio` client (0.50.1) loses records
+//! when a fetch response ends in a batch cut short by `max_bytes`: it
+//! yields the whole records of that batch, then asks the SPU to go on after
+//! the batch's last offset, so the records cut off are never delivered
+//! (one every megabyte of backlog, measured; fixed upstream after that
+//! release by "do not assume all batches in stream fetch response are
+//! complete"). A stream without a chain yields every offset in order, so a
+//! jump is that loss: the stream is dropped and read again from the first
+//! missing offset. A chain's stream is not affected: the SPU tells the
+//! client where to go on.
 //!
 //! CI cannot run a Fluvio cluster, so these decisions live here, as plain
 //! data driven by [`Event`]s, where unit tests reach every branch; the
@@ -53,6 +65,13 @@ pub enum Step {
     Reopen {
         refusal: String,
     },
+    /// The stream skipped the records from offset `from` to before `to`
+    /// (see the module docs): drop it and open it again at once from
+    /// [`Cursor::resume_from`], which is `from`.
+    Resync {
+        from: u64,
+        to: u64,
+    },
     Fail(BrokerError),
 }
 
@@ -91,6 +110,9 @@ pub struct Cursor {
     stashed: Option<Event>,
     /// The offset after the last record handed out.
     position: Option<u64>,
+    /// The offset after the last record taken from a stream (handed out or
+    /// buffered): where a reopened stream must start.
+    received: Option<u64>,
     committed: Option<u64>,
     /// A scan's stream reached the end of the log.
     ended: bool,
@@ -115,6 +137,7 @@ impl Cursor {
             buffer: VecDeque::new(),
             stashed: None,
             position: None,
+            received: None,
             committed: None,
             ended: false,
             refused: 0,
@@ -141,11 +164,12 @@ impl Cursor {
         self.config.id.is_none() && self.config.chain.is_none()
     }
 
-    /// Where a reopened stream starts: after the last record handed out,
-    /// else at the committed position; `None` for the consumer's committed
-    /// offset in the cluster (the beginning for a new consumer).
+    /// Where a reopened stream starts: after the last record taken from a
+    /// stream (the buffer outlives the stream), else at the committed
+    /// position; `None` for the consumer's committed offset in the cluster
+    /// (the beginning for a new consumer).
     pub fn resume_from(&self) -> Option<u64> {
-        self.position.or(self.committed)
+        self.received.or(self.position).or(self.committed)
     }
 
     pub fn read_plan(&self) -> ReadPlan {
@@ -167,9 +191,29 @@ impl Cursor {
         !self.ended && self.stashed.is_none() && self.buffer.len() < max
     }
 
-    /// Keep a record taken without waiting.
-    pub fn buffer(&mut self, offset: i64, record: Record) {
-        self.buffer.push_back((offset, record));
+    /// Take a record from the stream, waiting or not: kept for handing
+    /// out, or, when the stream skipped records before it, a
+    /// [`Step::Resync`] (the record is read again with them).
+    pub fn take_record(&mut self, offset: i64, record: Record) -> Step {
+        let offset = offset.max(0) as u64;
+        if let Some(expected) = self.received {
+            if offset < expected {
+                // Already taken: a reopened stream starts at the batch
+                // holding its start offset, and a client that let an
+                // earlier record through is not trusted to drop it.
+                return Step::Continue;
+            }
+            if self.config.chain.is_none() && offset > expected {
+                return Step::Resync {
+                    from: expected,
+                    to: offset,
+                };
+            }
+        }
+        self.refused = 0;
+        self.received = Some(offset + 1);
+        self.buffer.push_back((offset as i64, record));
+        Step::Continue
     }
 
     /// Keep an error or an end taken without waiting, for the next read.
@@ -185,11 +229,7 @@ impl Cursor {
     /// Take what a waiting read got from the stream.
     pub fn on_event(&mut self, event: Event) -> Step {
         let refusal = match event {
-            Event::Record { offset, record } => {
-                self.refused = 0;
-                self.buffer(offset, record);
-                return Step::Continue;
-            }
+            Event::Record { offset, record } => return self.take_record(offset, record),
             Event::Closed if self.ends_at_the_end() => {
                 self.ended = true;
                 return Step::Ended;
@@ -277,6 +317,12 @@ impl Cursor {
     }
 }
 
+/// Whether a plain stream that stood on offset `seen` (-1 before its
+/// first record) skipped records to reach `offset` (see the module docs).
+pub fn skipped(seen: i64, offset: i64) -> bool {
+    seen >= 0 && offset > seen + 1
+}
+
 /// The committer stands on the record at offset `seen` (-1 before the
 /// first); what it does to commit at `target`.
 pub fn committer_step(seen: i64, target: i64) -> CommitterStep {
@@ -338,9 +384,61 @@ mod tests {
         cursor.committed_at(3);
         assert_eq!(cursor.resume_from(), Some(3));
         cursor.on_event(record(8));
-        assert_eq!(cursor.resume_from(), Some(3), "buffered is not handed out");
-        cursor.take_batch(1);
+        assert_eq!(
+            cursor.resume_from(),
+            Some(9),
+            "a buffered record is not read again: the buffer outlives the stream"
+        );
+        assert_eq!(cursor.take_batch(1).next, 9);
         assert_eq!(cursor.resume_from(), Some(9));
+    }
+
+    fn plain() -> Cursor {
+        Cursor::new("questions", ConsumerConfig::committed("llm-agent", None))
+    }
+
+    /// The published client's loss at a fetch cut short by max_bytes: the
+    /// stream jumps from 1371 to 1373.
+    #[test]
+    fn records_a_plain_stream_skipped_are_read_again_from_the_first_missing() {
+        let mut cursor = plain();
+        for offset in 1366..1372 {
+            assert!(matches!(cursor.on_event(record(offset)), Step::Continue));
+        }
+        assert_eq!(cursor.take_batch(2).next, 1368);
+        match cursor.on_event(record(1373)) {
+            Step::Resync { from, to } => assert_eq!((from, to), (1372, 1373)),
+            other => panic!("expected a resync, got {other:?}"),
+        }
+        assert_eq!(
+            cursor.resume_from(),
+            Some(1372),
+            "the buffered records are not read again"
+        );
+        // The reopened stream starts at the batch holding 1372.
+        for offset in [1370, 1371, 1372, 1373] {
+            assert!(matches!(cursor.on_event(record(offset)), Step::Continue));
+        }
+        let batch = cursor.take_batch(100);
+        assert_eq!(batch.positions, vec![1369, 1370, 1371, 1372, 1373, 1374]);
+    }
+
+    #[test]
+    fn a_chain_stream_may_leave_offsets_out() {
+        let mut cursor = committed();
+        cursor.on_event(record(4));
+        assert!(
+            matches!(cursor.on_event(record(9)), Step::Continue),
+            "the chain filtered 5..9"
+        );
+        assert_eq!(cursor.take_batch(10).positions, vec![5, 10]);
+    }
+
+    #[test]
+    fn the_first_record_of_a_stream_opened_at_the_committed_offset_is_taken() {
+        let mut cursor = plain();
+        assert!(matches!(cursor.on_event(record(500)), Step::Continue));
+        assert_eq!(cursor.take_batch(1).next, 501);
     }
 
     #[test]
@@ -410,7 +508,7 @@ mod tests {
     #[test]
     fn an_error_taken_without_waiting_comes_first_at_the_next_read() {
         let mut cursor = committed();
-        cursor.buffer(0, Record::keyed("k", "v"));
+        cursor.take_record(0, Record::keyed("k", "v"));
         assert!(cursor.wants_more(10));
         cursor.stash(Event::Closed);
         assert!(
@@ -440,6 +538,13 @@ mod tests {
         assert_eq!(committer_step(-1, 9), CommitterStep::Advance);
         assert_eq!(committer_step(9, 9), CommitterStep::Commit);
         assert_eq!(committer_step(12, 9), CommitterStep::AlreadyPast);
+    }
+
+    #[test]
+    fn a_jump_in_a_plain_stream_is_a_skip() {
+        assert!(!skipped(-1, 40), "the first record may be anywhere");
+        assert!(!skipped(40, 41));
+        assert!(skipped(40, 42));
     }
 
     #[test]
