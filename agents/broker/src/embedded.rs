@@ -269,11 +269,11 @@ struct EmbeddedConsumer {
     /// A batch going through the chain: the offset of its last record and
     /// the task running it. Kept across a cancelled read, so the next read
     /// takes its output instead of running the chain over it again.
-    running: Option<(
-        u64,
-        tokio::task::JoinHandle<Result<Vec<Record>, BrokerError>>,
-    )>,
+    running: Option<(u64, ChainTask)>,
 }
+
+/// A batch going through a consume chain on a blocking thread.
+type ChainTask = tokio::task::JoinHandle<Result<Vec<Record>, BrokerError>>;
 
 impl EmbeddedConsumer {
     fn read(&self, max: usize) -> Result<Vec<(u64, Record)>, BrokerError> {
