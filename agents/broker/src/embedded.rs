@@ -149,8 +149,17 @@ impl EmbeddedBroker {
 
 /// Run `records` through a chain off the async executor (wasm is CPU work).
 async fn run_chain(chain: SharedChain, records: Vec<Record>) -> Result<Vec<Record>, BrokerError> {
+    chain_output(&mut spawn_chain(chain, records)).await
+}
+
+/// Start `records` through a chain on a blocking thread.
+fn spawn_chain(chain: SharedChain, records: Vec<Record>) -> ChainTask {
     tokio::task::spawn_blocking(move || chain.lock().expect("chain poisoned").process(records))
-        .await
+}
+
+/// What a chain task output. Awaits the handle, not the task: cancel-safe.
+async fn chain_output(task: &mut ChainTask) -> Result<Vec<Record>, BrokerError> {
+    task.await
         .map_err(|e| BrokerError::Task(format!("chain task failed: {e}")))?
 }
 
@@ -298,10 +307,7 @@ impl Consumer for EmbeddedConsumer {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some((last, task)) = self.running.as_mut() {
-                // Awaiting the handle, not the task: cancel-safe.
-                let output = task
-                    .await
-                    .map_err(|e| BrokerError::Task(format!("chain task failed: {e}")))?;
+                let output = chain_output(task).await;
                 let last = *last;
                 self.running = None;
                 self.position = last + 1;
@@ -319,11 +325,7 @@ impl Consumer for EmbeddedConsumer {
             if let Some(&(last, _)) = raw.last() {
                 let (offsets, records): (Vec<u64>, Vec<Record>) = raw.into_iter().unzip();
                 if let Some(chain) = &self.chain {
-                    let chain = chain.clone();
-                    let task = tokio::task::spawn_blocking(move || {
-                        chain.lock().expect("chain poisoned").process(records)
-                    });
-                    self.running = Some((last, task));
+                    self.running = Some((last, spawn_chain(chain.clone(), records)));
                     continue;
                 }
                 let positions = offsets.iter().map(|o| o + 1).collect();

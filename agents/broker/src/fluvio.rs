@@ -546,12 +546,8 @@ impl FluvioConsumer {
         let name = self.cursor.name().to_string();
         let fail = |e: &dyn std::fmt::Display| fluvio_error(&format!("committing {name}"), e);
         if self.committer.is_none() {
-            // The same consumer id, without the chain: every record shows.
-            let plain = ConsumerConfig {
-                chain: None,
-                ..self.cursor.config().clone()
-            };
-            let stream = open_stream(self.client.clone(), self.topic.clone(), plain, None).await?;
+            let config = committer_config(self.cursor.config());
+            let stream = open_stream(self.client.clone(), self.topic.clone(), config, None).await?;
             self.committer = Some((stream, -1));
         }
         let (stream, seen) = self.committer.as_mut().expect("opened above");
@@ -564,13 +560,13 @@ impl FluvioConsumer {
                         // Never commit past what the client skipped: read
                         // on from the first record it lost.
                         let from = (*seen + 1) as u64;
-                        let plain = ConsumerConfig {
-                            chain: None,
-                            ..self.cursor.config().clone()
-                        };
-                        *stream =
-                            open_stream(self.client.clone(), self.topic.clone(), plain, Some(from))
-                                .await?;
+                        *stream = open_stream(
+                            self.client.clone(),
+                            self.topic.clone(),
+                            committer_config(self.cursor.config()),
+                            Some(from),
+                        )
+                        .await?;
                     }
                     Some(Ok(record)) => *seen = record.offset(),
                     Some(Err(code)) => return Err(fail(&code)),
@@ -581,6 +577,15 @@ impl FluvioConsumer {
         stream.offset_commit().await.map_err(|code| fail(&code))?;
         stream.offset_flush().await.map_err(|code| fail(&code))?;
         Ok(())
+    }
+}
+
+/// The committer's stream: the consumer's id without its chain, so every
+/// record shows.
+fn committer_config(consumer: &ConsumerConfig) -> ConsumerConfig {
+    ConsumerConfig {
+        chain: None,
+        ..consumer.clone()
     }
 }
 

@@ -169,7 +169,7 @@ impl Cursor {
     /// position; `None` for the consumer's committed offset in the cluster
     /// (the beginning for a new consumer).
     pub fn resume_from(&self) -> Option<u64> {
-        self.received.or(self.position).or(self.committed)
+        self.received.or(self.committed)
     }
 
     pub fn read_plan(&self) -> ReadPlan {
@@ -203,7 +203,7 @@ impl Cursor {
                 // earlier record through is not trusted to drop it.
                 return Step::Continue;
             }
-            if self.config.chain.is_none() && offset > expected {
+            if self.config.chain.is_none() && skipped(expected as i64 - 1, offset as i64) {
                 return Step::Resync {
                     from: expected,
                     to: offset,
