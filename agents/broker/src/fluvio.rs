@@ -21,6 +21,7 @@
 pub mod cursor;
 pub mod smartmodules;
 pub mod spu;
+mod tcp;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -37,6 +38,7 @@ use ::fluvio::{
     TopicProducerConfigBuilder, TopicProducerPool,
 };
 use async_trait::async_trait;
+use fluvio_future::net::DomainConnector;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Mutex;
 
@@ -45,6 +47,7 @@ use super::{
     TopicLayout,
 };
 use cursor::{committer_step, CommitterStep, Cursor, Event, ReadPlan, Step, REOPEN_DELAY};
+use tcp::LowLatency;
 
 /// How long `deploy` waits for the SPUs to run the SmartModules before it
 /// registers them afresh, and after that.
@@ -125,32 +128,32 @@ impl FluvioBroker {
     /// Connect to the cluster at `options.sc`, or through the active Fluvio
     /// profile (`~/.fluvio/config`) when none is given.
     pub async fn connect(options: FluvioOptions) -> Result<Self, BrokerError> {
-        let (target, connect) = match &options.sc {
-            Some(sc) => {
-                let config = FluvioClusterConfig::new(sc.clone());
-                (
-                    format!("the Fluvio SC at {sc}"),
-                    async move { Fluvio::connect_with_config(&config).await }.boxed(),
-                )
-            }
+        let (target, config) = match &options.sc {
+            Some(sc) => (
+                format!("the Fluvio SC at {sc}"),
+                Ok(FluvioClusterConfig::new(sc.clone())),
+            ),
             None => (
                 "the Fluvio cluster of the active profile".to_string(),
-                Fluvio::connect().boxed(),
+                FluvioClusterConfig::load(),
             ),
         };
+        let unreachable = |reason: String| BrokerError::Unreachable {
+            target: target.clone(),
+            reason,
+        };
+        let config = config.map_err(|e| unreachable(format!("{e:#}")))?;
+        let connector = DomainConnector::try_from(config.tls.clone())
+            .map_err(|e| unreachable(format!("{e:#}")))?;
+        let connect = Fluvio::connect_with_connector(Box::new(LowLatency(connector)), &config);
         let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                return Err(BrokerError::Unreachable {
-                    target,
-                    reason: format!("{e:#}"),
-                })
-            }
+            Ok(Err(e)) => return Err(unreachable(format!("{e:#}"))),
             Err(_) => {
-                return Err(BrokerError::Unreachable {
-                    target,
-                    reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                })
+                return Err(unreachable(format!(
+                    "no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )))
             }
         };
         Ok(Self {
