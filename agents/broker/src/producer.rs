@@ -44,13 +44,46 @@ impl Producer {
 
     /// Append one record; returns once it is durable.
     pub async fn send(&self, record: Record) -> Result<(), BrokerError> {
+        self.enqueue(record).await?.durable().await
+    }
+
+    /// Queue one record and return at once (or when the queue has room),
+    /// with a handle that tells when it is durable. Records go out in the
+    /// order they are queued. A sender that waits for each record before it
+    /// queues the next is bound by one produce's latency per record (on a
+    /// replicated Fluvio partition, the follower's round trip); one that
+    /// keeps many queued is bound by throughput.
+    pub async fn enqueue(&self, record: Record) -> Result<Pending, BrokerError> {
         let (ack, done) = oneshot::channel();
-        let closed = || BrokerError::Task(format!("the producer for {} has stopped", self.topic));
-        self.tx.send((record, ack)).await.map_err(|_| closed())?;
-        done.await
-            .map_err(|_| closed())?
+        self.tx
+            .send((record, ack))
+            .await
+            .map_err(|_| stopped(&self.topic))?;
+        Ok(Pending {
+            topic: self.topic.clone(),
+            done,
+        })
+    }
+}
+
+/// A queued record, not yet known to be durable.
+pub struct Pending {
+    topic: String,
+    done: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Pending {
+    /// Wait until the record is durable, or its produce has failed.
+    pub async fn durable(self) -> Result<(), BrokerError> {
+        self.done
+            .await
+            .map_err(|_| stopped(&self.topic))?
             .map_err(|e| BrokerError::Task(format!("produce to {} failed: {e}", self.topic)))
     }
+}
+
+fn stopped(topic: &str) -> BrokerError {
+    BrokerError::Task(format!("the producer for {topic} has stopped"))
 }
 
 async fn run(
