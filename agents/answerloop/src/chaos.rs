@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use answerloop_broker::select::BrokerKind;
 use answerloop_schema::Question;
 use anyhow::Context;
 use rand::rngs::StdRng;
@@ -97,8 +98,10 @@ pub async fn run(dir: &Path, config: &ChaosConfig) -> anyhow::Result<ChaosReport
         ..FleetPlan::new(config.fail_rate, config.traffic_rate, config.seed)
     };
     let spu_kills = match plan.broker {
-        FleetBroker::Fluvio(_) => config.spu_kills,
-        FleetBroker::Served => 0,
+        FleetBroker::Cluster(ref args) if args.broker == Some(BrokerKind::Fluvio) => {
+            config.spu_kills
+        }
+        _ => 0,
     };
     anyhow::ensure!(
         spu_kills == 0 || !local_cluster::spus().is_empty(),

@@ -31,6 +31,21 @@ pub struct FileConfig {
     pub llm: LlmFile,
     #[serde(default)]
     pub scoring: ScoringFile,
+    /// `[kafka]`: the bootstrap and librdkafka properties of `--broker kafka`.
+    #[cfg(feature = "kafka")]
+    #[serde(default)]
+    pub kafka: answerloop_broker::kafka::settings::KafkaFile,
+}
+
+impl FileConfig {
+    /// `broker` with what this file says of brokers (the `[kafka]` section).
+    pub fn onto(&self, broker: &mut answerloop_broker::select::BrokerArgs) {
+        #[cfg(feature = "kafka")]
+        {
+            broker.kafka_file = self.kafka.clone();
+        }
+        let _ = broker;
+    }
 }
 
 /// `[llm]`: which provider, and how the agent treats it.

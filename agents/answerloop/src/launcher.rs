@@ -86,9 +86,27 @@ impl FleetPlan {
 pub enum FleetBroker {
     /// The embedded broker of the fleet's home, served by `broker serve`.
     Served,
-    /// A Fluvio cluster as these flags reach it (topics created with their
-    /// partitions and replication, under their prefix).
-    Fluvio(BrokerArgs),
+    /// A Fluvio or Kafka cluster as these flags reach it (`broker` set;
+    /// topics created with their partitions and replication, under their
+    /// prefix).
+    Cluster(BrokerArgs),
+}
+
+impl FleetBroker {
+    /// Whether agents share partitions in consumer groups (Kafka) rather
+    /// than by `--member K/M`.
+    fn groups(&self) -> bool {
+        matches!(self, FleetBroker::Cluster(args) if args.broker == Some(BrokerKind::Kafka))
+    }
+
+    /// `--member K/N`, where agents split the records themselves.
+    fn member_args(&self, k: u32, n: u32) -> Vec<String> {
+        if self.groups() {
+            Vec::new()
+        } else {
+            vec!["--member".to_string(), format!("{k}/{n}")]
+        }
+    }
 }
 
 /// What an agent process does.
@@ -181,9 +199,8 @@ impl Fleet {
                 "1",
                 "--sim-latency-ms",
                 &plan.sim_latency_ms.to_string(),
-                "--member",
-                &format!("{k}/{n}"),
             ]);
+            llm.extend(plan.broker.member_args(k, n));
             if let Some(concurrency) = plan.concurrency {
                 llm.extend(strings(&["--concurrency", &concurrency.to_string()]));
             }
@@ -201,14 +218,8 @@ impl Fleet {
             metrics_ports.push(port);
             let store_home = plan.store_home(dir, k);
             Home::resolve(Some(&store_home))?.prepare()?;
-            let store = strings(&[
-                "agent",
-                "--metrics",
-                &format!("127.0.0.1:{port}"),
-                "store",
-                "--member",
-                &format!("{k}/{n}"),
-            ]);
+            let mut store = strings(&["agent", "--metrics", &format!("127.0.0.1:{port}"), "store"]);
+            store.extend(plan.broker.member_args(k, n));
             agents.push(AgentProcess::new(
                 numbered("store", k, n),
                 Role::Store,
@@ -226,7 +237,7 @@ impl Fleet {
                 ];
                 (Some(broker), env)
             }
-            FleetBroker::Fluvio(args) => (None, deploy_on_cluster(dir, args).await?),
+            FleetBroker::Cluster(args) => (None, deploy_on_cluster(dir, args).await?),
         };
         let mut fleet = Fleet {
             broker,
@@ -384,17 +395,23 @@ async fn deploy_on_cluster(
     dir: &Path,
     args: &BrokerArgs,
 ) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let mut args = args.clone();
-    args.broker = Some(BrokerKind::Fluvio);
+    let kind = args.kind()?;
     let home = Home::resolve(Some(dir))?;
     let broker = args.connect(&home.broker()).await?;
     broker.deploy(&topics::ALL).await?;
     let mut env = vec![
-        ("ANSWERLOOP_BROKER", "fluvio".to_string()),
+        ("ANSWERLOOP_BROKER", kind.name().to_string()),
         ("ANSWERLOOP_TOPIC_PREFIX", args.topic_prefix()),
     ];
-    if let Some(sc) = args.fluvio_sc() {
+    if let Some(sc) = args.fluvio_sc().filter(|_| kind == BrokerKind::Fluvio) {
         env.push(("FLUVIO_SC", sc));
+    }
+    #[cfg(feature = "kafka")]
+    if kind == BrokerKind::Kafka {
+        env.push((
+            "KAFKA_BOOTSTRAP_SERVERS",
+            args.kafka_options()?.settings.bootstrap,
+        ));
     }
     Ok(env)
 }
@@ -499,10 +516,7 @@ pub async fn finished(dir: &Path, plan: &FleetPlan, sent: &[Question]) -> anyhow
     let home = Home::resolve(Some(dir))?;
     let broker = match &plan.broker {
         FleetBroker::Served => BrokerArgs::embedded(),
-        FleetBroker::Fluvio(args) => BrokerArgs {
-            broker: Some(BrokerKind::Fluvio),
-            ..args.clone()
-        },
+        FleetBroker::Cluster(args) => args.clone(),
     };
     let broker = broker.connect(&home.broker()).await?;
     Ok(Finished {

@@ -1,7 +1,7 @@
 //! The processes of a Fluvio cluster on this machine (`fluvio cluster start
-//! --local`, or `fluvio-run sc|spu` started by hand), found by their command
-//! lines: the benchmarks read their peak memory, and the crash test kills an
-//! SPU and starts it again exactly as it was started (same arguments,
+//! --local`, or `fluvio-run sc|spu` started by hand) and of a Tansu Kafka
+//! broker (`tansu broker`), found by their command lines: the benchmarks
+//! read their peak memory, and the crash test kills an SPU and starts it again exactly as it was started (same arguments,
 //! environment, directory and log file).
 //!
 //! Linux only (it reads `/proc`); elsewhere no process is found.
@@ -17,6 +17,7 @@ use anyhow::Context;
 
 /// The name of the binary that runs an SC or an SPU.
 const RUNNER: &str = "fluvio-run";
+const TANSU: &str = "tansu";
 
 /// One SC or SPU process.
 #[derive(Debug, Clone)]
@@ -56,14 +57,14 @@ fn read(pid: u32) -> Option<ClusterProcess> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let argv = split_nul(std::fs::read(proc.join("cmdline")).ok()?);
     let program = PathBuf::from(argv.first()?);
-    if program.file_name()? != RUNNER {
-        return None;
-    }
     let args: Vec<String> = argv
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let name = match args.get(1).map(String::as_str) {
+        // A Tansu Kafka broker: measured beside the Kafka transport.
+        Some("broker") if program.file_name()? == TANSU => TANSU.to_string(),
+        _ if program.file_name()? != RUNNER => return None,
         Some("sc") => "sc".to_string(),
         Some("spu") => {
             let id = args

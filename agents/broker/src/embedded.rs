@@ -22,7 +22,9 @@ use tokio::sync::Notify;
 
 use answerloop_schema::clock::now_ms;
 
-use super::wasm_chain::WasmChain;
+use super::wasm_chain::{
+    self, chain_output, run_chain, spawn_chain, ChainCache, ChainTask, SharedChain,
+};
 use super::{
     Batch, Broker, BrokerError, ChainSpec, Consumer, ConsumerConfig, DeployReport, Record,
     Registered, Registration, TopicLayout,
@@ -38,12 +40,10 @@ pub struct EmbeddedBroker {
     db: sled::Db,
     offsets: sled::Tree,
     topics: Mutex<HashMap<String, Arc<TopicLog>>>,
-    engine: SmartEngine,
-    /// Produce chains, built once and shared by every producer of a topic.
-    produce_chains: Mutex<HashMap<ChainSpec, SharedChain>>,
+    /// Produce chains, built once and shared by every producer of a topic;
+    /// its engine also builds each consumer's own chain.
+    chains: ChainCache,
 }
-
-type SharedChain = Arc<Mutex<WasmChain>>;
 
 struct TopicLog {
     tree: sled::Tree,
@@ -83,8 +83,7 @@ impl EmbeddedBroker {
             db,
             offsets,
             topics: Mutex::new(HashMap::new()),
-            engine: SmartEngine::new(),
-            produce_chains: Mutex::new(HashMap::new()),
+            chains: ChainCache::new(SmartEngine::new()),
         };
         for name in broker.db.tree_names() {
             if let Some(topic) = name.strip_prefix(TOPIC_PREFIX.as_bytes()) {
@@ -135,32 +134,6 @@ impl EmbeddedBroker {
             .get(offset_key(topic, id))?
             .map(|v| decode_offset(&v)))
     }
-
-    fn produce_chain(&self, spec: &ChainSpec) -> Result<SharedChain, BrokerError> {
-        let mut chains = self.produce_chains.lock().expect("chain map poisoned");
-        if let Some(chain) = chains.get(spec) {
-            return Ok(chain.clone());
-        }
-        let chain = Arc::new(Mutex::new(WasmChain::build(&self.engine, spec)?));
-        chains.insert(spec.clone(), chain.clone());
-        Ok(chain)
-    }
-}
-
-/// Run `records` through a chain off the async executor (wasm is CPU work).
-async fn run_chain(chain: SharedChain, records: Vec<Record>) -> Result<Vec<Record>, BrokerError> {
-    chain_output(&mut spawn_chain(chain, records)).await
-}
-
-/// Start `records` through a chain on a blocking thread.
-fn spawn_chain(chain: SharedChain, records: Vec<Record>) -> ChainTask {
-    tokio::task::spawn_blocking(move || chain.lock().expect("chain poisoned").process(records))
-}
-
-/// What a chain task output. Awaits the handle, not the task: cancel-safe.
-async fn chain_output(task: &mut ChainTask) -> Result<Vec<Record>, BrokerError> {
-    task.await
-        .map_err(|e| BrokerError::Task(format!("chain task failed: {e}")))?
 }
 
 #[async_trait]
@@ -205,7 +178,7 @@ impl Broker for EmbeddedBroker {
     ) -> Result<(), BrokerError> {
         let log = self.topic(topic)?;
         let records = match chain {
-            Some(spec) => run_chain(self.produce_chain(spec)?, records).await?,
+            Some(spec) => run_chain(self.chains.get(spec)?, records).await?,
             None => records,
         };
         if records.is_empty() {
@@ -250,7 +223,7 @@ impl Broker for EmbeddedBroker {
             None => 0,
         };
         let chain = match &config.chain {
-            Some(spec) => Some(Arc::new(Mutex::new(WasmChain::build(&self.engine, spec)?))),
+            Some(spec) => Some(wasm_chain::shared(self.chains.engine(), spec)?),
             None => None,
         };
         Ok(Box::new(EmbeddedConsumer {
@@ -280,9 +253,6 @@ struct EmbeddedConsumer {
     /// takes its output instead of running the chain over it again.
     running: Option<(u64, ChainTask)>,
 }
-
-/// A batch going through a consume chain on a blocking thread.
-type ChainTask = tokio::task::JoinHandle<Result<Vec<Record>, BrokerError>>;
 
 impl EmbeddedConsumer {
     fn read(&self, max: usize) -> Result<Vec<(u64, Record)>, BrokerError> {

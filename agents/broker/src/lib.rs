@@ -5,14 +5,16 @@
 //! embedded broker and a Fluvio cluster run the same agents. This crate is
 //! the seam and every transport behind it; it knows records only as bytes
 //! (the SmartModules read them), and nothing of LLMs, the answer store or
-//! the command line but the `--broker` flags. The Fluvio transport, whose
-//! client is the heaviest dependency of the build, is behind the `fluvio`
-//! cargo feature (on by default).
+//! the command line but the `--broker` flags. The Fluvio and Kafka
+//! transports, whose clients are the heaviest dependencies of the build,
+//! are behind the `fluvio` and `kafka` cargo features (on by default).
 //!
 //! - [`embedded`]: durable topics in a local sled database, chains run by
 //!   fluvio-smartengine in-process.
 //! - [`fluvio`]: a Fluvio cluster through the `fluvio` client; the SPU runs
 //!   the chains.
+//! - [`kafka`]: a Kafka-protocol cluster through librdkafka, the agents
+//!   sharing partitions in consumer groups; the agents run the chains.
 //! - [`server`], [`remote`] and [`wire`]: the embedded broker served to
 //!   agents in other processes (`answerloop broker serve`, `--broker remote`).
 //! - [`select`]: `--broker embedded|remote|fluvio` and its connection options.
@@ -29,6 +31,8 @@ pub mod commit;
 pub mod embedded;
 #[cfg(feature = "fluvio")]
 pub mod fluvio;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod member;
 pub mod metered;
 pub mod producer;
@@ -70,6 +74,8 @@ pub enum BrokerError {
     Unreachable { target: String, reason: String },
     #[error("Fluvio: {0}")]
     Fluvio(String),
+    #[error("Kafka: {0}")]
+    Kafka(String),
     /// Broker flags that do not go together.
     #[error("{0}")]
     Usage(String),
@@ -87,6 +93,9 @@ pub enum Registration {
     Unchanged,
     /// Carried by the binary (the embedded broker): nothing to register.
     Builtin,
+    /// Run by the agents, client-side: the broker runs no code (Kafka).
+    #[serde(rename = "in-agents")]
+    InAgents,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

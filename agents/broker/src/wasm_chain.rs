@@ -116,6 +116,70 @@ impl WasmChain {
     }
 }
 
+/// A chain shared by the tasks that run records through it.
+pub type SharedChain = std::sync::Arc<std::sync::Mutex<WasmChain>>;
+
+/// A batch going through a chain on a blocking thread.
+pub type ChainTask = tokio::task::JoinHandle<Result<Vec<Record>, BrokerError>>;
+
+/// A chain of `spec` to share.
+pub fn shared(engine: &SmartEngine, spec: &ChainSpec) -> Result<SharedChain, BrokerError> {
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(
+        WasmChain::build(engine, spec)?,
+    )))
+}
+
+/// Chains built once and shared by every caller with the same spec: the
+/// produce chains of a broker that runs them in-process.
+pub struct ChainCache {
+    engine: SmartEngine,
+    chains: std::sync::Mutex<std::collections::HashMap<ChainSpec, SharedChain>>,
+}
+
+impl ChainCache {
+    pub fn new(engine: SmartEngine) -> Self {
+        Self {
+            engine,
+            chains: Default::default(),
+        }
+    }
+
+    /// The engine the chains run on, for chains that are not shared.
+    pub fn engine(&self) -> &SmartEngine {
+        &self.engine
+    }
+
+    /// The chain of `spec`, built on first use.
+    pub fn get(&self, spec: &ChainSpec) -> Result<SharedChain, BrokerError> {
+        let mut chains = self.chains.lock().expect("chain map poisoned");
+        if let Some(chain) = chains.get(spec) {
+            return Ok(chain.clone());
+        }
+        let chain = shared(&self.engine, spec)?;
+        chains.insert(spec.clone(), chain.clone());
+        Ok(chain)
+    }
+}
+
+/// Run `records` through a chain off the async executor (wasm is CPU work).
+pub async fn run_chain(
+    chain: SharedChain,
+    records: Vec<Record>,
+) -> Result<Vec<Record>, BrokerError> {
+    chain_output(&mut spawn_chain(chain, records)).await
+}
+
+/// Start `records` through a chain on a blocking thread.
+pub fn spawn_chain(chain: SharedChain, records: Vec<Record>) -> ChainTask {
+    tokio::task::spawn_blocking(move || chain.lock().expect("chain poisoned").process(records))
+}
+
+/// What a chain task output. Awaits the handle, not the task: cancel-safe.
+pub async fn chain_output(task: &mut ChainTask) -> Result<Vec<Record>, BrokerError> {
+    task.await
+        .map_err(|e| BrokerError::Task(format!("chain task failed: {e}")))?
+}
+
 /// A fresh instance of `spec`'s modules; the error is the reason alone.
 fn instantiate(engine: &SmartEngine, spec: &ChainSpec) -> Result<SmartModuleChainInstance, String> {
     let mut builder = SmartModuleChainBuilder::default();

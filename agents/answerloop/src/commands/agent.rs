@@ -96,9 +96,10 @@ struct StoreArgs {
     member: Member,
 }
 
-pub async fn execute(args: AgentArgs) -> anyhow::Result<ExitCode> {
+pub async fn execute(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
     let file = FileConfig::load(args.home.config.as_deref(), home.root())?;
+    file.onto(&mut args.broker);
     if args.broker.kind()? == BrokerKind::Embedded {
         home.prepare()?;
     }

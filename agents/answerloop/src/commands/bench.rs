@@ -176,27 +176,27 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let csv = dir.path().join("questions.csv");
     crate::launcher::write_questions(&csv, args.questions)?;
-    let (embedded, fluvio) = if args.processes_only {
+    let (embedded, cluster) = if args.processes_only {
         (None, None)
     } else {
         let home = dir.path().join("embedded");
         let embedded = in_process(&home, &csv, BrokerArgs::embedded()).await?;
-        let fluvio = match kind {
-            BrokerKind::Fluvio => {
+        let cluster = match kind {
+            BrokerKind::Fluvio | BrokerKind::Kafka => {
                 let mut broker = args.broker.clone();
-                broker.broker = Some(BrokerKind::Fluvio);
-                let prefix = broker.fluvio_options().topic_prefix;
+                broker.broker = Some(kind);
                 broker.topic_prefix = Some(format!(
-                    "{prefix}bench{}-",
+                    "{}bench{}-",
+                    broker.topic_prefix(),
                     answerloop_schema::clock::now_ms()
                 ));
-                Some(in_process(&dir.path().join("fluvio"), &csv, broker).await?)
+                Some(in_process(&dir.path().join(kind.name()), &csv, broker).await?)
             }
             _ => None,
         };
-        (Some(embedded), fluvio)
+        (Some(embedded), cluster)
     };
-    let ratio = match (&embedded, &fluvio) {
+    let ratio = match (&embedded, &cluster) {
         (Some(e), Some(f)) => Some(
             f["questions_per_s"].as_f64().unwrap_or(0.0)
                 / e["questions_per_s"].as_f64().unwrap_or(f64::INFINITY),
@@ -208,17 +208,17 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
     } else {
         Some(processes(&dir.path().join("processes"), args.questions).await?)
     };
-    println!(
-        "{}",
-        json!({
-            "questions": args.questions,
-            "llm": "llm-sim, zero latency, no faults",
-            "in_process": embedded,
-            "fluvio_in_process": fluvio,
-            "fluvio_over_embedded": ratio,
-            "processes": processes,
-        })
-    );
+    let mut report = json!({
+        "questions": args.questions,
+        "llm": "llm-sim, zero latency, no faults",
+        "in_process": embedded,
+        "processes": processes,
+    });
+    if matches!(kind, BrokerKind::Fluvio | BrokerKind::Kafka) {
+        report[format!("{}_in_process", kind.name())] = json!(cluster);
+        report[format!("{}_over_embedded", kind.name())] = json!(ratio);
+    }
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -230,7 +230,7 @@ async fn in_process(
     csv: &std::path::Path,
     broker: BrokerArgs,
 ) -> anyhow::Result<serde_json::Value> {
-    let on_cluster = broker.kind()? == BrokerKind::Fluvio;
+    let on_cluster = matches!(broker.kind()?, BrokerKind::Fluvio | BrokerKind::Kafka);
     let cluster = if on_cluster {
         crate::local_cluster::find()
     } else {
@@ -366,15 +366,17 @@ async fn fleet(args: FleetBench) -> anyhow::Result<ExitCode> {
         BrokerKind::Remote => anyhow::bail!(
             "bench fleet serves its own embedded broker: --broker remote does not apply"
         ),
-        BrokerKind::Fluvio => Some(args.broker.clone()),
+        kind @ (BrokerKind::Fluvio | BrokerKind::Kafka) => Some(BrokerArgs {
+            broker: Some(kind),
+            ..args.broker.clone()
+        }),
     };
     let dir = tempfile::tempdir()?;
     let mut runs = Vec::new();
     for (i, n) in args.llm_agents.iter().enumerate() {
         let broker = match &broker {
             None => FleetBroker::Served,
-            Some(cluster) => FleetBroker::Fluvio(BrokerArgs {
-                broker: Some(BrokerKind::Fluvio),
+            Some(cluster) => FleetBroker::Cluster(BrokerArgs {
                 topic_prefix: Some(format!(
                     "{}fleet{}-{n}-",
                     cluster.topic_prefix(),

@@ -35,9 +35,9 @@ pub struct ChaosArgs {
     json: bool,
     /// On a Fluvio cluster running on this machine: SIGKILLs of an SPU (a
     /// random one each time) at random moments, each restarted as it was
-    /// started.
-    #[arg(long, default_value_t = 1)]
-    spu_kills: u32,
+    /// started [default: 1; only with --broker fluvio].
+    #[arg(long)]
+    spu_kills: Option<u32>,
     /// How long a killed SPU stays down, seconds.
     #[arg(long, default_value_t = 3.0)]
     spu_down_secs: f64,
@@ -67,8 +67,8 @@ pub async fn execute(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         BrokerKind::Remote => {
             anyhow::bail!("chaos serves its own embedded broker: --broker remote does not apply")
         }
-        BrokerKind::Fluvio => FleetBroker::Fluvio(BrokerArgs {
-            broker: Some(BrokerKind::Fluvio),
+        kind @ (BrokerKind::Fluvio | BrokerKind::Kafka) => FleetBroker::Cluster(BrokerArgs {
+            broker: Some(kind),
             topic_prefix: Some(format!(
                 "{}chaos{}-",
                 args.broker.topic_prefix(),
@@ -77,6 +77,10 @@ pub async fn execute(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             ..args.broker.clone()
         }),
     };
+    anyhow::ensure!(
+        args.spu_kills.is_none() || args.broker.kind()? == BrokerKind::Fluvio,
+        "--spu-kills kills SPUs of a local Fluvio cluster: it needs --broker fluvio"
+    );
     anyhow::ensure!(
         args.spu_down_secs >= 0.0 && args.spu_down_secs.is_finite(),
         "--spu-down-secs must be a number of seconds"
@@ -91,7 +95,7 @@ pub async fn execute(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         // land while questions are still arriving as well as after.
         traffic_rate: Some((args.questions as f64 / 8.0).max(1.0)),
         broker,
-        spu_kills: args.spu_kills,
+        spu_kills: args.spu_kills.unwrap_or(1),
         spu_down: Duration::from_secs_f64(args.spu_down_secs),
     };
     let report = chaos::run(&dir, &config).await?;

@@ -1,7 +1,8 @@
 //! `answerloop deploy`: make a broker ready for the pipeline. On Fluvio:
 //! the topics (created when missing), the three SmartModules (registered by
 //! name, replaced when the wasm changed) and a wait until the SPUs run
-//! them. Safe to run again.
+//! them. On Kafka: the topics; the agents run the SmartModules. Safe to
+//! run again.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use answerloop_broker::{Broker, DeployReport};
 use answerloop_schema::topics;
 
 use crate::cli::HomeArg;
+use crate::config::FileConfig;
 use crate::home::Home;
 
 #[derive(Debug, clap::Args)]
@@ -34,15 +36,16 @@ pub struct DeployArgs {
     spu_private: Option<String>,
 }
 
-pub async fn execute(args: DeployArgs) -> anyhow::Result<ExitCode> {
+pub async fn execute(mut args: DeployArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
+    FileConfig::load(args.home.config.as_deref(), home.root())?.onto(&mut args.broker);
     // --register-spu is a Fluvio option like --sc: alone, it selects Fluvio.
     let kind = match (args.broker.broker, args.register_spu, args.broker.kind()?) {
         (None, Some(_), BrokerKind::Embedded) => BrokerKind::Fluvio,
         (_, _, kind) => kind,
     };
     let broker: Arc<dyn Broker> = match kind {
-        BrokerKind::Embedded | BrokerKind::Remote => {
+        BrokerKind::Embedded | BrokerKind::Remote | BrokerKind::Kafka => {
             anyhow::ensure!(
                 args.register_spu.is_none(),
                 "--register-spu is an option for fluvio, but the broker is {}: drop it, or use --broker fluvio",

@@ -48,9 +48,10 @@ pub struct RunArgs {
     sim: SimKnobs,
 }
 
-pub async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.home.as_deref())?;
     let file = FileConfig::load(args.home.config.as_deref(), home.root())?;
+    file.onto(&mut args.broker);
     let params = args.scoring.resolve(&file.scoring)?;
     let models = super::models::cache(&args.home);
     let settings = args.llm.resolve(&file.llm, params, models)?;
