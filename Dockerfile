@@ -1,7 +1,7 @@
 # The answerloop binary in a small image, for docker-compose.yml.
 # Build: docker build -t answerloop:local .
 FROM rust:1-bookworm AS build
-RUN rustup target add wasm32-unknown-unknown
+RUN rustup target add wasm32-unknown-unknown wasm32-wasip1
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin answerloop

@@ -1,7 +1,8 @@
-//! Compiles the SmartModule crates for `wasm32-unknown-unknown` whenever this
-//! crate is built, in the manner of substrate's wasm-builder: a nested cargo
-//! with its own target directory (so it never waits on the outer build's
-//! lock), then the `.wasm` files are copied into `OUT_DIR` for
+//! Compiles the SmartModule crates for `wasm32-unknown-unknown`, and the
+//! Redpanda Data Transform `answer-score-transform` for `wasm32-wasip1`,
+//! whenever this crate is built, in the manner of substrate's wasm-builder: a
+//! nested cargo with its own target directory (so it never waits on the outer
+//! build's lock), then the `.wasm` files are copied into `OUT_DIR` for
 //! `include_bytes!`.
 
 use std::env;
@@ -10,14 +11,18 @@ use std::process::Command;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const SMARTMODULES: [&str; 3] = ["answer-score", "regenerate", "quality-gate"];
+/// Redpanda Data Transforms are WASI preview 1 programs.
+const TRANSFORM_TARGET: &str = "wasm32-wasip1";
+const TRANSFORMS: [&str; 1] = ["answer-score-transform"];
 /// Crates whose sources end up in the `.wasm` (relative to the workspace):
 /// a change to any rebuilds them.
-const WASM_SOURCES: [&str; 5] = [
+const WASM_SOURCES: [&str; 6] = [
     "core/schema",
     "core/scoring",
     "smartmodules/answer-score",
     "smartmodules/regenerate",
     "smartmodules/quality-gate",
+    "smartmodules/answer-score-transform",
 ];
 
 fn main() {
@@ -43,7 +48,8 @@ fn main() {
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    require_wasm_target(&rustc);
+    require_target(&rustc, WASM_TARGET, "SmartModules");
+    require_target(&rustc, TRANSFORM_TARGET, "Redpanda Data Transform");
 
     // <target>/<profile>/build/<crate>-<hash>/out -> <target>/<profile>/smartmodules
     let target_dir = out_dir
@@ -52,14 +58,38 @@ fn main() {
         .map(|profile_dir| profile_dir.join("smartmodules"))
         .unwrap_or_else(|| out_dir.join("smartmodules"));
 
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "--profile", "wasm", "--target", WASM_TARGET])
+    // Two nested builds, one a target: the transform's crate is a WASI
+    // program, and the SmartModules are not.
+    for (target, crates) in [
+        (WASM_TARGET, &SMARTMODULES[..]),
+        (TRANSFORM_TARGET, &TRANSFORMS[..]),
+    ] {
+        build(&cargo, &workspace, &target_dir, target, crates);
+        let built = target_dir.join(target).join("wasm");
+        for name in crates {
+            // cargo names a cdylib with underscores, a binary as its crate.
+            let built_name = if target == WASM_TARGET {
+                name.replace('-', "_")
+            } else {
+                name.to_string()
+            };
+            copy(
+                &built.join(format!("{built_name}.wasm")),
+                &out_dir.join(format!("{}.wasm", name.replace('-', "_"))),
+            );
+        }
+    }
+}
+
+fn build(cargo: &str, workspace: &Path, target_dir: &Path, target: &str, crates: &[&str]) {
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--profile", "wasm", "--target", target])
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir);
-    for name in SMARTMODULES {
+        .arg(target_dir);
+    for name in crates {
         cmd.args(["-p", name]);
     }
     // Flags meant for the host build must not leak into the wasm build.
@@ -74,27 +104,22 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    // WASM SIMD (enabled by default in wasmtime, and so in Fluvio's SPU)
-    // lets the scorer sum its int8 vectors four lanes at a time.
+    // WASM SIMD (enabled by default in wasmtime, and so in Fluvio's SPU and
+    // in Redpanda's transform engine) lets the scorer sum its int8 vectors
+    // four lanes at a time.
     cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+simd128");
     let status = cmd
         .status()
-        .unwrap_or_else(|e| panic!("could not run {cargo} to build the SmartModules: {e}"));
+        .unwrap_or_else(|e| panic!("could not run {cargo} to build {crates:?} for {target}: {e}"));
     if !status.success() {
-        panic!("building the SmartModules for {WASM_TARGET} failed (see the errors above)");
-    }
-
-    let built = target_dir.join(WASM_TARGET).join("wasm");
-    for name in SMARTMODULES {
-        let file = format!("{}.wasm", name.replace('-', "_"));
-        copy(&built.join(&file), &out_dir.join(&file));
+        panic!("building {crates:?} for {target} failed (see the errors above)");
     }
 }
 
-/// Fail with the command that fixes it when the wasm32 standard library is absent.
-fn require_wasm_target(rustc: &str) {
+/// Fail with the command that fixes it when a target's standard library is absent.
+fn require_target(rustc: &str, target: &str, what: &str) {
     let libdir = Command::new(rustc)
-        .args(["--print", "target-libdir", "--target", WASM_TARGET])
+        .args(["--print", "target-libdir", "--target", target])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -107,14 +132,14 @@ fn require_wasm_target(rustc: &str) {
         });
     if !has_core {
         panic!(
-            "\n\nThe Rust target {WASM_TARGET} is not installed, and answerloop's SmartModules \
-             are built for it.\nFix: rustup target add {WASM_TARGET}\n\n"
+            "\n\nThe Rust target {target} is not installed, and answerloop builds its {what} \
+             for it.\nFix: rustup target add {target}\n\n"
         );
     }
 }
 
 fn copy(from: &Path, to: &Path) {
     std::fs::copy(from, to).unwrap_or_else(|e| {
-        panic!("SmartModule {} was not built: {e}", from.display());
+        panic!("{} was not built: {e}", from.display());
     });
 }

@@ -1,4 +1,5 @@
-//! The three answerloop SmartModules as `.wasm` bytes, built by `build.rs`
+//! The three answerloop SmartModules (and `answer-score` as a Redpanda Data
+//! Transform) as `.wasm` bytes, built by `build.rs`
 //! from the crates beside this one, so the `answerloop` binary carries the
 //! very modules it registers with Fluvio or runs in its embedded broker.
 
@@ -60,3 +61,15 @@ pub const ALL: [SmartModule; 3] = [ANSWER_SCORE, REGENERATE, QUALITY_GATE];
 pub fn by_name(name: &str) -> Option<SmartModule> {
     ALL.into_iter().find(|sm| sm.name == name)
 }
+
+/// The name `answer-score` goes by as a Redpanda Data Transform (and the
+/// `.wasm` file `rpk transform deploy` looks for beside `transform.yaml`).
+pub const ANSWER_SCORE_TRANSFORM_NAME: &str = "answer-score-transform";
+
+/// `answer-score` as a Redpanda Data Transform: a `wasm32-wasip1` program
+/// on Redpanda's transform ABI that scores each record with the very code of
+/// the SmartModule. Params come from its environment (`THRESHOLD`,
+/// `MAX_ATTEMPTS`, optional `INVALID_TOPIC`); see
+/// `smartmodules/answer-score-transform`.
+pub const ANSWER_SCORE_TRANSFORM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/answer_score_transform.wasm"));
