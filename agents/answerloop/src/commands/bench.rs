@@ -230,7 +230,8 @@ async fn in_process(
     csv: &std::path::Path,
     broker: BrokerArgs,
 ) -> anyhow::Result<serde_json::Value> {
-    let on_cluster = matches!(broker.kind()?, BrokerKind::Fluvio | BrokerKind::Kafka);
+    let kind = broker.kind()?;
+    let on_cluster = matches!(kind, BrokerKind::Fluvio | BrokerKind::Kafka);
     let cluster = if on_cluster {
         crate::local_cluster::find()
     } else {
@@ -261,7 +262,7 @@ async fn in_process(
         peak_rss_mb.insert(process.name.clone(), json!(process.peak_rss_mb()));
     }
     Ok(json!({
-        "broker": if on_cluster { "fluvio" } else { "embedded" },
+        "broker": kind.name(),
         "questions_per_s": (summary.stored + summary.dead_letters) as f64 / summary.elapsed_s,
         "elapsed_s": summary.elapsed_s,
         "llm_calls": summary.llm_calls,
@@ -405,7 +406,7 @@ async fn fleet(args: FleetBench) -> anyhow::Result<ExitCode> {
         "{}",
         json!({
             "questions": args.questions,
-            "broker": if broker.is_some() { "fluvio" } else { "embedded (served)" },
+            "broker": broker.as_ref().and_then(|b| b.broker).map_or("embedded (served)", |kind| kind.name()),
             "llm": format!("llm-sim, {} ms latency, no faults", args.latency_ms),
             "concurrency_per_agent": args.concurrency,
             "store_agents": args.store_agents,

@@ -58,6 +58,34 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a scan waits for records it knows are there.
 const SCAN_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a fetch waits at the broker for records when there are none,
+/// unless the user set `fetch.wait.max.ms` (librdkafka's default: 500 ms).
+/// A record produced in the meantime reaches the consumer at the next
+/// fetch on a broker that does not answer a waiting fetch early, and every
+/// question crosses three topics.
+const FETCH_WAIT_MS: &str = "20";
+
+/// How much a consumer prefetches, at most, unless the user set
+/// `queued.max.messages.kbytes` (librdkafka's default, 64 MB a consumer,
+/// is more than an agent with five consumers should hold; a slot pauses
+/// its partition at [`SLOT_HIGH_WATER`] records anyway).
+const PREFETCH_KBYTES: &str = "4096";
+
+/// `config` with [`FETCH_WAIT_MS`] and [`PREFETCH_KBYTES`] unless the user
+/// chose otherwise.
+fn low_latency(config: &ClientConfig) -> ClientConfig {
+    let mut config = config.clone();
+    for (name, value) in [
+        ("fetch.wait.max.ms", FETCH_WAIT_MS),
+        ("queued.max.messages.kbytes", PREFETCH_KBYTES),
+    ] {
+        if config.get(name).is_none() {
+            config.set(name, value);
+        }
+    }
+    config
+}
+
 /// Where a partition stands for this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ownership {
@@ -210,7 +238,7 @@ pub struct Group {
 impl Group {
     /// Join group `id` on `topic`.
     pub fn join(config: &ClientConfig, topic: &str, id: &str) -> Result<Arc<Self>, BrokerError> {
-        let mut config = config.clone();
+        let mut config = low_latency(config);
         config
             .set("group.id", id)
             .set("enable.auto.commit", "false")
@@ -227,7 +255,7 @@ impl Group {
         topic: &str,
         partition: i32,
     ) -> Result<Arc<Self>, BrokerError> {
-        let mut config = config.clone();
+        let mut config = low_latency(config);
         config
             .set("group.id", "answerloop-scan")
             .set("enable.auto.commit", "false")
