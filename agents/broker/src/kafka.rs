@@ -189,7 +189,13 @@ impl KafkaBroker {
 
     /// The group member for (`name`, `id`) that has not yet given out
     /// `partition`: this process's member, or a new one.
-    fn member(&self, name: &str, id: &str, partition: i32) -> Result<Arc<Group>, BrokerError> {
+    fn member(
+        &self,
+        name: &str,
+        id: &str,
+        partition: i32,
+        partitions: u32,
+    ) -> Result<Arc<Group>, BrokerError> {
         let key = (name.to_string(), id.to_string());
         let mut groups = self.groups.lock().expect("group map poisoned");
         if let Some(group) = groups.get(&key).and_then(Weak::upgrade) {
@@ -197,7 +203,7 @@ impl KafkaBroker {
                 return Ok(group);
             }
         }
-        let group = Group::join(&self.config, name, id)?;
+        let group = Group::join(&self.config, name, id, partitions)?;
         group.claim(partition);
         groups.insert(key, Arc::downgrade(&group));
         Ok(group)
@@ -332,7 +338,11 @@ impl Broker for KafkaBroker {
         let slot = match &config.id {
             Some(id) => {
                 let group_id = format!("{}{id}", self.options.topic_prefix);
-                Slot::new(self.member(&name, &group_id, partition)?, partition, chain)
+                Slot::new(
+                    self.member(&name, &group_id, partition, partitions)?,
+                    partition,
+                    chain,
+                )
             }
             None => {
                 let end = self.log_end(name.clone(), partition).await?;

@@ -312,14 +312,26 @@ pub async fn scan(
     for partition in 0..broker.partitions(topic).await? {
         let config = ConsumerConfig::scan_through(chain.cloned()).on_partition(partition);
         let mut consumer = broker.consumer(topic, config).await?;
-        let mut end = 0;
+        let (mut end, mut position) = (0, 0);
         loop {
             let batch = consumer.next_batch(1024, wait).await?;
+            // Where the transport says where the log ended when the scan
+            // opened, the scan stops there at once (a chain that filters
+            // may leave a read empty before it); elsewhere, when a read
+            // finds nothing more.
+            let at_end = batch.end.is_some_and(|log_end| batch.next >= log_end);
             if batch.records.is_empty() {
+                if at_end || batch.end.is_none() || batch.next <= position {
+                    break;
+                }
+                position = batch.next;
+                continue;
+            }
+            (end, position) = (batch.next, batch.next);
+            batch.records.into_iter().for_each(&mut each);
+            if at_end {
                 break;
             }
-            end = batch.next;
-            batch.records.into_iter().for_each(&mut each);
         }
         ends.push(end);
     }

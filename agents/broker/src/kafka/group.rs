@@ -2,10 +2,17 @@
 //! coordinator, without being told which are theirs.
 //!
 //! One librdkafka consumer joins the group for a (topic, consumer id) and a
-//! thread of its own polls it: records go to the slot of their partition,
-//! and the rebalance callbacks run there. The agents see one [`Slot`] a
-//! partition, the seam's per-partition consumer, which yields records only
-//! while the group has given that partition to this process.
+//! thread of its own polls it, which serves the rebalance callbacks. Each
+//! partition's records wait in a queue of their own inside librdkafka (its
+//! queue split from the consumer's before the group assigns anything), so
+//! librdkafka's prefetch limit holds back each partition by itself and no
+//! partition is ever paused: a paused partition was fetched again only at
+//! librdkafka's next one-second tick. The agents see one [`Slot`] a
+//! partition, the seam's per-partition consumer, which takes records from
+//! that queue only while the group has given the partition to this process.
+//! A partition that appears after the consumer started (the topic grew) has
+//! no queue of its own: its records come through the consumer's queue to
+//! the polling thread, which holds them for the slot.
 //!
 //! A revoked partition ends without loss: its slot stops handing out
 //! records, drops the ones it had not handed out (the next owner reads them
@@ -25,6 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -51,7 +59,8 @@ pub fn drain_timeout(config: &ClientConfig) -> Duration {
         .unwrap_or(MAX_POLL_INTERVAL_MS);
     DRAIN_TIMEOUT.min(Duration::from_millis(interval * 2 / 3))
 }
-/// Records a slot holds before its partition is paused.
+/// Records the polling thread holds for a slot (of a partition without a
+/// queue of its own) before it pauses the partition.
 const SLOT_HIGH_WATER: usize = 2048;
 /// How long a poll of the consumer waits, so the thread sees a stop.
 const POLL: Duration = Duration::from_millis(100);
@@ -71,13 +80,21 @@ const FETCH_WAIT_MS: &str = "20";
 /// its partition at [`SLOT_HIGH_WATER`] records anyway).
 const PREFETCH_KBYTES: &str = "4096";
 
-/// `config` with [`FETCH_WAIT_MS`] and [`PREFETCH_KBYTES`] unless the user
-/// chose otherwise.
+/// How long a consumer whose prefetch is full waits before it fetches
+/// again, unless the user set `fetch.queue.backoff.ms`. librdkafka's
+/// default (1 s) left a scan idle for most of each second: a fetch from one
+/// broker can be larger than the prefetch cap, and the records are taken
+/// out of librdkafka's queue within milliseconds.
+const FETCH_QUEUE_BACKOFF_MS: &str = "5";
+
+/// `config` with [`FETCH_WAIT_MS`], [`PREFETCH_KBYTES`] and
+/// [`FETCH_QUEUE_BACKOFF_MS`] unless the user chose otherwise.
 fn low_latency(config: &ClientConfig) -> ClientConfig {
     let mut config = config.clone();
     for (name, value) in [
         ("fetch.wait.max.ms", FETCH_WAIT_MS),
         ("queued.max.messages.kbytes", PREFETCH_KBYTES),
+        ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
     ] {
         if config.get(name).is_none() {
             config.set(name, value);
@@ -97,6 +114,7 @@ enum Ownership {
 
 struct SlotState {
     ownership: Ownership,
+    /// Records the polling thread took from the consumer's queue.
     queue: VecDeque<(i64, Record)>,
     /// The offset after the last record handed out.
     handed: Option<i64>,
@@ -227,17 +245,31 @@ fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
 
 type GroupConsumer = BaseConsumer<GroupContext>;
 
+/// A partition's own queue inside librdkafka, and what wakes its slot.
+struct OwnQueue {
+    queue: PartitionQueue<GroupContext>,
+    /// Signalled when the queue turns from empty to not empty.
+    arrived: Arc<Notify>,
+}
+
 /// One librdkafka consumer and the thread that polls it.
 pub struct Group {
     shared: Arc<Shared>,
+    /// Each partition's own queue, split before anything was assigned.
+    queues: HashMap<i32, Arc<OwnQueue>>,
     consumer: Arc<GroupConsumer>,
     committing: bool,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Group {
-    /// Join group `id` on `topic`.
-    pub fn join(config: &ClientConfig, topic: &str, id: &str) -> Result<Arc<Self>, BrokerError> {
+    /// Join group `id` on `topic`, which has `partitions` partitions.
+    pub fn join(
+        config: &ClientConfig,
+        topic: &str,
+        id: &str,
+        partitions: u32,
+    ) -> Result<Arc<Self>, BrokerError> {
         let mut config = low_latency(config);
         config
             .set("group.id", id)
@@ -245,7 +277,10 @@ impl Group {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky");
-        let group = Self::start(config, topic, true, |consumer| consumer.subscribe(&[topic]))?;
+        let all: Vec<i32> = (0..partitions as i32).collect();
+        let group = Self::start(config, topic, true, &all, |consumer| {
+            consumer.subscribe(&[topic])
+        })?;
         Ok(group)
     }
 
@@ -260,7 +295,7 @@ impl Group {
             .set("group.id", "answerloop-scan")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        Self::start(config, topic, false, |consumer| {
+        Self::start(config, topic, false, &[partition], |consumer| {
             consumer.context().shared.with_slot(partition, |slot| {
                 slot.ownership = Ownership::Owned;
             });
@@ -274,6 +309,7 @@ impl Group {
         config: ClientConfig,
         topic: &str,
         committing: bool,
+        partitions: &[i32],
         begin: impl FnOnce(&GroupConsumer) -> rdkafka::error::KafkaResult<()>,
     ) -> Result<Arc<Self>, BrokerError> {
         let shared = Arc::new(Shared {
@@ -290,8 +326,22 @@ impl Group {
         let consumer: GroupConsumer = config
             .create_with_context(context)
             .map_err(|e| kafka_error("cannot create a consumer", e))?;
-        begin(&consumer).map_err(|e| kafka_error(&format!("cannot read {topic}"), e))?;
         let consumer = Arc::new(consumer);
+        // Split before the first assignment: librdkafka then keeps every
+        // later fetch of the partition in its own queue.
+        let mut queues = HashMap::new();
+        for &partition in partitions {
+            let Some(mut queue) = consumer.split_partition_queue(topic, partition) else {
+                return Err(BrokerError::Kafka(format!(
+                    "cannot give {topic} partition {partition} a queue of its own"
+                )));
+            };
+            let arrived = Arc::new(Notify::new());
+            let wake = arrived.clone();
+            queue.set_nonempty_callback(move || wake.notify_one());
+            queues.insert(partition, Arc::new(OwnQueue { queue, arrived }));
+        }
+        begin(&consumer).map_err(|e| kafka_error(&format!("cannot read {topic}"), e))?;
         let thread = {
             let consumer = consumer.clone();
             let shared = shared.clone();
@@ -302,6 +352,7 @@ impl Group {
         };
         Ok(Arc::new(Self {
             shared,
+            queues,
             consumer,
             committing,
             thread: Some(thread),
@@ -327,21 +378,22 @@ impl Drop for Group {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // The queues hold the consumer: let them go first, so the consumer
+        // closes (and leaves its group) with the last of them.
+        self.queues.clear();
     }
 }
 
-/// Poll until stopped: records to their slots, paused partitions resumed
-/// once their slots have room.
+/// Poll until stopped: serve the rebalance callbacks; records of a
+/// partition without a queue of its own to its slot, the partition paused
+/// while its slot is full and resumed once the slot has room.
 fn poll_loop(consumer: &GroupConsumer, shared: &Shared) {
     while !shared.stop.load(Ordering::Relaxed) {
         match consumer.poll(POLL) {
             None => {}
             Some(Err(e)) => tracing::warn!(topic = %shared.topic, "Kafka consumer: {e}"),
             Some(Ok(message)) => {
-                let record = Record {
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().unwrap_or_default().to_vec(),
-                };
+                let record = record_of(&message);
                 let (partition, offset) = (message.partition(), message.offset());
                 let pause = shared.with_slot(partition, |slot| {
                     if slot.ownership != Ownership::Owned
@@ -418,20 +470,69 @@ impl Slot {
         self
     }
 
-    /// Take up to `max` records when the partition is this process's.
-    fn take(&self, max: usize) -> (Vec<(i64, Record)>, Arc<Notify>) {
+    /// Take up to `max` records when the partition is this process's: those
+    /// the polling thread holds first (they were fetched before any in the
+    /// partition's own queue), then from that queue.
+    fn take(&self, max: usize) -> Vec<(i64, Record)> {
+        let own = self.group.queues.get(&self.partition);
         self.group.shared.with_slot(self.partition, |slot| {
-            let arrived = slot.arrived.clone();
             if slot.ownership != Ownership::Owned {
-                return (Vec::new(), arrived);
+                return Vec::new();
             }
-            let n = slot.queue.len().min(max.max(1));
-            let taken: Vec<(i64, Record)> = slot.queue.drain(..n).collect();
+            let max = max.max(1);
+            let n = slot.queue.len().min(max);
+            let mut taken: Vec<(i64, Record)> = slot.queue.drain(..n).collect();
+            if let Some(own) = own {
+                let mut after = taken.last().map(|(o, _)| o + 1).or(slot.handed);
+                while taken.len() < max {
+                    let Some(polled) = own.queue.poll(Duration::ZERO) else {
+                        break;
+                    };
+                    let message = match polled {
+                        Ok(message) => message,
+                        Err(e) => {
+                            tracing::warn!(topic = %self.group.shared.topic, "Kafka consumer: {e}");
+                            continue;
+                        }
+                    };
+                    let offset = message.offset();
+                    // Fetched again after a rebalance: already handed out.
+                    if after.is_some_and(|next| offset < next) {
+                        continue;
+                    }
+                    slot.floor.get_or_insert(offset);
+                    taken.push((offset, record_of(&message)));
+                    after = Some(offset + 1);
+                }
+            }
             if let Some((last, _)) = taken.last() {
                 slot.handed = Some(last + 1);
             }
-            (taken, arrived)
+            taken
         })
+    }
+
+    /// What signals that records may have arrived: the partition's own
+    /// queue's (which keeps one signal when nobody waits), and the polling
+    /// thread's.
+    fn arrivals(&self) -> (Option<Arc<Notify>>, Arc<Notify>) {
+        let own = self
+            .group
+            .queues
+            .get(&self.partition)
+            .map(|own| own.arrived.clone());
+        let held = self
+            .group
+            .shared
+            .with_slot(self.partition, |slot| slot.arrived.clone());
+        (own, held)
+    }
+}
+
+fn record_of(message: &impl Message) -> Record {
+    Record {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().unwrap_or_default().to_vec(),
     }
 }
 
@@ -455,10 +556,11 @@ impl Consumer for Slot {
                     end: self.scan_end,
                 });
             }
-            let (taken, arrived) = self.take(max);
-            let notified = arrived.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let (own, held) = self.arrivals();
+            let held_arrived = held.notified();
+            tokio::pin!(held_arrived);
+            held_arrived.as_mut().enable();
+            let taken = self.take(max);
             if let Some(&(last, _)) = taken.last() {
                 let next = last as u64 + 1;
                 let (offsets, records): (Vec<i64>, Vec<Record>) = taken.into_iter().unzip();
@@ -474,8 +576,17 @@ impl Consumer for Slot {
                     end: self.scan_end,
                 });
             }
+            let arrived = async {
+                match &own {
+                    Some(own) => tokio::select! {
+                        _ = own.notified() => {}
+                        _ = held_arrived => {}
+                    },
+                    None => held_arrived.await,
+                }
+            };
             if self.scan_end.is_some_and(|end| self.position >= end)
-                || tokio::time::timeout_at(deadline, notified).await.is_err()
+                || tokio::time::timeout_at(deadline, arrived).await.is_err()
             {
                 return Ok(Batch {
                     next: self.position,
