@@ -201,7 +201,7 @@ pub struct LlmArgs {
     /// Local model: requests that may wait for a worker [default: 64].
     #[arg(long)]
     pub model_queue: Option<usize>,
-    /// Seed for sampling at a temperature above 0 [default: fixed].
+    /// Seed for sampling at a temperature above 0; each attempt at each question samples from its own seed derived from it [default: fixed].
     #[arg(long)]
     pub sample_seed: Option<u64>,
 }
@@ -250,8 +250,9 @@ impl LlmArgs {
                 .or(file.model_workers)
                 .unwrap_or(local_defaults.workers),
             queue: self.model_queue.unwrap_or(local_defaults.queue),
-            seed: self.sample_seed.unwrap_or(local_defaults.seed),
+            seed: self.sample_seed.unwrap_or(defaults.sample_seed),
         };
+        let sample_seed = self.sample_seed.unwrap_or(defaults.sample_seed);
         anyhow::ensure!(local.workers >= 1, "--model-workers must be at least 1");
         let provider =
             ProviderSpec::new(kind, base_url, model, api_key, timeout).with_local(models, local);
@@ -316,6 +317,7 @@ impl LlmArgs {
                 .temperature
                 .or(file.temperature)
                 .unwrap_or(defaults.temperature),
+            sample_seed,
             batch: defaults.batch,
             member: Default::default(),
         };

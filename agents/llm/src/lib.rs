@@ -14,6 +14,7 @@
 //!   show in logs.
 //! - [`spec`]: which provider, as configured, and its client.
 //! - [`prompt`]: the messages put to the model for a question.
+//! - [`seed`]: the sampling seed of one attempt at one question.
 //!
 //! The call policy:
 //! - [`limiter`]: concurrency, per-minute limits, quota pauses and AIMD.
@@ -36,6 +37,7 @@ pub mod prompt;
 pub mod provider;
 pub mod retry;
 pub mod secret;
+pub mod seed;
 pub mod spec;
 pub mod stats;
 

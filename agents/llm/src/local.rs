@@ -21,7 +21,8 @@ pub struct LocalConfig {
     pub workers: usize,
     /// Requests waiting for a worker before new ones are refused.
     pub queue: usize,
-    /// Seed for sampling at a temperature above 0.
+    /// Seed for sampling at a temperature above 0, for requests that bring
+    /// none of their own.
     pub seed: u64,
 }
 
@@ -32,7 +33,7 @@ impl Default for LocalConfig {
         Self {
             workers: cores.clamp(1, 4),
             queue: 64,
-            seed: 299_792_458,
+            seed: crate::seed::DEFAULT_SAMPLE_SEED,
         }
     }
 }
@@ -78,7 +79,7 @@ impl Provider for Local {
         let options = GenerateOptions {
             max_tokens: request.max_tokens as usize,
             temperature: f64::from(request.temperature),
-            seed: self.seed,
+            seed: request.seed.unwrap_or(self.seed),
             ..GenerateOptions::default()
         };
         let generation = match self.pool.generate(prompt, options).await {

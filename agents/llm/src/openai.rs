@@ -78,12 +78,15 @@ impl Provider for OpenAi {
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
-        let body = json!({
+        let mut body = json!({
             "model": self.config.model,
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         });
+        if let Some(seed) = request.seed {
+            body["seed"] = seed.into();
+        }
         let reply = self
             .http
             .post(&self.url, &body, |r, key| r.bearer_auth(key.expose()))

@@ -35,6 +35,9 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// The sampling seed, sent to providers that take one; `None` leaves
+    /// it to the provider (see [`crate::seed`]).
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

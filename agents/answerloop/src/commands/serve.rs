@@ -105,6 +105,7 @@ async fn chat(State(provider): State<Arc<dyn Provider>>, body: Bytes) -> Respons
         messages,
         max_tokens: body["max_tokens"].as_u64().unwrap_or(256).min(2048) as u32,
         temperature: body["temperature"].as_f64().unwrap_or(0.0) as f32,
+        seed: body["seed"].as_u64(),
     };
     match provider.complete(&request).await {
         Ok(c) => Json(json!({
