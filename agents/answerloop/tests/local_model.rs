@@ -185,3 +185,43 @@ async fn a_later_attempt_resamples_and_the_same_attempt_reproduces() {
         "another --sample-seed draws anew"
     );
 }
+
+/// Regression: `models fetch --home DIR` left DIR holding `models/` and no
+/// home marker, and `run --home DIR` refused DIR as "not an answerloop home".
+/// The fetch is real (pip, checksums); the run answers from DIR/models.
+#[test]
+fn models_fetch_into_a_home_then_run_in_it() {
+    if model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let in_home = |command: &mut std::process::Command| {
+        command
+            .env_remove("ANSWERLOOP_MODELS_DIR")
+            .env_remove("ANSWERLOOP_HOME");
+    };
+    let mut fetch = common::binary();
+    fetch.args(["models", "fetch", "--home"]).arg(&home);
+    in_home(&mut fetch);
+    common::succeed(&mut fetch);
+    assert!(
+        ModelCache::new(home.join("models")).is_installed(&SMOLLM2),
+        "the fetch put the model in the home"
+    );
+    let mut run = common::binary();
+    run.args([
+        "run",
+        "--json",
+        "--limit",
+        "1",
+        "--max-tokens",
+        "8",
+        "--home",
+    ])
+    .arg(&home);
+    in_home(&mut run);
+    let summary = common::json_from(&mut run);
+    assert_eq!(summary["stored"], 1, "{summary}");
+    assert_eq!(summary["model"], "SmolLM2-135M-Instruct", "{summary}");
+}
