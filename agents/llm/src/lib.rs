@@ -41,5 +41,7 @@ pub mod seed;
 pub mod spec;
 pub mod stats;
 
-pub use provider::{ChatRequest, Completion, ErrorClass, LlmError, Message, Provider};
+pub use provider::{
+    ChatRequest, Completion, CompletionStream, ErrorClass, LlmError, Message, Provider,
+};
 pub use stats::LlmStats;
