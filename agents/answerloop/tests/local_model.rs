@@ -47,6 +47,7 @@ fn client(url: String) -> OpenAi {
         // generates slowly.
         timeout: Duration::from_secs(600),
         name: "openai".into(),
+        in_flight: Default::default(),
     })
     .unwrap()
 }

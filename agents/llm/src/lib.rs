@@ -10,6 +10,8 @@
 //! - [`local`]: SmolLM2 in this process, on model worker threads.
 //! - [`ollama`]: Ollama's native `/api/chat`.
 //! - [`gemini`]: Google's `generateContent`.
+//! - [`inflight`]: requests kept at a server past a time-out, so that a
+//!   retry never sends the same work twice.
 //! - [`http`]: the HTTP plumbing they share; [`secret`]: API keys that never
 //!   show in logs.
 //! - [`spec`]: which provider, as configured, and its client.
@@ -18,6 +20,7 @@
 //!
 //! The call policy:
 //! - [`limiter`]: concurrency, per-minute limits, quota pauses and AIMD.
+//! - [`token_budget`]: tokens per minute, by the server's reported usage.
 //! - [`retry`]: backoff with full jitter, and the retry budget.
 //! - [`caller`]: one question's calls: retries by error class, caps.
 //! - [`stats`]: what the calls came to, counted once for summaries and
@@ -29,6 +32,7 @@
 pub mod caller;
 pub mod gemini;
 pub mod http;
+pub mod inflight;
 pub mod limiter;
 pub mod local;
 pub mod ollama;
@@ -40,6 +44,7 @@ pub mod secret;
 pub mod seed;
 pub mod spec;
 pub mod stats;
+pub mod token_budget;
 
 pub use provider::{
     ChatRequest, Completion, CompletionStream, ErrorClass, LlmError, Message, Provider,

@@ -51,6 +51,14 @@ pub struct Completion {
     pub completion_tokens: Option<u32>,
 }
 
+impl Completion {
+    /// Prompt and completion tokens as the provider counted them, when it
+    /// reported both.
+    pub fn tokens_used(&self) -> Option<u32> {
+        Some(self.prompt_tokens?.saturating_add(self.completion_tokens?))
+    }
+}
+
 /// How a failed call should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
