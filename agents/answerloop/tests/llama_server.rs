@@ -33,9 +33,7 @@ impl LlamaServer {
     /// fail, where it is required) when it or the model is missing.
     fn start(parallel: usize) -> Option<Self> {
         let cache = installed_or_skip(&SMOLLM2)?;
-        let Some(binary) = binary_or_skip() else {
-            return None;
-        };
+        let binary = binary_or_skip()?;
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("llama-server.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -124,12 +122,10 @@ fn binary_or_skip() -> Option<PathBuf> {
     if let Some(path) = path.filter(|p| p.is_file()) {
         return Some(path);
     }
-    let why = "ANSWERLOOP_LLAMA_SERVER does not name llama-server (.ci/run installs it)";
-    assert!(
-        std::env::var_os("ANSWERLOOP_REQUIRE_LLAMA_SERVER").is_none(),
-        "{why}"
+    common::skip_unless_required(
+        "ANSWERLOOP_REQUIRE_LLAMA_SERVER",
+        &"ANSWERLOOP_LLAMA_SERVER does not name llama-server (.ci/run installs it)",
     );
-    eprintln!("skipped: {why}");
     None
 }
 
