@@ -61,6 +61,8 @@ pub struct LlmFile {
     pub timeout_secs: Option<f64>,
     /// How long a timed-out request may stay at the server in all.
     pub abandon_secs: Option<f64>,
+    /// Requests at an OpenAI-compatible server at once, timed-out ones included.
+    pub max_in_flight: Option<usize>,
     pub concurrency: Option<usize>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,
@@ -162,6 +164,9 @@ pub struct LlmArgs {
     /// How long a timed-out request may stay at an OpenAI-compatible server, whose answer a retry waits for instead of sending it again, in seconds [default: four times the time-out].
     #[arg(long)]
     pub llm_abandon_secs: Option<f64>,
+    /// Requests at an OpenAI-compatible server at once, timed-out ones still being served included; set it to llama-server's --parallel so that it never queues ours [default: no cap].
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// Calls in flight at once [default: 8].
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -266,7 +271,7 @@ impl LlmArgs {
             .unwrap_or(defaults.rate.concurrency);
         anyhow::ensure!(concurrency >= 1, "concurrency must be at least 1");
         let in_flight = InFlightConfig {
-            max: concurrency,
+            max: self.max_in_flight.or(file.max_in_flight),
             abandon: match self.llm_abandon_secs.or(file.abandon_secs) {
                 Some(v) => Some(secs("the abandon time", v)?),
                 None => None,

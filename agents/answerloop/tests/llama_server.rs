@@ -8,7 +8,7 @@
 //! llama-server queues requests beyond its `--parallel` slots and never
 //! answers 503; the work it did is read from its log (one `launch_slot_`
 //! line a request it started, one `cancel task` line a request it dropped
-//! because its client left) and from its `/metrics`.
+//! because its client left), its `/metrics` and its `/slots`.
 
 mod common;
 
@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use answerloop::llm_agent::{chat_request, LlmAgentConfig};
+use answerloop_llm::openai::{OpenAi, OpenAiConfig};
+use answerloop_llm::prompt::RegeneratePrompt;
+use answerloop_llm::Provider;
 use answerloop_models::SMOLLM2;
 use common::installed_or_skip;
 
@@ -132,16 +136,13 @@ fn binary_or_skip() -> Option<PathBuf> {
 /// `answerloop run` against `server` with `args`, on a fresh home; its
 /// summary.
 fn run(server: &LlamaServer, home: &Path, args: &[&str]) -> serde_json::Value {
+    run_at(&server.url, home, args)
+}
+
+fn run_at(url: &str, home: &Path, args: &[&str]) -> serde_json::Value {
     let mut command = common::binary();
     command
-        .args([
-            "run",
-            "--json",
-            "--llm",
-            "openai",
-            "--base-url",
-            &server.url,
-        ])
+        .args(["run", "--json", "--llm", "openai", "--base-url", url])
         .args(["--model", "SmolLM2-135M-Instruct", "--home"])
         .arg(home)
         .args(args)
@@ -197,34 +198,47 @@ async fn the_sample_is_answered_and_stored_through_llama_server_with_its_token_c
 /// timed-out request and sends it again piles copies of the same work into
 /// it. The agent instead waits for the request it already sent: with a
 /// time-out shorter than a generation, every question is still answered,
-/// and the server starts exactly one request a question.
+/// and the server starts exactly one request a question. With
+/// `--max-in-flight` at the server's `--parallel`, two calls at once never
+/// make it queue one of ours (its `requests_deferred` gauge, sampled
+/// throughout, stays 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_llama_server_gets_each_request_once_despite_client_time_outs() {
     let Some(server) = LlamaServer::start(1) else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    let summary = run(
-        &server,
-        home.path(),
-        &[
-            "--limit",
-            "3",
-            "--max-attempts",
-            "1",
-            "--max-tokens",
-            "96",
-            "--concurrency",
-            "1",
-            "--llm-timeout-secs",
-            "0.2",
-            "--llm-abandon-secs",
-            "600",
-        ],
-    );
+    let args = [
+        "--limit",
+        "3",
+        "--max-attempts",
+        "1",
+        "--max-tokens",
+        "96",
+        "--concurrency",
+        "2",
+        "--max-in-flight",
+        "1",
+        "--llm-timeout-secs",
+        "0.2",
+        "--llm-abandon-secs",
+        "600",
+    ];
+    let run = {
+        let (url, home) = (server.url.clone(), home.path().to_path_buf());
+        tokio::task::spawn_blocking(move || run_at(&url, &home, &args))
+    };
+    let mut most_deferred = 0.0f64;
+    while !run.is_finished() {
+        most_deferred = most_deferred.max(server.metric("llamacpp:requests_deferred").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let summary = run.await.unwrap();
     eprintln!("{summary}");
     let (started, cancelled) = server.started_and_cancelled();
-    eprintln!("llama-server started {started} requests, cancelled {cancelled}");
+    eprintln!(
+        "llama-server started {started} requests, cancelled {cancelled}, deferred at most {most_deferred}"
+    );
     assert_eq!(summary["stored"], 3, "{summary}");
     let timed_out = summary["llm_failures_by_class"]["overload"]
         .as_u64()
@@ -238,4 +252,49 @@ async fn a_busy_llama_server_gets_each_request_once_despite_client_time_outs() {
         (3, 0),
         "one request a question, none dropped, after {timed_out} time-outs"
     );
+    assert_eq!(most_deferred, 0.0, "llama-server queued one of ours");
+}
+
+/// The attempt's sampling seed reaches an OpenAI-compatible server as
+/// `seed`, and at a temperature above 0 a later attempt is a new draw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attempt_sends_its_own_seed_to_llama_server() {
+    let Some(server) = LlamaServer::start(1) else {
+        return;
+    };
+    let client = OpenAi::new(OpenAiConfig {
+        base_url: server.url.clone(),
+        model: "SmolLM2-135M-Instruct".into(),
+        api_key: None,
+        // A guard against a hang, not a speed bound.
+        timeout: Duration::from_secs(600),
+        name: "openai".into(),
+        in_flight: Default::default(),
+    })
+    .unwrap();
+    let config = LlmAgentConfig {
+        regenerate_prompt: RegeneratePrompt::Plain,
+        temperature: 0.9,
+        max_tokens: 32,
+        ..LlmAgentConfig::default()
+    };
+    let question = answerloop_dataset::sample().questions[0].clone();
+    let mut answers = Vec::new();
+    for attempt in [1, 2] {
+        let request = chat_request(&config, &question.clone().at_attempt(attempt));
+        answers.push(client.complete(&request).await.unwrap().text);
+        let slots: serde_json::Value =
+            reqwest::get(format!("{}/slots", server.url.trim_end_matches("/v1")))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        assert_eq!(
+            slots[0]["params"]["seed"].as_u64(),
+            request.seed,
+            "the seed llama-server sampled with, attempt {attempt}"
+        );
+    }
+    assert_ne!(answers[0], answers[1], "attempt 2 repeated attempt 1");
 }

@@ -100,7 +100,7 @@ async fn time_outs_are_overload_and_retried_without_resending_a_request_still_at
         Duration::from_millis(1000),
     )
     .with_in_flight(InFlightConfig {
-        max: 1,
+        max: Some(1),
         abandon: Some(Duration::from_secs(3)),
     });
     let (s, _) = run(o).await;

@@ -255,7 +255,10 @@ mod tests {
         let start = tokio::time::Instant::now();
         for _ in 0..2 {
             let outcome = caller.call(&request, &mut 0, &mut BTreeMap::new()).await;
-            assert!(matches!(outcome, CallOutcome::Answered { .. }), "{outcome:?}");
+            assert!(
+                matches!(outcome, CallOutcome::Answered { .. }),
+                "{outcome:?}"
+            );
         }
         (start.elapsed(), stats)
     }

@@ -15,9 +15,12 @@
 //! - a retry of the same request (the same body: the same question, attempt
 //!   and seed) waits for that answer instead of sending a copy, and a
 //!   finished answer is kept as long for the retry that takes it;
-//! - requests in flight, those whose caller stopped waiting included, are
-//!   capped at `max`: set to the server's `--parallel`, the server never
-//!   queues ours at all.
+//! - requests in flight, those whose caller stopped waiting included, can
+//!   be capped (`max`, `--max-in-flight`): set to the server's
+//!   `--parallel`, the server never queues ours at all. No cap by default:
+//!   a server that hangs single requests while it answers others (as
+//!   llm-sim's `timeout` fault does) would otherwise hold the capped places
+//!   and stall every other question until it answers.
 //!
 //! What it must never do: send one request twice while the first is still
 //! at the server, or hold more than `max` at the server.
@@ -32,8 +35,9 @@ use tokio::sync::{watch, Semaphore};
 /// Caps and times of requests kept past their caller's time-out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InFlightConfig {
-    /// Requests at the server at once, abandoned ones included.
-    pub max: usize,
+    /// Requests at the server at once, abandoned ones included; `None` is
+    /// no cap.
+    pub max: Option<usize>,
     /// How long a request may stay at the server in all; `None` is four
     /// times the caller's time-out.
     pub abandon: Option<Duration>,
@@ -42,7 +46,7 @@ pub struct InFlightConfig {
 impl Default for InFlightConfig {
     fn default() -> Self {
         Self {
-            max: 8,
+            max: None,
             abandon: None,
         }
     }
@@ -59,23 +63,24 @@ type Running<T> = Mutex<HashMap<String, watch::Receiver<Option<T>>>>;
 
 /// The requests in flight at one server, by key (the request body).
 pub struct InFlight<T> {
-    permits: Arc<Semaphore>,
+    /// A place at the server each, when capped.
+    permits: Option<Arc<Semaphore>>,
     running: Arc<Running<T>>,
     /// How long a finished answer waits for a retry to take it.
     keep: Duration,
 }
 
 impl<T: Clone + Send + Sync + 'static> InFlight<T> {
-    pub fn new(max: usize, keep: Duration) -> Self {
+    pub fn new(max: Option<usize>, keep: Duration) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(max.max(1))),
+            permits: max.map(|max| Arc::new(Semaphore::new(max.max(1)))),
             running: Arc::default(),
             keep,
         }
     }
 
     /// The answer to the request `key`: the one already in flight, or a new
-    /// one made by `send` once fewer than `max` are in flight. Waits at most
+    /// one made by `send` (once fewer than `max` are in flight, if capped). Waits at most
     /// `wait`; `None` when that passed first, and the request goes on.
     pub async fn run<F, Fut>(&self, key: String, wait: Duration, send: F) -> Option<T>
     where
@@ -113,7 +118,10 @@ impl<T: Clone + Send + Sync + 'static> InFlight<T> {
         let (permits, map, keep) = (self.permits.clone(), self.running.clone(), self.keep);
         let (key, mine, request) = (key.to_string(), answer.clone(), send());
         tokio::spawn(async move {
-            let permit = permits.acquire_owned().await.expect("never closed");
+            let permit = match permits {
+                Some(permits) => Some(permits.acquire_owned().await.expect("never closed")),
+                None => None,
+            };
             let value = request.await;
             drop(permit);
             let _ = sender.send(Some(value));
@@ -165,7 +173,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retry_after_a_time_out_waits_for_the_request_instead_of_resending() {
         let server = Arc::new(Server::default());
-        let in_flight = InFlight::new(4, Duration::from_secs(60));
+        let in_flight = InFlight::new(None, Duration::from_secs(60));
         let first = in_flight.run("q1".into(), WAIT, || server.request(7)).await;
         assert_eq!(first, None, "the server has not answered");
         let again = in_flight.run("q1".into(), WAIT, || server.request(7)).await;
@@ -182,7 +190,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn requests_whose_caller_gave_up_still_count_against_the_cap() {
         let server = Arc::new(Server::default());
-        let in_flight = InFlight::new(1, Duration::from_secs(60));
+        let in_flight = InFlight::new(Some(1), Duration::from_secs(60));
         assert_eq!(
             in_flight.run("q1".into(), WAIT, || server.request(1)).await,
             None
@@ -207,9 +215,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn without_a_cap_a_held_request_holds_up_no_other() {
+        let server = Arc::new(Server::default());
+        let in_flight = InFlight::new(None, Duration::from_secs(60));
+        let first = in_flight.run("q1".into(), WAIT, || server.request(1)).await;
+        assert_eq!(first, None);
+        let second = in_flight.run("q2".into(), WAIT, || server.request(2)).await;
+        assert_eq!(second, None);
+        assert_eq!(server.got(), 2, "q2 went to the server beside q1");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_answer_no_retry_takes_is_forgotten_after_keep() {
         let server = Arc::new(Server::default());
-        let in_flight = InFlight::new(1, Duration::from_secs(5));
+        let in_flight = InFlight::new(None, Duration::from_secs(5));
         assert_eq!(
             in_flight.run("q1".into(), WAIT, || server.request(1)).await,
             None
