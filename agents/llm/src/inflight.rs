@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
 /// Caps and times of requests kept past their caller's time-out.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct InFlightConfig {
     /// Requests at the server at once, abandoned ones included; `None` is
     /// no cap.
@@ -41,15 +41,6 @@ pub struct InFlightConfig {
     /// How long a request may stay at the server in all; `None` is four
     /// times the caller's time-out.
     pub abandon: Option<Duration>,
-}
-
-impl Default for InFlightConfig {
-    fn default() -> Self {
-        Self {
-            max: None,
-            abandon: None,
-        }
-    }
 }
 
 impl InFlightConfig {
