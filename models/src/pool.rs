@@ -6,7 +6,7 @@
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::smollm::{GenerateOptions, Generation, ModelError, SmolLm};
 
@@ -14,6 +14,18 @@ struct Job {
     prompt: String,
     options: GenerateOptions,
     reply: oneshot::Sender<Result<Generation, ModelError>>,
+    /// Where the text goes piece by piece, for a streamed generation.
+    pieces: Option<mpsc::Sender<String>>,
+}
+
+/// Text pieces of a generation still running, bounded: a slow reader slows
+/// its worker rather than buffering without limit.
+const STREAM_BUFFER: usize = 32;
+
+/// A generation under way: its text piece by piece, then the whole.
+pub struct Streaming {
+    pub pieces: mpsc::Receiver<String>,
+    pub done: oneshot::Receiver<Result<Generation, ModelError>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,7 +64,15 @@ impl ModelPool {
                         if job.reply.is_closed() {
                             continue; // the caller gave up while it waited
                         }
-                        let _ = job.reply.send(session.generate(&job.prompt, &job.options));
+                        let result = match &job.pieces {
+                            Some(pieces) => {
+                                let mut send =
+                                    |piece: &str| pieces.blocking_send(piece.into()).is_ok();
+                                session.generate_with(&job.prompt, &job.options, Some(&mut send))
+                            }
+                            None => session.generate(&job.prompt, &job.options),
+                        };
+                        let _ = job.reply.send(result);
                     }
                 })
                 .expect("spawning a model worker");
@@ -74,17 +94,36 @@ impl ModelPool {
         prompt: String,
         options: GenerateOptions,
     ) -> Result<Result<Generation, ModelError>, PoolError> {
+        let answer = self.submit(prompt, options, None)?;
+        answer.await.map_err(|_| PoolError::Stopped)
+    }
+
+    /// Queue a generation whose text comes piece by piece; refused at once
+    /// when the queue is full. Dropping the pieces' receiver stops it.
+    pub fn stream(&self, prompt: String, options: GenerateOptions) -> Result<Streaming, PoolError> {
+        let (sender, pieces) = mpsc::channel(STREAM_BUFFER);
+        let done = self.submit(prompt, options, Some(sender))?;
+        Ok(Streaming { pieces, done })
+    }
+
+    fn submit(
+        &self,
+        prompt: String,
+        options: GenerateOptions,
+        pieces: Option<mpsc::Sender<String>>,
+    ) -> Result<oneshot::Receiver<Result<Generation, ModelError>>, PoolError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .try_send(Job {
                 prompt,
                 options,
                 reply,
+                pieces,
             })
             .map_err(|e| match e {
                 TrySendError::Full(_) => PoolError::Full(self.queue),
                 TrySendError::Disconnected(_) => PoolError::Stopped,
             })?;
-        answer.await.map_err(|_| PoolError::Stopped)
+        Ok(answer)
     }
 }

@@ -217,6 +217,19 @@ impl Session<'_> {
         prompt: &str,
         options: &GenerateOptions,
     ) -> Result<Generation, ModelError> {
+        self.generate_with(prompt, options, None)
+    }
+
+    /// Generate an answer, handing each new piece of its text to `on_text`
+    /// as it is decoded (the pieces add up to [`Generation::text`]);
+    /// `on_text` returning false stops the generation there (its reader has
+    /// gone).
+    pub fn generate_with(
+        &mut self,
+        prompt: &str,
+        options: &GenerateOptions,
+        mut on_text: Option<&mut dyn FnMut(&str) -> bool>,
+    ) -> Result<Generation, ModelError> {
         let prompt_ids = self.model.encode(prompt)?;
         if prompt_ids.len() + options.max_tokens > MAX_SEQ_LEN {
             return Err(ModelError::PromptTooLong {
@@ -244,12 +257,18 @@ impl Session<'_> {
         let started = Instant::now();
         let mut generated: Vec<u32> = Vec::new();
         let mut finished = false;
+        let mut shown = Shown::default();
         while generated.len() < options.max_tokens {
             if self.model.stops.contains(&next) {
                 finished = true;
                 break;
             }
             generated.push(next);
+            if let Some(on_text) = on_text.as_mut() {
+                if !shown.more(&self.model.tokenizer, &generated, on_text)? {
+                    break;
+                }
+            }
             if generated.len() == options.max_tokens {
                 break;
             }
@@ -283,6 +302,37 @@ impl Session<'_> {
             generation_time: started.elapsed(),
             finished,
         })
+    }
+}
+
+/// The text handed out so far while streaming. Pieces are cut so that they
+/// add up to the final, trimmed text: leading and trailing whitespace and a
+/// partly decoded character (U+FFFD) wait until text follows them.
+#[derive(Default)]
+struct Shown {
+    text: String,
+}
+
+impl Shown {
+    /// Hand out what `generated` adds to the text shown; false when the
+    /// reader has gone.
+    fn more(
+        &mut self,
+        tokenizer: &Tokenizer,
+        generated: &[u32],
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<bool, ModelError> {
+        let text = tokenizer
+            .decode(generated, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let visible = text.trim_start().trim_end_matches('\u{FFFD}').trim_end();
+        if visible.len() <= self.text.len() || !visible.starts_with(self.text.as_str()) {
+            return Ok(true);
+        }
+        let piece = &visible[self.text.len()..];
+        let going_on = on_text(piece);
+        self.text.push_str(piece);
+        Ok(going_on)
     }
 }
 

@@ -15,6 +15,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::llm_agent::LlmAgentConfig;
+use answerloop_llm::inflight::InFlightConfig;
 use answerloop_llm::limiter::RateConfig;
 use answerloop_llm::local::LocalConfig;
 use answerloop_llm::prompt::RegeneratePrompt;
@@ -58,6 +59,10 @@ pub struct LlmFile {
     /// A file holding the API key (otherwise the provider's environment variable).
     pub api_key_file: Option<PathBuf>,
     pub timeout_secs: Option<f64>,
+    /// How long a timed-out request may stay at the server in all.
+    pub abandon_secs: Option<f64>,
+    /// Requests at an OpenAI-compatible server at once, timed-out ones included.
+    pub max_in_flight: Option<usize>,
     pub concurrency: Option<usize>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,
@@ -156,6 +161,12 @@ pub struct LlmArgs {
     /// Per-request time-out in seconds [default: 60].
     #[arg(long)]
     pub llm_timeout_secs: Option<f64>,
+    /// How long a timed-out request may stay at an OpenAI-compatible server, whose answer a retry waits for instead of sending it again, in seconds [default: four times the time-out].
+    #[arg(long)]
+    pub llm_abandon_secs: Option<f64>,
+    /// Requests at an OpenAI-compatible server at once, timed-out ones still being served included; set it to llama-server's --parallel so that it never queues ours [default: no cap].
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// Calls in flight at once [default: 8].
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -201,7 +212,7 @@ pub struct LlmArgs {
     /// Local model: requests that may wait for a worker [default: 64].
     #[arg(long)]
     pub model_queue: Option<usize>,
-    /// Seed for sampling at a temperature above 0 [default: fixed].
+    /// Seed for sampling at a temperature above 0; each attempt at each question samples from its own seed derived from it [default: fixed].
     #[arg(long)]
     pub sample_seed: Option<u64>,
 }
@@ -250,17 +261,26 @@ impl LlmArgs {
                 .or(file.model_workers)
                 .unwrap_or(local_defaults.workers),
             queue: self.model_queue.unwrap_or(local_defaults.queue),
-            seed: self.sample_seed.unwrap_or(local_defaults.seed),
+            seed: self.sample_seed.unwrap_or(defaults.sample_seed),
         };
+        let sample_seed = self.sample_seed.unwrap_or(defaults.sample_seed);
         anyhow::ensure!(local.workers >= 1, "--model-workers must be at least 1");
-        let provider =
-            ProviderSpec::new(kind, base_url, model, api_key, timeout).with_local(models, local);
-
         let concurrency = self
             .concurrency
             .or(file.concurrency)
             .unwrap_or(defaults.rate.concurrency);
         anyhow::ensure!(concurrency >= 1, "concurrency must be at least 1");
+        let in_flight = InFlightConfig {
+            max: self.max_in_flight.or(file.max_in_flight),
+            abandon: match self.llm_abandon_secs.or(file.abandon_secs) {
+                Some(v) => Some(secs("the abandon time", v)?),
+                None => None,
+            },
+        };
+        let provider = ProviderSpec::new(kind, base_url, model, api_key, timeout)
+            .with_local(models, local)
+            .with_in_flight(in_flight);
+
         let max_retries = self
             .max_retries
             .or(retry_file.max_retries)
@@ -316,6 +336,7 @@ impl LlmArgs {
                 .temperature
                 .or(file.temperature)
                 .unwrap_or(defaults.temperature),
+            sample_seed,
             batch: defaults.batch,
             member: Default::default(),
         };

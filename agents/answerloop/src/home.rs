@@ -1,5 +1,5 @@
 //! The answerloop home: one directory for all state (the embedded broker's
-//! topics, the answer store, later the model cache). A marker file says a
+//! topics, the answer store, the model cache when `--home` is given). A marker file says a
 //! directory is ours; a non-empty directory without it is refused, never
 //! written into.
 
@@ -10,6 +10,8 @@ use anyhow::{bail, Context};
 /// The file that marks a directory as an answerloop home.
 pub const MARKER: &str = "answerloop.home";
 const MARKER_TEXT: &str = "answerloop home, layout 1\n";
+/// The home's model cache (see `answerloop_models::ModelCache::locate`).
+const MODELS: &str = "models";
 
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -42,9 +44,14 @@ impl Home {
                     self.root.display()
                 );
             }
-            let mut entries = std::fs::read_dir(&self.root)
+            let entries = std::fs::read_dir(&self.root)
                 .with_context(|| format!("cannot read {}", self.root.display()))?;
-            if entries.next().is_some() {
+            // A `models/` folder alone is the model cache that `models fetch
+            // --home` left before it marked the home itself.
+            let mut others = entries
+                .filter_map(Result::ok)
+                .filter(|e| !(e.file_name() == MODELS && e.path().is_dir()));
+            if others.next().is_some() {
                 bail!(
                     "refusing to use {} as the answerloop home: it is not empty and has no {MARKER} \
                      marker, so it may hold other data. Choose a new or empty directory.",
@@ -123,6 +130,20 @@ mod tests {
         assert!(!dir.path().join(MARKER).exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(home.existing().is_err());
+    }
+
+    /// Regression: `models fetch --home DIR` left DIR holding `models/` and
+    /// no marker, and `run --home DIR` then refused it.
+    #[test]
+    fn a_directory_holding_only_a_model_cache_becomes_a_home() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(MODELS)).unwrap();
+        let home = Home::resolve(Some(dir.path())).unwrap();
+        home.prepare().unwrap();
+        home.existing().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        std::fs::remove_file(dir.path().join(MARKER)).unwrap();
+        assert!(home.prepare().is_err(), "other data still refuses it");
     }
 
     #[test]

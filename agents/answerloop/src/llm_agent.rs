@@ -26,7 +26,8 @@ use answerloop_llm::caller::{CallOutcome, Caller};
 use answerloop_llm::limiter::RateConfig;
 use answerloop_llm::prompt::{self, RegeneratePrompt};
 use answerloop_llm::retry::RetryConfig;
-use answerloop_llm::{LlmStats, Provider};
+use answerloop_llm::seed;
+use answerloop_llm::{ChatRequest, LlmStats, Provider};
 use answerloop_schema::clock::now_ms;
 
 /// Consumer ids, stable so that a restarted agent resumes where it stopped.
@@ -50,6 +51,9 @@ pub struct LlmAgentConfig {
     pub regenerate_prompt: RegeneratePrompt,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// The run's sampling seed (`--sample-seed`); each attempt at each
+    /// question samples from its own seed derived from it.
+    pub sample_seed: u64,
     /// Records read from a topic at once.
     pub batch: usize,
     /// The share of the questions this agent answers (`--member K/M`):
@@ -67,6 +71,7 @@ impl Default for LlmAgentConfig {
             regenerate_prompt: RegeneratePrompt::Feedback,
             max_tokens: 256,
             temperature: 0.0,
+            sample_seed: seed::DEFAULT_SAMPLE_SEED,
             batch: 64,
             member: Member::ALONE,
         }
@@ -171,13 +176,7 @@ async fn answer(
         let wait = due.saturating_sub(now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
-    let config = &context.config;
-    let request = prompt::request(
-        &question,
-        config.regenerate_prompt,
-        config.max_tokens,
-        config.temperature,
-    );
+    let request = chat_request(&context.config, &question);
     let outcome = context
         .caller
         .call(
@@ -210,6 +209,23 @@ async fn answer(
             dead_letter(&context, letter).await
         }
     }
+}
+
+/// What the model is asked for `question`: the prompt for its attempt, and
+/// a sampling seed of its own, so that a regenerated attempt is a new draw.
+pub fn chat_request(config: &LlmAgentConfig, question: &Question) -> ChatRequest {
+    let mut request = prompt::request(
+        question,
+        config.regenerate_prompt,
+        config.max_tokens,
+        config.temperature,
+    );
+    request.seed = Some(seed::attempt_seed(
+        config.sample_seed,
+        &question.id,
+        question.attempt,
+    ));
+    request
 }
 
 /// The quota is spent (the limiter is already paused): park the question on

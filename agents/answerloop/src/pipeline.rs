@@ -72,6 +72,12 @@ pub struct RunSummary {
     pub llm_retry_delay_ms: u64,
     /// Questions parked on `deferred` after a quota error.
     pub llm_deferred: u64,
+    /// Tokens of the answered calls as the provider reported them (what
+    /// the tokens-per-minute budget was charged).
+    pub llm_prompt_tokens: u64,
+    pub llm_completion_tokens: u64,
+    /// Answered calls that came with no usage (charged their estimate).
+    pub llm_answers_without_usage: u64,
     pub mean_score_first_attempt: Option<f64>,
     pub mean_score_stored: Option<f64>,
     /// Stored answers by the attempt that produced them (index 0 = attempt 1).
@@ -171,6 +177,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.llm_retries = stats.retries();
     summary.llm_retry_delay_ms = stats.retry_delay_ms();
     summary.llm_deferred = stats.deferred();
+    summary.llm_prompt_tokens = stats.prompt_tokens();
+    summary.llm_completion_tokens = stats.completion_tokens();
+    summary.llm_answers_without_usage = stats.answers_without_usage();
     let ids: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
     let tally = Tally::count(&store, Some(&ids), options.agent.params.max_attempts)?;
     if tally.finals() > summary.questions {

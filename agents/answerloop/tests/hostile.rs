@@ -399,6 +399,7 @@ async fn broken_llm_replies_are_errors_of_the_right_class_naming_the_cause() {
             api_key: None,
             timeout: Duration::from_secs(10),
             name: "test".into(),
+            in_flight: Default::default(),
         })
         .unwrap();
         let err = client.complete(&request).await.expect_err(name);

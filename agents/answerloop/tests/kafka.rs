@@ -254,6 +254,12 @@ fn the_sample_runs_end_to_end_with_faults_every_question_final_once() {
         "sim",
         "--sim-fail-rate",
         "0.2",
+        // Short hangs, as on the Fluvio cluster: a held request is waited
+        // for until the simulator answers, not re-sent at the time-out.
+        "--sim-hang-secs",
+        "1",
+        "--llm-timeout-secs",
+        "0.5",
         "--topic-partitions",
         "4",
         "--json",

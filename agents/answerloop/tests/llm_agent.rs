@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use answerloop::pipeline::{self, RunOptions, RunSummary};
+use answerloop_llm::inflight::InFlightConfig;
 use answerloop_llm::spec::{ProviderKind, ProviderSpec};
 use answerloop_llm_sim::{FaultKind, Quality, SimConfig, SimServer};
 use answerloop_schema::{DeadLetter, FailureClass};
@@ -79,20 +80,38 @@ async fn overload_that_outlasts_the_retries_is_dead_lettered_with_its_last_error
     );
 }
 
+/// A request the server holds past the time-out is not sent again while it
+/// is still there (a retry waits for it); once it is abandoned, its
+/// connection closed, a retry sends it anew and is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn time_outs_are_overload_and_retried() {
+async fn time_outs_are_overload_and_retried_without_resending_a_request_still_at_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let mut o = options(&dir, scripted(&[FaultKind::Timeout], 1, 0.0), 1);
+    let questions = answerloop_dataset::sample().questions;
+    let sim = scripted(&[FaultKind::Timeout], 1, 0.0);
+    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), sim, &questions)
+        .await
+        .unwrap();
+    let mut o = options(&dir, SimConfig::default(), 1);
     o.provider = ProviderSpec::new(
-        ProviderKind::Sim,
-        None,
+        ProviderKind::Openai,
+        Some(server.base_url()),
         None,
         None,
         Duration::from_millis(1000),
-    );
+    )
+    .with_in_flight(InFlightConfig {
+        max: Some(1),
+        abandon: Some(Duration::from_secs(3)),
+    });
     let (s, _) = run(o).await;
-    assert_eq!((s.llm_calls, s.stored), (2, 1), "{s:?}");
-    assert_eq!(s.llm_failures_by_class["overload"], 1);
+    assert_eq!(s.stored, 1, "{s:?}");
+    assert!(s.llm_failures_by_class["overload"] >= 2, "{s:?}");
+    assert_eq!(
+        server.state.stats.snapshot().requests,
+        2,
+        "the held request, and one more once it was abandoned: {s:?}"
+    );
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@ fn client(server: &SimServer, key: Option<&str>, timeout: Duration) -> OpenAi {
         api_key: key.and_then(Secret::new),
         timeout,
         name: "test".into(),
+        in_flight: Default::default(),
     })
     .unwrap()
 }
@@ -104,6 +105,7 @@ async fn an_unreachable_server_is_an_overload_error_naming_the_url() {
         api_key: None,
         timeout: Duration::from_secs(2),
         name: "test".into(),
+        in_flight: Default::default(),
     })
     .unwrap()
     .complete(&request())

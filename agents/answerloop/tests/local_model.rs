@@ -9,13 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use answerloop::commands::serve::router;
+use answerloop::llm_agent::{chat_request, LlmAgentConfig};
 use answerloop::pipeline;
 use answerloop_llm::local::{Local, LocalConfig};
 use answerloop_llm::openai::{OpenAi, OpenAiConfig};
+use answerloop_llm::prompt::RegeneratePrompt;
 use answerloop_llm::spec::{ProviderKind, ProviderSpec};
 use answerloop_llm::{ChatRequest, ErrorClass, Message, Provider};
 use answerloop_models::smollm::LoadOptions;
 use answerloop_models::{ModelCache, SmolLm, SMOLLM2};
+use answerloop_schema::Question;
 use common::installed_or_skip;
 
 fn model() -> Option<Arc<SmolLm>> {
@@ -44,6 +47,7 @@ fn client(url: String) -> OpenAi {
         // generates slowly.
         timeout: Duration::from_secs(600),
         name: "openai".into(),
+        in_flight: Default::default(),
     })
     .unwrap()
 }
@@ -53,6 +57,7 @@ fn ask(question: &str, max_tokens: u32) -> ChatRequest {
         messages: vec![Message::user(question)],
         max_tokens,
         temperature: 0.0,
+        seed: None,
     }
 }
 
@@ -136,4 +141,88 @@ async fn run_answers_questions_with_the_local_model() {
     assert_eq!(summary.dead_letters, 0, "{summary:?}");
     assert_eq!(summary.model, "SmolLM2-135M-Instruct");
     assert!(summary.llm_calls >= 3);
+}
+
+/// Regression: every attempt sampled from one seed, so a plain resample at
+/// a temperature above 0 repeated the earlier answer word for word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_attempt_resamples_and_the_same_attempt_reproduces() {
+    let Some(model) = model() else { return };
+    let local = Local::with_model(model, LocalConfig::default());
+    let config = LlmAgentConfig {
+        regenerate_prompt: RegeneratePrompt::Plain,
+        temperature: 0.9,
+        max_tokens: 24,
+        sample_seed: 11,
+        ..LlmAgentConfig::default()
+    };
+    let question = Question::new(
+        "What should I cook for dinner tonight?",
+        "",
+        "Something quick, like pasta.",
+        1,
+    );
+    let first = chat_request(&config, &question);
+    let second = chat_request(&config, &question.clone().at_attempt(2));
+    assert_eq!(first.messages, second.messages, "plain asks the same again");
+    let answer = |request: ChatRequest| {
+        let local = &local;
+        async move { local.complete(&request).await.unwrap().text }
+    };
+    let (one, two) = (answer(first.clone()).await, answer(second).await);
+    assert_ne!(one, two, "attempt 2 repeated attempt 1");
+    assert_eq!(
+        one,
+        answer(first).await,
+        "the same seed, question and attempt"
+    );
+    let other_run = LlmAgentConfig {
+        sample_seed: 12,
+        ..config.clone()
+    };
+    assert_ne!(
+        one,
+        answer(chat_request(&other_run, &question)).await,
+        "another --sample-seed draws anew"
+    );
+}
+
+/// Regression: `models fetch --home DIR` left DIR holding `models/` and no
+/// home marker, and `run --home DIR` refused DIR as "not an answerloop home".
+/// The fetch is real (pip, checksums); the run answers from DIR/models.
+#[test]
+fn models_fetch_into_a_home_then_run_in_it() {
+    if model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let in_home = |command: &mut std::process::Command| {
+        command
+            .env_remove("ANSWERLOOP_MODELS_DIR")
+            .env_remove("ANSWERLOOP_HOME");
+    };
+    let mut fetch = common::binary();
+    fetch.args(["models", "fetch", "--home"]).arg(&home);
+    in_home(&mut fetch);
+    common::succeed(&mut fetch);
+    assert!(
+        ModelCache::new(home.join("models")).is_installed(&SMOLLM2),
+        "the fetch put the model in the home"
+    );
+    let mut run = common::binary();
+    run.args([
+        "run",
+        "--json",
+        "--limit",
+        "1",
+        "--max-tokens",
+        "8",
+        "--home",
+    ])
+    .arg(&home);
+    in_home(&mut run);
+    let summary = common::json_from(&mut run);
+    assert_eq!(summary["stored"], 1, "{summary}");
+    assert_eq!(summary["model"], "SmolLM2-135M-Instruct", "{summary}");
 }

@@ -94,13 +94,21 @@ impl Caller {
             }
             let started = Instant::now();
             let result = {
-                let _slot = self.limiter.acquire(estimate_tokens(request)).await;
+                let mut slot = self.limiter.acquire(estimate_tokens(request)).await;
                 *llm_attempts += 1;
                 self.stats.called();
                 if retried == 0 {
                     self.budget.deposit();
                 }
                 let result = self.provider.complete(request).await;
+                if let Ok(completion) = &result {
+                    // The server's count replaces the estimate in the
+                    // tokens-per-minute budget.
+                    if let Some(used) = completion.tokens_used() {
+                        slot.settle(used);
+                    }
+                    self.stats.used_tokens(completion);
+                }
                 // Tell the limiter before the slot frees, so no waiting call
                 // slips out between a quota error and the pause it causes.
                 self.inform_limiter(&result);
@@ -188,9 +196,88 @@ fn give_up(error: &LlmError, retries: u32) -> CallOutcome {
     }
 }
 
-/// A rough token count for the per-minute token budget: four characters a
-/// token for the prompt, plus the most the reply may take.
+/// A rough token count to reserve from the per-minute token budget before a
+/// call: four characters a token for the prompt, plus the most the reply
+/// may take. The server's reported usage replaces it after the call.
 fn estimate_tokens(request: &ChatRequest) -> u32 {
     let chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
     (chars / 4) as u32 + request.max_tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+    use async_trait::async_trait;
+
+    /// Answers at once, reporting `usage` (prompt, completion) tokens.
+    struct Reports(Option<(u32, u32)>);
+
+    #[async_trait]
+    impl Provider for Reports {
+        fn name(&self) -> &str {
+            "reports"
+        }
+        fn model(&self) -> &str {
+            "m"
+        }
+        async fn complete(&self, _: &ChatRequest) -> Result<Completion, LlmError> {
+            Ok(Completion {
+                text: "a".into(),
+                model: "m".into(),
+                prompt_tokens: self.0.map(|u| u.0),
+                completion_tokens: self.0.map(|u| u.1),
+            })
+        }
+    }
+
+    /// How long two calls take under 600 tokens a minute, each estimated
+    /// at 11 tokens (a 4-character prompt and 10 for the reply).
+    async fn two_calls(usage: Option<(u32, u32)>) -> (Duration, Arc<LlmStats>) {
+        let stats = Arc::new(LlmStats::default());
+        let rate = RateConfig {
+            tokens_per_minute: Some(600),
+            ..RateConfig::default()
+        };
+        let caller = Caller::new(
+            Arc::new(Reports(usage)),
+            rate,
+            RetryConfig::default(),
+            10,
+            stats.clone(),
+        );
+        let request = ChatRequest {
+            messages: vec![Message::user("why?")],
+            max_tokens: 10,
+            temperature: 0.0,
+            seed: None,
+        };
+        let start = tokio::time::Instant::now();
+        for _ in 0..2 {
+            let outcome = caller.call(&request, &mut 0, &mut BTreeMap::new()).await;
+            assert!(
+                matches!(outcome, CallOutcome::Answered { .. }),
+                "{outcome:?}"
+            );
+        }
+        (start.elapsed(), stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokens_the_server_reports_feed_the_token_budget() {
+        // The server counted 600 tokens for the first call: the budget is
+        // spent, and the second call waits for 11 tokens to come back.
+        let (took, stats) = two_calls(Some((100, 500))).await;
+        assert_eq!(took, Duration::from_millis(1100));
+        assert_eq!(stats.prompt_tokens(), 200);
+        assert_eq!(stats.completion_tokens(), 1000);
+        assert_eq!(stats.answers_without_usage(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_reported_usage_the_estimate_stands() {
+        let (took, stats) = two_calls(None).await;
+        assert_eq!(took, Duration::ZERO, "22 of 600 tokens");
+        assert_eq!(stats.answers_without_usage(), 2);
+    }
 }

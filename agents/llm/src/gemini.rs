@@ -101,11 +101,14 @@ impl Provider for Gemini {
                 .map(|m| json!({"text": m.content}))
                 .collect()
         };
-        let body = json!({
+        let mut body = json!({
             "systemInstruction": {"parts": text("system")},
             "contents": [{"role": "user", "parts": text("user")}],
             "generationConfig": {"maxOutputTokens": request.max_tokens, "temperature": request.temperature},
         });
+        if let Some(seed) = request.seed {
+            body["generationConfig"]["seed"] = seed.into();
+        }
         let reply = self
             .http
             .post(&self.url, &body, |r, key| {

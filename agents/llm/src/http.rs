@@ -18,6 +18,7 @@ pub struct HttpClient {
 }
 
 /// A reply as received: status, headers, body with the key masked.
+#[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
@@ -26,9 +27,19 @@ pub struct Reply {
 
 impl HttpClient {
     pub fn new(timeout: Duration, key: Option<Secret>) -> Result<Self, LlmError> {
+        Self::with_connect_timeout(timeout, timeout, key)
+    }
+
+    /// A client whose requests end after `timeout` and whose connections
+    /// are given up after `connect` (at most 10 s).
+    pub fn with_connect_timeout(
+        timeout: Duration,
+        connect: Duration,
+        key: Option<Secret>,
+    ) -> Result<Self, LlmError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| LlmError::new(ErrorClass::Permanent, None, format!("HTTP client: {e}")))?;
         Ok(Self { client, key })

@@ -10,13 +10,17 @@
 //! - [`local`]: SmolLM2 in this process, on model worker threads.
 //! - [`ollama`]: Ollama's native `/api/chat`.
 //! - [`gemini`]: Google's `generateContent`.
+//! - [`inflight`]: requests kept at a server past a time-out, so that a
+//!   retry never sends the same work twice.
 //! - [`http`]: the HTTP plumbing they share; [`secret`]: API keys that never
 //!   show in logs.
 //! - [`spec`]: which provider, as configured, and its client.
 //! - [`prompt`]: the messages put to the model for a question.
+//! - [`seed`]: the sampling seed of one attempt at one question.
 //!
 //! The call policy:
 //! - [`limiter`]: concurrency, per-minute limits, quota pauses and AIMD.
+//! - [`token_budget`]: tokens per minute, by the server's reported usage.
 //! - [`retry`]: backoff with full jitter, and the retry budget.
 //! - [`caller`]: one question's calls: retries by error class, caps.
 //! - [`stats`]: what the calls came to, counted once for summaries and
@@ -28,6 +32,7 @@
 pub mod caller;
 pub mod gemini;
 pub mod http;
+pub mod inflight;
 pub mod limiter;
 pub mod local;
 pub mod ollama;
@@ -36,8 +41,12 @@ pub mod prompt;
 pub mod provider;
 pub mod retry;
 pub mod secret;
+pub mod seed;
 pub mod spec;
 pub mod stats;
+pub mod token_budget;
 
-pub use provider::{ChatRequest, Completion, ErrorClass, LlmError, Message, Provider};
+pub use provider::{
+    ChatRequest, Completion, CompletionStream, ErrorClass, LlmError, Message, Provider,
+};
 pub use stats::LlmStats;

@@ -2,7 +2,8 @@
 //! tokens per minute, a pause while the quota is spent, and AIMD.
 //!
 //! - Concurrency and the per-minute limits keep us inside the provider's
-//!   quota before it has to tell us (governor does the per-minute buckets).
+//!   quota before it has to tell us (governor does the request bucket;
+//!   tokens go by the server's own count, see [`crate::token_budget`]).
 //! - When the provider does tell us (429 rate limit), the effective rate is
 //!   halved at most once per cool-down, and every success adds a little back
 //!   (additive increase, multiplicative decrease, as TCP does): repeated 429s
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
+
+use crate::token_budget::TokenBudget;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +53,7 @@ impl Default for RateConfig {
 pub struct Limiter {
     config: RateConfig,
     requests: Option<DefaultDirectRateLimiter>,
-    tokens: Option<(DefaultDirectRateLimiter, u32)>,
+    tokens: Option<TokenBudget>,
     state: Mutex<State>,
     /// Woken when a slot frees, the share grows or a pause ends.
     changed: Notify,
@@ -68,6 +71,19 @@ struct State {
 /// A call slot; dropping it frees the slot.
 pub struct Slot<'a> {
     limiter: &'a Limiter,
+    /// Tokens reserved from the per-minute budget for this call.
+    reserved: u32,
+}
+
+impl Slot<'_> {
+    /// The call used `tokens` by the server's count: the token budget is
+    /// charged that instead of the estimate reserved.
+    pub fn settle(&mut self, tokens: u32) {
+        if let Some(budget) = &self.limiter.tokens {
+            budget.settle(self.reserved, tokens);
+        }
+        self.reserved = tokens;
+    }
 }
 
 impl Drop for Slot<'_> {
@@ -88,7 +104,8 @@ impl Limiter {
         let requests = config.requests_per_minute.and_then(per_minute);
         let tokens = config
             .tokens_per_minute
-            .and_then(|n| per_minute(n).map(|limiter| (limiter, n)));
+            .filter(|n| *n > 0)
+            .map(TokenBudget::new);
         Self {
             config,
             requests,
@@ -104,7 +121,7 @@ impl Limiter {
     }
 
     /// Wait for a call slot and for the per-minute budgets to allow a call of
-    /// about `tokens` tokens.
+    /// about `tokens` tokens (an estimate: [`Slot::settle`] corrects it).
     pub async fn acquire(&self, tokens: u32) -> Slot<'_> {
         loop {
             let notified = self.changed.notified();
@@ -133,16 +150,18 @@ impl Limiter {
                 }
             }
         }
-        let slot = Slot { limiter: self };
+        let mut slot = Slot {
+            limiter: self,
+            reserved: 0,
+        };
         let share = self.share();
         if let Some(limiter) = &self.requests {
             // A reduced share makes each call cost more cells of the bucket.
             let cells = NonZeroU32::new((1.0 / share).ceil() as u32).expect("at least one");
             let _ = limiter.until_n_ready(cells).await;
         }
-        if let Some((limiter, per_minute)) = &self.tokens {
-            let cells = NonZeroU32::new(tokens.clamp(1, *per_minute)).expect("at least one");
-            let _ = limiter.until_n_ready(cells).await;
+        if let Some(budget) = &self.tokens {
+            slot.reserved = budget.reserve(tokens).await;
         }
         slot
     }

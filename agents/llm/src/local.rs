@@ -5,12 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use answerloop_models::pool::{ModelPool, PoolError};
+use answerloop_models::pool::{ModelPool, PoolError, Streaming};
 use answerloop_models::smollm::{chat_prompt, LoadOptions};
-use answerloop_models::{GenerateOptions, ModelError, SmolLm};
+use answerloop_models::{GenerateOptions, Generation, ModelError, SmolLm};
 use async_trait::async_trait;
 
-use super::{ChatRequest, Completion, ErrorClass, LlmError, Provider};
+use super::{ChatRequest, Completion, CompletionStream, ErrorClass, LlmError, Provider};
 
 /// The model name in answers and summaries.
 pub const MODEL_NAME: &str = "SmolLM2-135M-Instruct";
@@ -21,7 +21,8 @@ pub struct LocalConfig {
     pub workers: usize,
     /// Requests waiting for a worker before new ones are refused.
     pub queue: usize,
-    /// Seed for sampling at a temperature above 0.
+    /// Seed for sampling at a temperature above 0, for requests that bring
+    /// none of their own.
     pub seed: u64,
 }
 
@@ -32,7 +33,7 @@ impl Default for LocalConfig {
         Self {
             workers: cores.clamp(1, 4),
             queue: 64,
-            seed: 299_792_458,
+            seed: crate::seed::DEFAULT_SAMPLE_SEED,
         }
     }
 }
@@ -69,6 +70,33 @@ impl Provider for Local {
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
+        let (prompt, options) = self.prompt(request);
+        let generation = match self.pool.generate(prompt, options).await {
+            Ok(result) => result.map_err(model_error)?,
+            Err(e) => return Err(pool_error(e)),
+        };
+        Ok(completion(generation))
+    }
+
+    async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, LlmError> {
+        let (prompt, options) = self.prompt(request);
+        let Streaming { pieces, done } = self.pool.stream(prompt, options).map_err(pool_error)?;
+        let done = async move {
+            match done.await {
+                Ok(result) => result.map(completion).map_err(model_error),
+                Err(_) => Err(pool_error(PoolError::Stopped)),
+            }
+        };
+        Ok(CompletionStream {
+            pieces,
+            done: Box::pin(done),
+        })
+    }
+}
+
+impl Local {
+    /// The ChatML prompt and generation options for `request`.
+    fn prompt(&self, request: &ChatRequest) -> (String, GenerateOptions) {
         let prompt = chat_prompt(
             request
                 .messages
@@ -78,31 +106,37 @@ impl Provider for Local {
         let options = GenerateOptions {
             max_tokens: request.max_tokens as usize,
             temperature: f64::from(request.temperature),
-            seed: self.seed,
+            seed: request.seed.unwrap_or(self.seed),
             ..GenerateOptions::default()
         };
-        let generation = match self.pool.generate(prompt, options).await {
-            Ok(Ok(generation)) => generation,
-            Ok(Err(e @ ModelError::PromptTooLong { .. })) => {
-                return Err(LlmError::new(ErrorClass::Permanent, None, e.to_string()))
-            }
-            Ok(Err(e)) => return Err(LlmError::new(ErrorClass::Malformed, None, e.to_string())),
-            Err(e @ PoolError::Full(_)) => {
-                return Err(LlmError::new(
-                    ErrorClass::Overload,
-                    Some(503),
-                    e.to_string(),
-                ))
-            }
-            Err(e @ PoolError::Stopped) => {
-                return Err(LlmError::new(ErrorClass::Permanent, None, e.to_string()))
-            }
-        };
-        Ok(Completion {
-            text: generation.text,
-            model: MODEL_NAME.into(),
-            prompt_tokens: Some(generation.prompt_tokens as u32),
-            completion_tokens: Some(generation.completion_tokens as u32),
-        })
+        (prompt, options)
+    }
+}
+
+fn completion(generation: Generation) -> Completion {
+    Completion {
+        text: generation.text,
+        model: MODEL_NAME.into(),
+        prompt_tokens: Some(generation.prompt_tokens as u32),
+        completion_tokens: Some(generation.completion_tokens as u32),
+    }
+}
+
+/// A prompt too long for the window can never succeed; any other model
+/// error is a malformed reply.
+fn model_error(e: ModelError) -> LlmError {
+    match e {
+        e @ ModelError::PromptTooLong { .. } => {
+            LlmError::new(ErrorClass::Permanent, None, e.to_string())
+        }
+        e => LlmError::new(ErrorClass::Malformed, None, e.to_string()),
+    }
+}
+
+/// A full queue is overload, as a remote server's 503 is.
+fn pool_error(e: PoolError) -> LlmError {
+    match e {
+        e @ PoolError::Full(_) => LlmError::new(ErrorClass::Overload, Some(503), e.to_string()),
+        e @ PoolError::Stopped => LlmError::new(ErrorClass::Permanent, None, e.to_string()),
     }
 }

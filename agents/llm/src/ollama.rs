@@ -63,12 +63,15 @@ impl Provider for Ollama {
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
-        let body = json!({
+        let mut body = json!({
             "model": self.config.model,
             "messages": request.messages,
             "stream": false,
             "options": {"num_predict": request.max_tokens, "temperature": request.temperature},
         });
+        if let Some(seed) = request.seed {
+            body["options"]["seed"] = seed.into();
+        }
         let reply = self.http.post(&self.url, &body, |r, _| r).await?;
         if !(200..300).contains(&reply.status) {
             let mut err = LlmError::new(

@@ -2,8 +2,11 @@
 //! LM Studio, Ollama's `/v1`, and answerloop's own `llm-sim`.
 //!
 //! A 429 is a quota error when its code says the account is out of credit
-//! (`insufficient_quota`), and a rate limit otherwise.
+//! (`insufficient_quota`), and a rate limit otherwise. A time-out ends the
+//! call's wait but not its request, which a retry then waits for
+//! ([`crate::inflight`]): a server that queues never gets the same work twice.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -11,8 +14,9 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{class_of_status, malformed, quote, HttpClient};
+use super::http::{class_of_status, malformed, quote, HttpClient, Reply};
 use super::{ChatRequest, Completion, ErrorClass, LlmError, Provider};
+use crate::inflight::{InFlight, InFlightConfig};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
@@ -21,28 +25,65 @@ pub struct OpenAiConfig {
     pub base_url: String,
     pub model: String,
     pub api_key: Option<Secret>,
-    /// Per-request time-out, connection included.
+    /// How long a call waits for its answer, connection included. The
+    /// request itself may stay at the server longer (see [`crate::inflight`]).
     pub timeout: Duration,
     /// The provider's name in logs and summaries.
     pub name: String,
+    /// Requests kept at the server past a time-out, and their cap.
+    pub in_flight: InFlightConfig,
 }
 
 pub struct OpenAi {
-    http: HttpClient,
+    http: Arc<HttpClient>,
     url: String,
     config: OpenAiConfig,
+    in_flight: InFlight<Result<Reply, LlmError>>,
 }
 
 impl OpenAi {
     pub fn new(config: OpenAiConfig) -> Result<Self, LlmError> {
-        let http = HttpClient::new(config.timeout, config.api_key.clone())?;
+        let abandon = config.in_flight.abandon_after(config.timeout);
+        let http =
+            HttpClient::with_connect_timeout(abandon, config.timeout, config.api_key.clone())?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-        Ok(Self { http, url, config })
+        let in_flight = InFlight::new(config.in_flight.max, abandon);
+        Ok(Self {
+            http: Arc::new(http),
+            url,
+            config,
+            in_flight,
+        })
+    }
+
+    /// POST `body`, or wait for the same body already in flight.
+    async fn post(&self, body: serde_json::Value) -> Result<Reply, LlmError> {
+        let key = body.to_string();
+        let (http, url) = (self.http.clone(), self.url.clone());
+        let send = move || async move {
+            http.post(&url, &body, |r, key| r.bearer_auth(key.expose()))
+                .await
+        };
+        let timeout = self.config.timeout;
+        self.in_flight
+            .run(key, timeout, send)
+            .await
+            .unwrap_or_else(|| {
+                Err(LlmError::new(
+                    ErrorClass::Overload,
+                    None,
+                    format!(
+                        "timed out after {:.1} s: {}; the request stays at the server and a retry waits for its answer rather than sending it again",
+                        timeout.as_secs_f64(),
+                        self.url
+                    ),
+                ))
+            })
     }
 }
 
 #[derive(Deserialize)]
-struct Reply {
+struct ChatReply {
     choices: Vec<Choice>,
     #[serde(default)]
     model: Option<String>,
@@ -78,20 +119,20 @@ impl Provider for OpenAi {
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
-        let body = json!({
+        let mut body = json!({
             "model": self.config.model,
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         });
-        let reply = self
-            .http
-            .post(&self.url, &body, |r, key| r.bearer_auth(key.expose()))
-            .await?;
+        if let Some(seed) = request.seed {
+            body["seed"] = seed.into();
+        }
+        let reply = self.post(body).await?;
         if !(200..300).contains(&reply.status) {
             return Err(classify_status(reply.status, &reply.headers, &reply.body));
         }
-        let parsed: Reply = serde_json::from_str(&reply.body).map_err(|e| {
+        let parsed: ChatReply = serde_json::from_str(&reply.body).map_err(|e| {
             malformed(
                 reply.status,
                 &format!("reply is not a chat completion ({e})"),

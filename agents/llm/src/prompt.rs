@@ -43,6 +43,7 @@ pub fn request(
         messages: vec![Message::system(SYSTEM), Message::user(user)],
         max_tokens,
         temperature,
+        seed: None,
     }
 }
 

@@ -4,6 +4,8 @@
 //! alone, so each provider's job is to map its own statuses and error bodies
 //! onto these classes faithfully.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,6 +37,9 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// The sampling seed, sent to providers that take one; `None` leaves
+    /// it to the provider (see [`crate::seed`]).
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +49,14 @@ pub struct Completion {
     pub model: String,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+}
+
+impl Completion {
+    /// Prompt and completion tokens as the provider counted them, when it
+    /// reported both.
+    pub fn tokens_used(&self) -> Option<u32> {
+        Some(self.prompt_tokens?.saturating_add(self.completion_tokens?))
+    }
 }
 
 /// How a failed call should be treated.
@@ -111,4 +124,26 @@ pub trait Provider: Send + Sync + 'static {
     /// The model asked for.
     fn model(&self) -> &str;
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, LlmError>;
+
+    /// The completion as it is generated. A refusal (a full queue, say)
+    /// comes before any text. By default the whole text arrives as one
+    /// piece once it is complete; a provider that generates here streams.
+    async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, LlmError> {
+        let completion = self.complete(request).await?;
+        let (sender, pieces) = tokio::sync::mpsc::channel(1);
+        let _ = sender.try_send(completion.text.clone());
+        Ok(CompletionStream {
+            pieces,
+            done: Box::pin(std::future::ready(Ok(completion))),
+        })
+    }
+}
+
+/// A completion under way.
+pub struct CompletionStream {
+    /// Its text piece by piece; the pieces add up to the completion's text.
+    /// Dropping it stops a generation that is still running.
+    pub pieces: tokio::sync::mpsc::Receiver<String>,
+    /// The whole completion, once the pieces have ended.
+    pub done: Pin<Box<dyn Future<Output = Result<Completion, LlmError>> + Send>>,
 }

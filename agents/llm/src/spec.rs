@@ -8,6 +8,7 @@ use serde::Deserialize;
 use answerloop_models::{ModelCache, SMOLLM2};
 
 use super::gemini::{Gemini, GeminiConfig};
+use super::inflight::InFlightConfig;
 use super::local::{Local, LocalConfig};
 use super::ollama::{Ollama, OllamaConfig};
 use super::openai::{OpenAi, OpenAiConfig};
@@ -71,6 +72,8 @@ pub struct ProviderSpec {
     /// Where the local model lives, and how it runs.
     models: ModelCache,
     local: LocalConfig,
+    /// Requests kept at an OpenAI-compatible server past a time-out.
+    in_flight: InFlightConfig,
 }
 
 impl ProviderSpec {
@@ -89,7 +92,14 @@ impl ProviderSpec {
             timeout,
             models: ModelCache::locate(None),
             local: LocalConfig::default(),
+            in_flight: InFlightConfig::default(),
         }
+    }
+
+    /// Cap and keep requests at an OpenAI-compatible server as `in_flight` says.
+    pub fn with_in_flight(mut self, in_flight: InFlightConfig) -> Self {
+        self.in_flight = in_flight;
+        self
     }
 
     /// Run the local model from `models` with `config`.
@@ -125,6 +135,7 @@ impl ProviderSpec {
                 api_key,
                 timeout: self.timeout,
                 name: name.into(),
+                in_flight: self.in_flight,
             })
         };
         Ok(match self.kind {

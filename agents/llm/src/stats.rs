@@ -42,6 +42,11 @@ pub struct LlmStats {
     deferred: AtomicU64,
     /// Dead letters written, in [`LETTER_CLASSES`] order.
     dead_letters_by_class: [AtomicU64; 5],
+    /// Tokens of answered calls as the provider reported them.
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    /// Answered calls whose provider reported no usage.
+    answers_without_usage: AtomicU64,
 }
 
 fn get(counter: &AtomicU64) -> u64 {
@@ -87,6 +92,17 @@ impl LlmStats {
         metrics().llm_call_seconds.observe(took.as_secs_f64());
     }
 
+    /// The usage an answered call's provider reported.
+    pub(crate) fn used_tokens(&self, completion: &crate::Completion) {
+        match (completion.prompt_tokens, completion.completion_tokens) {
+            (Some(prompt), Some(reply)) => {
+                add(&self.prompt_tokens, u64::from(prompt));
+                add(&self.completion_tokens, u64::from(reply));
+            }
+            _ => add(&self.answers_without_usage, 1),
+        }
+    }
+
     /// A failed call will be retried after `delay`.
     pub(crate) fn retrying(&self, delay: Duration) {
         add(&self.retries, 1);
@@ -112,6 +128,21 @@ impl LlmStats {
 
     pub fn answers(&self) -> u64 {
         get(&self.answers)
+    }
+
+    /// Prompt tokens of answered calls, by the provider's count.
+    pub fn prompt_tokens(&self) -> u64 {
+        get(&self.prompt_tokens)
+    }
+
+    /// Completion tokens of answered calls, by the provider's count.
+    pub fn completion_tokens(&self) -> u64 {
+        get(&self.completion_tokens)
+    }
+
+    /// Answered calls that came with no usage (charged their estimate).
+    pub fn answers_without_usage(&self) -> u64 {
+        get(&self.answers_without_usage)
     }
 
     pub fn retries(&self) -> u64 {

