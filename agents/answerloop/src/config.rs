@@ -262,6 +262,7 @@ impl LlmArgs {
                 .unwrap_or(local_defaults.workers),
             queue: self.model_queue.unwrap_or(local_defaults.queue),
             seed: self.sample_seed.unwrap_or(defaults.sample_seed),
+            ..local_defaults
         };
         let sample_seed = self.sample_seed.unwrap_or(defaults.sample_seed);
         anyhow::ensure!(local.workers >= 1, "--model-workers must be at least 1");
