@@ -203,7 +203,9 @@ pub(crate) fn run(
             let token = r.sampler.sample(&context, at).0 as u32;
             if step(&model, r, token)? {
                 let r = slot.take().expect("checked above");
-                context.clear_kv_cache_seq(Some(seq as u32), None, None).ok();
+                context
+                    .clear_kv_cache_seq(Some(seq as u32), None, None)
+                    .ok();
                 finish(&model, r);
             }
         }

@@ -83,9 +83,21 @@ async fn a_seed_repeats_its_draw_and_another_seed_draws_anew() {
         ..GenerateOptions::default()
     };
     let q = prompt("Tell me about dogs.");
-    let a = pool.generate(q.clone(), with_seed(7)).await.unwrap().unwrap();
-    let b = pool.generate(q.clone(), with_seed(7)).await.unwrap().unwrap();
-    let c = pool.generate(q.clone(), with_seed(8)).await.unwrap().unwrap();
+    let a = pool
+        .generate(q.clone(), with_seed(7))
+        .await
+        .unwrap()
+        .unwrap();
+    let b = pool
+        .generate(q.clone(), with_seed(7))
+        .await
+        .unwrap()
+        .unwrap();
+    let c = pool
+        .generate(q.clone(), with_seed(8))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a.text, b.text, "the same seed draws the same answer");
     assert_ne!(a.text, c.text, "another seed draws another answer");
 }

