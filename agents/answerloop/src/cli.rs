@@ -83,7 +83,8 @@ pub enum Command {
     Models(commands::models::ModelsArgs),
     /// Serve the local model as an OpenAI-compatible chat-completions API.
     Serve(commands::serve::ServeArgs),
-    /// Evaluations: the semantic scorer against the original metric.
+    /// Evaluations: the semantic scorer against the original metric;
+    /// regeneration strategies against each other.
     Eval(commands::eval::EvalArgs),
     /// Benchmarks with machine-readable output.
     Bench(commands::bench::BenchArgs),
@@ -124,7 +125,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::LlmSim(args) => commands::sim::execute(args).await,
         Command::Bench(args) => commands::bench::execute(args).await,
         Command::Models(args) => commands::models::execute(args),
-        Command::Eval(args) => commands::eval::execute(args),
+        Command::Eval(args) => commands::eval::execute(args).await,
         Command::Serve(args) => commands::serve::execute(args).await,
     }
 }

@@ -82,6 +82,8 @@ pub struct RunSummary {
     pub mean_score_stored: Option<f64>,
     /// Stored answers by the attempt that produced them (index 0 = attempt 1).
     pub stored_by_attempt: Vec<usize>,
+    /// Every scored answer by its attempt number: acceptance and mean score.
+    pub by_attempt: Vec<tally::AttemptFigures>,
     pub elapsed_s: f64,
     pub questions_per_s: f64,
     pub interrupted: bool,
@@ -193,6 +195,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.mean_score_stored = tally.mean_score_stored;
     let scored = tally::scored_attempts(broker.as_ref(), &options.agent.params, Some(&ids)).await?;
     summary.mean_score_first_attempt = tally::first_attempts(&scored).1;
+    summary.by_attempt = tally::by_attempt(&scored);
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.questions_per_s = (summary.sent as f64 / summary.elapsed_s.max(1e-9)).max(0.0);
     Ok(summary)

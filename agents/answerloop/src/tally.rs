@@ -188,6 +188,40 @@ pub fn first_attempts(scored: &[ScoredAttempt]) -> (Option<f64>, Option<f64>) {
     )
 }
 
+/// How the answers of one attempt number fared.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct AttemptFigures {
+    pub attempt: u32,
+    /// Scored answers of this attempt (one a question).
+    pub answers: usize,
+    pub accepted: usize,
+    /// `accepted / answers`.
+    pub acceptance: Option<f64>,
+    pub mean_score: Option<f64>,
+}
+
+/// [`AttemptFigures`] for attempts 1 to the last one seen.
+pub fn by_attempt(scored: &[ScoredAttempt]) -> Vec<AttemptFigures> {
+    let last = scored.iter().map(|s| s.attempt).max().unwrap_or(0);
+    (1..=last)
+        .map(|attempt| {
+            let these: Vec<&ScoredAttempt> =
+                scored.iter().filter(|s| s.attempt == attempt).collect();
+            let accepted = these
+                .iter()
+                .filter(|s| s.verdict == Verdict::Accept)
+                .count();
+            AttemptFigures {
+                attempt,
+                answers: these.len(),
+                accepted,
+                acceptance: share(accepted, these.len()),
+                mean_score: mean(these.iter().map(|s| f64::from(s.score))),
+            }
+        })
+        .collect()
+}
+
 pub fn share(part: usize, whole: usize) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
