@@ -106,11 +106,8 @@ pub struct SummaryParams {
 
 pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
-    let (data_name, dataset) = dataset::read_or_sample(options.data.as_deref())?;
-    let mut questions = dataset.questions;
-    if let Some(limit) = options.limit {
-        questions.truncate(limit);
-    }
+    let (data_name, dataset) = dataset::read_or_sample(options.data.as_deref(), options.limit)?;
+    let questions = dataset.questions;
 
     options.home.prepare()?;
     let store = Store::open(&options.home.store()).context("opening the answer store")?;

@@ -136,10 +136,9 @@ async fn run_traffic(
     role: TrafficArgs,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut questions = dataset::read_or_sample(role.data.as_deref())?.1.questions;
-    if let Some(limit) = role.limit {
-        questions.truncate(limit);
-    }
+    let questions = dataset::read_or_sample(role.data.as_deref(), role.limit)?
+        .1
+        .questions;
     let sent_before = traffic::already_sent(broker.as_ref()).await?;
     let to_send: Vec<Question> = questions
         .into_iter()
@@ -171,7 +170,11 @@ async fn run_llm(
     settings.agent.member = role.member;
     // Only the simulator answers from the question set.
     let questions = match settings.provider.kind() {
-        ProviderKind::Sim => dataset::read_or_sample(role.data.as_deref())?.1.questions,
+        ProviderKind::Sim => {
+            dataset::read_or_sample(role.data.as_deref(), None)?
+                .1
+                .questions
+        }
         _ => Vec::new(),
     };
     let (provider, sim) =
