@@ -6,8 +6,14 @@
 //! - overload (5xx, 429 rate limit, time-outs, malformed replies): back off
 //!   with full jitter, the server's `Retry-After` as a floor, while the retry
 //!   budget and the per-call retry cap allow;
-//! - quota: the limiter pauses and the question is to be parked;
+//! - quota: the limiter pauses and the question goes to the next provider
+//!   in the fallback order, or is to be parked when there is none;
 //! - permanent (400, 401, 403, 404), or a cap reached: give up with the reason.
+//!
+//! Calls go where the [`Router`] says: while every circuit is open the
+//! question waits there and spends neither an attempt nor a retry. A failed
+//! half-open probe costs its call (it counts towards the cap) but not a
+//! retry: the circuit's open period, not the backoff, paces probes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,10 +21,14 @@ use std::time::{Duration, Instant};
 
 use answerloop_schema::FailureClass;
 
+use super::breaker::BreakerConfig;
+use super::circuit;
 use super::limiter::{Limiter, RateConfig};
 use super::retry::{Backoff, RetryBudget, RetryConfig};
+use super::router::Router;
 use super::stats::LlmStats;
 use super::{ChatRequest, Completion, ErrorClass, LlmError, Provider};
+
 
 /// What one question's calls came to.
 #[derive(Debug)]
@@ -26,6 +36,8 @@ pub enum CallOutcome {
     Answered {
         completion: Completion,
         latency: Duration,
+        /// The provider that answered, as [`crate::router::labels`] names it.
+        provider: String,
     },
     /// The provider's quota is spent: try again after this long.
     Park(Duration),
@@ -38,8 +50,8 @@ pub enum CallOutcome {
 }
 
 pub struct Caller {
-    provider: Arc<dyn Provider>,
-    limiter: Limiter,
+    /// The providers in fallback order, each with its limiter and circuit.
+    router: Router,
     budget: RetryBudget,
     retry: RetryConfig,
     /// LLM calls a question may take in all.
@@ -48,16 +60,21 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller over `providers` in fallback order (at least one).
     pub fn new(
-        provider: Arc<dyn Provider>,
+        providers: Vec<Arc<dyn Provider>>,
         rate: RateConfig,
+        breaker: BreakerConfig,
         retry: RetryConfig,
         max_llm_attempts: u32,
         stats: Arc<LlmStats>,
     ) -> Self {
+        let router = Router::new(providers, &rate, &breaker);
+        for route in router.routes() {
+            stats.watch_circuit(route.circuit.clone());
+        }
         Self {
-            provider,
-            limiter: Limiter::new(rate),
+            router,
             budget: RetryBudget::new(&retry),
             retry,
             max_llm_attempts,
@@ -65,8 +82,10 @@ impl Caller {
         }
     }
 
-    pub fn provider(&self) -> &dyn Provider {
-        self.provider.as_ref()
+    /// Return once some provider would take a call (its circuit is not
+    /// open): the agent waits here before it takes new work.
+    pub async fn ready(&self) {
+        self.router.ready().await
     }
 
     /// Call until answered, parked or given up. `llm_attempts` is the
@@ -92,18 +111,21 @@ impl Caller {
                     status: None,
                 };
             }
+            let pick = self.router.pick().await;
+            let route = self.router.route(pick);
             let started = Instant::now();
             let result = {
-                let _slot = self.limiter.acquire(estimate_tokens(request)).await;
+                let _slot = route.limiter.acquire(estimate_tokens(request)).await;
                 *llm_attempts += 1;
                 self.stats.called();
                 if retried == 0 {
                     self.budget.deposit();
                 }
-                let result = self.provider.complete(request).await;
+                let result = route.provider.complete(request).await;
                 // Tell the limiter before the slot frees, so no waiting call
                 // slips out between a quota error and the pause it causes.
-                self.inform_limiter(&result);
+                self.inform_limiter(&route.limiter, &result);
+                self.router.record(pick, circuit::health(&result));
                 result
             };
             let error = match result {
@@ -112,6 +134,7 @@ impl Caller {
                     return CallOutcome::Answered {
                         completion,
                         latency: started.elapsed(),
+                        provider: route.label().to_string(),
                     };
                 }
                 Err(error) => error,
@@ -123,7 +146,11 @@ impl Caller {
             tracing::debug!(%error, "LLM call failed");
             match error.class {
                 ErrorClass::Permanent => return give_up(&error, retried),
+                ErrorClass::Quota if self.router.fallback_for_quota(pick) => {}
                 ErrorClass::Quota => return CallOutcome::Park(self.quota_delay(&error)),
+                ErrorClass::Overload | ErrorClass::Malformed if pick.probe => {
+                    // The circuit is open again: the next pick waits for it.
+                }
                 ErrorClass::Overload | ErrorClass::Malformed => {
                     // A 429 that names its wait is pacing, not a storm: it
                     // does not spend the retry budget.
@@ -152,14 +179,13 @@ impl Caller {
     }
 
     /// Success adds rate back; a rate limit halves it; a spent quota pauses it.
-    fn inform_limiter(&self, result: &Result<Completion, LlmError>) {
+    fn inform_limiter(&self, limiter: &Limiter, result: &Result<Completion, LlmError>) {
         match result {
-            Ok(_) => self.limiter.on_success(),
+            Ok(_) => limiter.on_success(),
             Err(e) if e.class == ErrorClass::Quota => {
-                self.limiter
-                    .pause_until(tokio::time::Instant::now() + self.quota_delay(e));
+                limiter.pause_until(tokio::time::Instant::now() + self.quota_delay(e));
             }
-            Err(e) if e.status == Some(429) => self.limiter.on_rate_limited(),
+            Err(e) if e.status == Some(429) => limiter.on_rate_limited(),
             Err(_) => {}
         }
     }
