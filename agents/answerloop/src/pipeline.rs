@@ -41,6 +41,9 @@ pub struct RunOptions {
     /// Use only the first N distinct questions.
     pub limit: Option<usize>,
     pub provider: ProviderSpec,
+    /// Providers to fall back on, in order, when the first's circuit is
+    /// open or its quota spent.
+    pub fallbacks: Vec<ProviderSpec>,
     /// The in-process simulator's settings, when the provider is `sim`.
     pub sim: SimConfig,
     pub agent: LlmAgentConfig,
@@ -72,6 +75,15 @@ pub struct RunSummary {
     pub llm_retry_delay_ms: u64,
     /// Questions parked on `deferred` after a quota error.
     pub llm_deferred: u64,
+    /// Seconds the providers' circuits were open or half-open, summed.
+    pub llm_circuit_open_s: f64,
+    /// Times a circuit opened.
+    pub llm_circuit_openings: u64,
+    /// Each provider's circuit at the end of the run.
+    pub circuits: Vec<CircuitSummary>,
+    /// Stored answers by the provider and model that produced them
+    /// (`provider/model`).
+    pub stored_by_model: BTreeMap<String, usize>,
     pub mean_score_first_attempt: Option<f64>,
     pub mean_score_stored: Option<f64>,
     /// Stored answers by the attempt that produced them (index 0 = attempt 1).
@@ -81,6 +93,8 @@ pub struct RunSummary {
     pub interrupted: bool,
     pub llm: String,
     pub model: String,
+    /// The providers fallen back on, in order, as `model (provider)`.
+    pub fallbacks: Vec<String>,
     pub data: String,
     pub rows: usize,
     pub rows_skipped: usize,
@@ -88,6 +102,15 @@ pub struct RunSummary {
     /// The first few malformed rows, as `line N: reason`.
     pub malformed_examples: Vec<String>,
     pub params: SummaryParams,
+}
+
+/// One provider's circuit, as a run's summary shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CircuitSummary {
+    pub provider: String,
+    pub state: &'static str,
+    pub openings: u64,
+    pub open_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -125,13 +148,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
         .cloned()
         .collect();
 
-    let (provider, sim) = providers::connect(&options.provider, &options.sim, &questions).await?;
+    let specs: Vec<ProviderSpec> = std::iter::once(options.provider.clone())
+        .chain(options.fallbacks.iter().cloned())
+        .collect();
+    let (providers, sim) = providers::connect(&specs, &options.sim, &questions).await?;
     let mut summary = RunSummary {
         questions: questions.len(),
         already_final,
         sent: to_send.len(),
-        llm: provider.name().to_string(),
-        model: provider.model().to_string(),
+        llm: providers[0].name().to_string(),
+        model: providers[0].model().to_string(),
+        fallbacks: providers[1..]
+            .iter()
+            .map(|p| format!("{} ({})", p.model(), p.name()))
+            .collect(),
         data: data_name,
         params: SummaryParams {
             threshold: options.agent.params.threshold,
@@ -149,7 +179,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
             &options,
             broker.clone(),
             store.clone(),
-            provider,
+            providers,
             stats.clone(),
             to_send,
         );
@@ -171,6 +201,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.llm_retries = stats.retries();
     summary.llm_retry_delay_ms = stats.retry_delay_ms();
     summary.llm_deferred = stats.deferred();
+    summary.llm_circuit_open_s = stats.circuit_open_time().as_secs_f64();
+    summary.llm_circuit_openings = stats.circuit_openings();
+    summary.circuits = stats
+        .circuits()
+        .into_iter()
+        .map(|c| CircuitSummary {
+            provider: c.label,
+            state: c.state.as_str(),
+            openings: c.opened,
+            open_s: c.open_time.as_secs_f64(),
+        })
+        .collect();
     let ids: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
     let tally = Tally::count(&store, Some(&ids), options.agent.params.max_attempts)?;
     if tally.finals() > summary.questions {
@@ -181,6 +223,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.exhausted = tally.exhausted;
     summary.dead_letters = tally.dead_letters;
     summary.stored_by_attempt = tally.stored_by_attempt;
+    summary.stored_by_model = tally.stored_by_model;
     summary.mean_score_stored = tally.mean_score_stored;
     let scored = tally::scored_attempts(broker.as_ref(), &options.agent.params, Some(&ids)).await?;
     summary.mean_score_first_attempt = tally::first_attempts(&scored).1;
@@ -213,7 +256,7 @@ impl Agents {
         options: &RunOptions,
         broker: Arc<dyn Broker>,
         store: Store,
-        provider: Arc<dyn Provider>,
+        providers: Vec<Arc<dyn Provider>>,
         stats: Arc<LlmStats>,
         to_send: Vec<Question>,
     ) -> Self {
@@ -239,7 +282,7 @@ impl Agents {
             async move {
                 (
                     "llm",
-                    llm_agent::run(broker, provider, config, stats, stopped).await,
+                    llm_agent::run(broker, providers, config, stats, stopped).await,
                 )
             }
         });

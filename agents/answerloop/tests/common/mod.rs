@@ -19,6 +19,7 @@ pub fn sim_run(home: &Path, sim: SimConfig, limit: Option<usize>) -> RunOptions 
         data: None,
         limit,
         provider: ProviderSpec::new(ProviderKind::Sim, None, None, None, Duration::from_secs(2)),
+        fallbacks: Vec::new(),
         sim,
         agent: LlmAgentConfig::default(),
         schedule: ScheduleArgs::default(),
