@@ -105,10 +105,10 @@ pub struct RunSummary {
 }
 
 /// One provider's circuit, as a run's summary shows it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct CircuitSummary {
     pub provider: String,
-    pub state: &'static str,
+    pub state: String,
     pub openings: u64,
     pub open_s: f64,
 }
@@ -208,7 +208,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
         .into_iter()
         .map(|c| CircuitSummary {
             provider: c.label,
-            state: c.state.as_str(),
+            state: c.state.as_str().to_string(),
             openings: c.opened,
             open_s: c.open_time.as_secs_f64(),
         })
@@ -229,6 +229,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.mean_score_first_attempt = tally::first_attempts(&scored).1;
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.questions_per_s = (summary.sent as f64 / summary.elapsed_s.max(1e-9)).max(0.0);
+    let last_run = options.home.last_run();
+    std::fs::write(&last_run, serde_json::to_vec_pretty(&summary)?)
+        .with_context(|| format!("cannot write {}", last_run.display()))?;
     Ok(summary)
 }
 
