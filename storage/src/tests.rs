@@ -168,7 +168,10 @@ fn a_redriven_dead_letter_is_moved_once_and_its_question_can_then_be_stored() {
         5,
     );
     store.put_dead_letter(&letter).unwrap();
-    assert_eq!(store.redrive(&question.id, 9).unwrap(), Some(letter.clone()));
+    assert_eq!(
+        store.redrive(&question.id, 9).unwrap(),
+        Some(letter.clone())
+    );
     assert_eq!(store.redrive(&question.id, 10).unwrap(), None, "once");
     assert!(!store.is_final(&question.id).unwrap());
     let record = store.redriven(&question.id).unwrap().unwrap();
@@ -179,5 +182,9 @@ fn a_redriven_dead_letter_is_moved_once_and_its_question_can_then_be_stored() {
     assert_eq!(store.put_answer(&stored).unwrap(), Written::Inserted);
     assert_eq!(store.get(&question.id).unwrap().unwrap().redrives, 1);
     store.put_dead_letter(&letter).unwrap();
-    assert_eq!(store.redrive(&question.id, 12).unwrap(), None, "stored stays stored");
+    assert_eq!(
+        store.redrive(&question.id, 12).unwrap(),
+        None,
+        "stored stays stored"
+    );
 }

@@ -397,20 +397,19 @@ impl LlmArgs {
     /// (an entry of the file applies where its provider is the one at its
     /// position), over the providers' defaults.
     fn providers(&self, file: &LlmFile, timeout: Duration) -> anyhow::Result<Vec<ProviderSpec>> {
-        let in_file: Vec<FileProvider> =
-            std::iter::once(FileProvider {
-                kind: file.provider.unwrap_or(ProviderKind::Local),
-                base_url: file.base_url.as_ref(),
-                model: file.model.as_ref(),
-                api_key_file: file.api_key_file.as_ref(),
-            })
-            .chain(file.fallback.iter().map(|f| FileProvider {
-                kind: f.provider,
-                base_url: f.base_url.as_ref(),
-                model: f.model.as_ref(),
-                api_key_file: f.api_key_file.as_ref(),
-            }))
-            .collect();
+        let in_file: Vec<FileProvider> = std::iter::once(FileProvider {
+            kind: file.provider.unwrap_or(ProviderKind::Local),
+            base_url: file.base_url.as_ref(),
+            model: file.model.as_ref(),
+            api_key_file: file.api_key_file.as_ref(),
+        })
+        .chain(file.fallback.iter().map(|f| FileProvider {
+            kind: f.provider,
+            base_url: f.base_url.as_ref(),
+            model: f.model.as_ref(),
+            api_key_file: f.api_key_file.as_ref(),
+        }))
+        .collect();
         let kinds: Vec<ProviderKind> = match self.llm.is_empty() {
             true => in_file.iter().map(|f| f.kind).collect(),
             false => self.llm.clone(),
@@ -423,9 +422,8 @@ impl LlmArgs {
                 kinds.len()
             );
         }
-        let flag = |values: &[String], i: usize| {
-            values.get(i).filter(|v| !v.trim().is_empty()).cloned()
-        };
+        let flag =
+            |values: &[String], i: usize| values.get(i).filter(|v| !v.trim().is_empty()).cloned();
         let mut specs = Vec::new();
         for (i, kind) in kinds.iter().copied().enumerate() {
             let from_file = in_file.get(i).filter(|f| f.kind == kind);
@@ -448,14 +446,14 @@ impl LlmArgs {
     /// The circuit breaker: flags over `[llm.circuit]` over defaults.
     fn breaker(&self, file: &CircuitFile) -> anyhow::Result<BreakerConfig> {
         let defaults = BreakerConfig::default();
-        let secs = |name: &str, flag: Option<f64>, file: Option<f64>, default: Duration| {
-            match flag.or(file) {
-                None => Ok(default),
-                Some(v) if v.is_finite() && v > 0.0 => Ok(Duration::from_secs_f64(v)),
-                Some(v) => Err(anyhow::anyhow!(
-                    "{name} must be a positive number of seconds, not {v}"
-                )),
-            }
+        let secs = |name: &str, flag: Option<f64>, file: Option<f64>, default: Duration| match flag
+            .or(file)
+        {
+            None => Ok(default),
+            Some(v) if v.is_finite() && v > 0.0 => Ok(Duration::from_secs_f64(v)),
+            Some(v) => Err(anyhow::anyhow!(
+                "{name} must be a positive number of seconds, not {v}"
+            )),
         };
         let config = BreakerConfig {
             failure_threshold: self
@@ -570,6 +568,64 @@ mod tests {
         assert_eq!(settings.agent.retry.max_retries, 2);
         assert_eq!(settings.agent.params.threshold, 0.5);
         assert_eq!(settings.agent.max_tokens, 256);
+    }
+
+    #[test]
+    fn fallback_providers_come_from_flags_by_position_or_from_the_file() {
+        let file = FileConfig::parse(
+            "[llm]\nprovider = \"openai\"\nbase_url = \"http://a/v1\"\n\
+             [llm.circuit]\nfailure_threshold = 2\nopen_secs = 1.5\n\
+             [[llm.fallback]]\nprovider = \"ollama\"\nmodel = \"qwen\"\n",
+        )
+        .unwrap();
+        let resolve = |args: LlmArgs| {
+            args.resolve(&file.llm, Params::default(), ModelCache::new("m"))
+                .unwrap()
+        };
+        let from_file = resolve(LlmArgs::default());
+        let kinds: Vec<_> = from_file.providers().iter().map(|p| p.kind()).collect();
+        assert_eq!(kinds, [ProviderKind::Openai, ProviderKind::Ollama]);
+        assert_eq!(from_file.fallbacks[0].model(), "qwen");
+        assert_eq!(from_file.agent.breaker.failure_threshold, 2);
+        assert_eq!(
+            from_file.agent.breaker.open_base,
+            Duration::from_millis(1500)
+        );
+        let flags = resolve(LlmArgs {
+            llm: vec![ProviderKind::Gemini, ProviderKind::Openai],
+            model: vec![String::new(), "m2".into()],
+            circuit_failures: Some(0),
+            ..LlmArgs::default()
+        });
+        assert_eq!(flags.provider.kind(), ProviderKind::Gemini);
+        assert_eq!(
+            flags.provider.model(),
+            "gemini-2.0-flash",
+            "an empty entry is the default"
+        );
+        assert_eq!(flags.fallbacks[0].model(), "m2");
+        assert_eq!(flags.agent.breaker.failure_threshold, 0);
+        let too_many = LlmArgs {
+            llm: vec![ProviderKind::Openai],
+            base_url: vec!["http://a".into(), "http://b".into()],
+            ..LlmArgs::default()
+        };
+        let err = too_many
+            .resolve(&file.llm, Params::default(), ModelCache::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--base-url names 2 values for 1 provider"),
+            "{err}"
+        );
+        let short_cap = LlmArgs {
+            circuit_open_secs: Some(60.0),
+            circuit_open_cap_secs: Some(5.0),
+            ..LlmArgs::default()
+        };
+        assert!(short_cap
+            .resolve(&file.llm, Params::default(), ModelCache::new("m"))
+            .is_err());
     }
 
     #[test]

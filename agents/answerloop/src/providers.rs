@@ -57,7 +57,10 @@ pub async fn connect(
 }
 
 /// A client for the model `spec` names; `sim_url` is the simulator's API root.
-async fn connect_one(spec: &ProviderSpec, sim_url: Option<&str>) -> anyhow::Result<Arc<dyn Provider>> {
+async fn connect_one(
+    spec: &ProviderSpec,
+    sim_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn Provider>> {
     if spec.kind() == ProviderKind::Local {
         // Fetching and loading are seconds of blocking work.
         let spec = spec.clone();

@@ -29,7 +29,6 @@ use super::router::Router;
 use super::stats::LlmStats;
 use super::{ChatRequest, Completion, ErrorClass, LlmError, Provider};
 
-
 /// What one question's calls came to.
 #[derive(Debug)]
 pub enum CallOutcome {

@@ -67,7 +67,11 @@ pub fn labels(names: &[&str]) -> Vec<String> {
 
 impl Router {
     /// Providers in priority order, each with its own limiter and circuit.
-    pub fn new(providers: Vec<Arc<dyn Provider>>, rate: &RateConfig, breaker: &BreakerConfig) -> Self {
+    pub fn new(
+        providers: Vec<Arc<dyn Provider>>,
+        rate: &RateConfig,
+        breaker: &BreakerConfig,
+    ) -> Self {
         assert!(!providers.is_empty(), "at least one provider");
         let names: Vec<&str> = providers.iter().map(|p| p.name()).collect();
         let labels = labels(&names);

@@ -180,7 +180,11 @@ async fn run_llm(
         .iter()
         .map(|p| format!("{} ({})", p.model(), p.name()))
         .collect();
-    tracing::info!("llm agent: {}, member {}", names.join(", then "), role.member);
+    tracing::info!(
+        "llm agent: {}, member {}",
+        names.join(", then "),
+        role.member
+    );
     let stats = LlmStats::new();
     let result = llm_agent::run(broker, providers, settings.agent, stats.clone(), stop).await;
     if let Some(sim) = sim {

@@ -87,7 +87,9 @@ fn parse_class(text: &str) -> Result<FailureClass, String> {
     ]
     .into_iter()
     .find(|c| c.as_str() == text)
-    .ok_or_else(|| format!("unknown class {text:?}: use overload, quota, permanent, cap or invalid"))
+    .ok_or_else(|| {
+        format!("unknown class {text:?}: use overload, quota, permanent, cap or invalid")
+    })
 }
 
 fn open(home: &HomeArg) -> anyhow::Result<(Home, Store)> {
@@ -125,7 +127,11 @@ fn list(home: &HomeArg, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Which dead letters `args` asks for, and why the others stay.
-fn choose(store: &Store, args: &RetryArgs, report: &mut RedriveReport) -> anyhow::Result<Vec<DeadLetter>> {
+fn choose(
+    store: &Store,
+    args: &RetryArgs,
+    report: &mut RedriveReport,
+) -> anyhow::Result<Vec<DeadLetter>> {
     let wanted: BTreeSet<&str> = args.ids.iter().map(String::as_str).collect();
     let mut chosen = Vec::new();
     let mut found = BTreeSet::new();
@@ -178,11 +184,19 @@ async fn redrive(home: &HomeArg, mut args: RetryArgs) -> anyhow::Result<ExitCode
         let (questions, task) = Producer::spawn(broker, topics::QUESTIONS, None, 256);
         let now = now_ms();
         for letter in letters {
-            let question = again(letter.question.clone().expect("chosen letters hold a question"), now);
+            let question = again(
+                letter
+                    .question
+                    .clone()
+                    .expect("chosen letters hold a question"),
+                now,
+            );
             let value = serde_json::to_vec(&question)?;
             // Produced (and acknowledged) before the letter moves: a crash
             // in between leaves the letter, never a question in neither place.
-            questions.send(Record::keyed(question.id.clone(), value)).await?;
+            questions
+                .send(Record::keyed(question.id.clone(), value))
+                .await?;
             if store.redrive(&letter.id, now)?.is_some() {
                 *report.redriven.entry(letter.class.as_str()).or_default() += 1;
                 report.ids.push(letter.id);
