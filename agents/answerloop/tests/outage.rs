@@ -100,12 +100,17 @@ fn a_provider_down_for_ten_seconds_is_a_pause_and_no_question_is_lost() {
         "the opening is logged: {stderr}"
     );
 
+    let page = home.path().join("report.html");
     let report = json_of([
         "report".as_ref(),
         "--json".as_ref(),
+        "--out".as_ref(),
+        page.as_os_str(),
         "--home".as_ref(),
         home.path().as_os_str(),
     ]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("circuits open (last run)"), "the page shows the circuit");
     assert_eq!(report["circuit_open_s"].as_f64(), Some(open_s), "{report}");
     assert_eq!(report["dead_letters"].as_u64(), Some(0), "{report}");
 }
@@ -120,8 +125,9 @@ fn questions_fall_back_to_the_second_provider_while_the_first_fails() {
     );
     let mut second = llm_sim_process(healthy, &[]);
     // The fallback order from the configuration file.
+    let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
-        home.path().join("answerloop.toml"),
+        config.path(),
         format!(
             "[llm]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:{failing}/v1\"\n\
              [llm.circuit]\nfailure_threshold = 3\nopen_secs = 0.5\nopen_cap_secs = 2\n\
@@ -134,6 +140,8 @@ fn questions_fall_back_to_the_second_provider_while_the_first_fails() {
         "--json".as_ref(),
         "--limit".as_ref(),
         "30".as_ref(),
+        "--config".as_ref(),
+        config.path().as_os_str(),
         "--home".as_ref(),
         home.path().as_os_str(),
     ]);
