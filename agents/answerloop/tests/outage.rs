@@ -110,7 +110,10 @@ fn a_provider_down_for_ten_seconds_is_a_pause_and_no_question_is_lost() {
         home.path().as_os_str(),
     ]);
     let html = std::fs::read_to_string(&page).unwrap();
-    assert!(html.contains("circuits open (last run)"), "the page shows the circuit");
+    assert!(
+        html.contains("circuits open (last run)"),
+        "the page shows the circuit"
+    );
     assert_eq!(report["circuit_open_s"].as_f64(), Some(open_s), "{report}");
     assert_eq!(report["dead_letters"].as_u64(), Some(0), "{report}");
 }

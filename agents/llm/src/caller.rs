@@ -219,3 +219,137 @@ fn estimate_tokens(request: &ChatRequest) -> u32 {
     let chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
     (chars / 4) as u32 + request.max_tokens
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::Message;
+
+    /// A provider that is down (connection refused) until told otherwise.
+    struct Fake {
+        up: AtomicBool,
+        calls: AtomicU32,
+    }
+
+    impl Fake {
+        fn new(up: bool) -> Arc<Self> {
+            Arc::new(Self {
+                up: AtomicBool::new(up),
+                calls: AtomicU32::new(0),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Provider for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn model(&self) -> &str {
+            "fake-model"
+        }
+        async fn complete(&self, _: &ChatRequest) -> Result<Completion, LlmError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if !self.up.load(Ordering::SeqCst) {
+                return Err(LlmError::new(
+                    ErrorClass::Overload,
+                    None,
+                    "connection refused",
+                ));
+            }
+            Ok(Completion {
+                text: "an answer".into(),
+                model: "fake-model".into(),
+                prompt_tokens: None,
+                completion_tokens: None,
+            })
+        }
+    }
+
+    fn caller(providers: Vec<Arc<dyn Provider>>) -> Arc<Caller> {
+        let breaker = BreakerConfig {
+            failure_threshold: 2,
+            open_base: Duration::from_secs(5),
+            open_factor: 2.0,
+            open_cap: Duration::from_secs(20),
+        };
+        let retry = RetryConfig {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(1),
+            ..RetryConfig::default()
+        };
+        let stats = Arc::new(LlmStats::default());
+        Arc::new(Caller::new(
+            providers,
+            RateConfig::default(),
+            breaker,
+            retry,
+            10,
+            stats,
+        ))
+    }
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            messages: vec![Message::user("Why?")],
+            max_tokens: 16,
+            temperature: 0.0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_is_waited_out_with_one_probe_an_open_period_and_no_retries() {
+        let fake = Fake::new(false);
+        let caller = caller(vec![fake.clone()]);
+        let question = {
+            let caller = caller.clone();
+            tokio::spawn(async move {
+                let (mut attempts, mut failed) = (0, BTreeMap::new());
+                let outcome = caller.call(&request(), &mut attempts, &mut failed).await;
+                (outcome, attempts)
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "two failures open it");
+        let ready = tokio::time::timeout(Duration::from_secs(1), caller.ready()).await;
+        assert!(ready.is_err(), "no new work while the circuit is open");
+        // Down for a minute: probes at 5, 15, 35 and 55 s fail.
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 6);
+        fake.up.store(true, Ordering::SeqCst);
+        let (outcome, attempts) = question.await.unwrap();
+        assert!(
+            matches!(outcome, CallOutcome::Answered { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!((attempts, fake.calls.load(Ordering::SeqCst)), (7, 7));
+        assert_eq!(caller.stats.retries(), 2, "the probes spent no retry");
+        assert_eq!(caller.stats.circuit_openings(), 5);
+        let open = caller.stats.circuit_open_time();
+        assert!(open >= Duration::from_secs(75), "{open:?}");
+        tokio::time::timeout(Duration::from_millis(1), caller.ready())
+            .await
+            .expect("ready once the circuit closes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_fall_back_to_the_next_provider_while_the_first_is_open() {
+        let (down, up) = (Fake::new(false), Fake::new(true));
+        let caller = caller(vec![down.clone(), up.clone()]);
+        let (mut attempts, mut failed) = (0, BTreeMap::new());
+        for _ in 0..3 {
+            let outcome = caller.call(&request(), &mut attempts, &mut failed).await;
+            let CallOutcome::Answered { provider, .. } = outcome else {
+                panic!("{outcome:?}");
+            };
+            assert_eq!(provider, "fake#2");
+        }
+        assert_eq!(down.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(up.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(attempts, 5);
+    }
+}
