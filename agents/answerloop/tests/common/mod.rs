@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod redrive;
+
 use std::path::Path;
 use std::time::Duration;
 
