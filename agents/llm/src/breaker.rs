@@ -174,12 +174,11 @@ impl Breaker {
     /// A call admitted with `probe` finished at `now` showing `health`.
     pub fn record(&mut self, now: Instant, probe: bool, health: Health) {
         match (self.inner, health) {
-            (_, Health::Unknown) => {
-                if probe && self.inner == (Inner::HalfOpen { probe_out: true }) {
-                    // The probe learnt nothing: let the next call probe.
-                    self.inner = Inner::HalfOpen { probe_out: false };
-                }
+            // The probe learnt nothing: let the next call probe.
+            (Inner::HalfOpen { probe_out: true }, Health::Unknown) if probe => {
+                self.inner = Inner::HalfOpen { probe_out: false };
             }
+            (_, Health::Unknown) => {}
             (Inner::Closed { .. }, Health::Up) => self.inner = Inner::Closed { failures: 0 },
             (Inner::Closed { failures }, Health::Down) => {
                 let failures = failures + 1;

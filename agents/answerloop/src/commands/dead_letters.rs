@@ -45,7 +45,7 @@ enum DeadLettersCommand {
     },
     /// Send dead letters back as questions: all but permanent ones, or
     /// those of --class, or --id. Run the pipeline (or its agents) after it.
-    Retry(RetryArgs),
+    Retry(Box<RetryArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,7 +102,7 @@ fn open(home: &HomeArg) -> anyhow::Result<(Home, Store)> {
 pub async fn execute(args: DeadLettersArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         DeadLettersCommand::List { json } => list(&args.home, json),
-        DeadLettersCommand::Retry(retry) => redrive(&args.home, retry).await,
+        DeadLettersCommand::Retry(retry) => redrive(&args.home, *retry).await,
     }
 }
 

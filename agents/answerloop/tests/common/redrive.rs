@@ -109,4 +109,3 @@ pub fn check_store(home: &Path) {
         assert_eq!(record.letter.status, Some(404));
     }
 }
-
