@@ -127,7 +127,8 @@ pub async fn run(
         config.retry.clone(),
         config.max_llm_attempts,
         stats,
-    );
+    )
+    .stop_on(shutdown.clone());
     let context = Arc::new(Context {
         caller,
         config,
@@ -227,6 +228,7 @@ async fn answer(
             Ok(())
         }
         CallOutcome::Park(delay) => park(&context, question, delay).await,
+        CallOutcome::Interrupted => requeue(&context, question).await,
         CallOutcome::GiveUp {
             class,
             reason,
@@ -249,6 +251,19 @@ async fn park(context: &Context, mut question: Question, delay: Duration) -> any
         .await?;
     context.caller.stats.parked();
     tracing::info!(question = %question.id, delay_ms = delay.as_millis() as u64, "quota spent: question parked");
+    Ok(())
+}
+
+/// The agent stopped while the question waited for an open circuit: it
+/// goes to `deferred`, due at once, so that the next start asks it (its
+/// offset here can then be committed without losing it).
+async fn requeue(context: &Context, question: Question) -> anyhow::Result<()> {
+    let value = serde_json::to_vec(&question)?;
+    context
+        .deferred
+        .send(Record::keyed(question.id.clone(), value))
+        .await?;
+    tracing::info!(question = %question.id, "stopping while the provider's circuit is open: question kept for the next start");
     Ok(())
 }
 

@@ -185,7 +185,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
         );
         let bar = progress_bar(options.progress, remaining.len());
         let outcome = agents
-            .wait_until_final(&mut remaining, &bar, options.stall_timeout)
+            .wait_until_final(&mut remaining, &bar, options.stall_timeout, &stats)
             .await;
         bar.finish_and_clear();
         outcome?
@@ -310,6 +310,7 @@ impl Agents {
         remaining: &mut HashSet<String>,
         bar: &ProgressBar,
         stall_timeout: Duration,
+        stats: &LlmStats,
     ) -> anyhow::Result<bool> {
         let mut interrupted = false;
         let mut failure = None;
@@ -348,8 +349,8 @@ impl Agents {
                 _ = tokio::time::sleep_until(last_progress + stall_timeout) => {
                     let sample: Vec<&String> = remaining.iter().take(5).collect();
                     failure = Some(anyhow::anyhow!(
-                        "no question became final for {}s; {} still open (e.g. {sample:?})",
-                        stall_timeout.as_secs(), remaining.len()
+                        "no question became final for {}s; {} still open (e.g. {sample:?}){}",
+                        stall_timeout.as_secs(), remaining.len(), open_circuits(stats)
                     ));
                     break;
                 }
@@ -371,6 +372,31 @@ impl Agents {
             Some(e) => Err(e),
             None => Ok(interrupted),
         }
+    }
+}
+
+/// Why a stalled run may be waiting: the providers whose circuit is not
+/// closed (unreachable or failing), for the stall error.
+fn open_circuits(stats: &LlmStats) -> String {
+    let open: Vec<String> = stats
+        .circuits()
+        .into_iter()
+        .filter(|c| c.state != answerloop_llm::breaker::CircuitState::Closed)
+        .map(|c| {
+            format!(
+                "{} ({}, open {:.0}s)",
+                c.label,
+                c.state.as_str(),
+                c.open_time.as_secs_f64()
+            )
+        })
+        .collect();
+    match open.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; the LLM provider is failing, its circuit not closed: {} (check --base-url and that the server is up; the questions stay queued for the next run)",
+            open.join(", ")
+        ),
     }
 }
 

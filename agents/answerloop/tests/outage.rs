@@ -291,3 +291,40 @@ async fn a_flapping_provider_cannot_cause_a_retry_storm() {
         s.llm_calls, s.llm_failures, s.llm_retries, s.llm_circuit_openings, s.llm_circuit_open_s
     );
 }
+
+/// Regression: a run that stops while the circuit is open (its stall
+/// timeout, or Ctrl-C) used to wait for the provider forever; now the
+/// questions waiting for it go to `deferred`, and the next run answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_while_the_circuit_is_open_keeps_its_questions_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = common::free_port();
+    let mut o = common::sim_run(dir.path(), SimConfig::default(), Some(3));
+    o.provider = ProviderSpec::new(
+        ProviderKind::Openai,
+        Some(format!("http://127.0.0.1:{closed}/v1")),
+        None,
+        None,
+        Duration::from_secs(5),
+    );
+    // Open at the first failure, for the whole stall timeout.
+    o.agent.breaker.failure_threshold = 1;
+    o.agent.breaker.open_base = Duration::from_secs(60);
+    o.agent.breaker.open_cap = Duration::from_secs(60);
+    o.stall_timeout = Duration::from_secs(20);
+    let error = pipeline::run(o).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("circuit not closed"), "{message}");
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    assert_eq!(
+        store.dead_letter_count(),
+        0,
+        "an outage dead-letters nothing"
+    );
+    drop(store);
+
+    let s = pipeline::run(common::sim_run(dir.path(), SimConfig::default(), Some(3)))
+        .await
+        .unwrap();
+    assert_eq!((s.stored, s.dead_letters, s.sent), (3, 0, 0), "{s:?}");
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use answerloop_schema::FailureClass;
+use tokio::sync::watch;
 
 use super::breaker::BreakerConfig;
 use super::circuit;
@@ -40,6 +41,9 @@ pub enum CallOutcome {
     },
     /// The provider's quota is spent: try again after this long.
     Park(Duration),
+    /// The agent is stopping while every circuit is open: no call was
+    /// made; the question is to wait for the next start.
+    Interrupted,
     /// No more calls for this question.
     GiveUp {
         class: FailureClass,
@@ -56,6 +60,9 @@ pub struct Caller {
     /// LLM calls a question may take in all.
     max_llm_attempts: u32,
     pub stats: Arc<LlmStats>,
+    /// Turns true when the agent stops: a question waiting for an open
+    /// circuit then gives up waiting, so a stop never waits for a provider.
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl Caller {
@@ -78,6 +85,25 @@ impl Caller {
             retry,
             max_llm_attempts,
             stats,
+            shutdown: None,
+        }
+    }
+
+    /// Stop waiting for open circuits once `shutdown` turns true.
+    pub fn stop_on(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Resolves once the agent stops; never without a shutdown signal.
+    async fn stopping(&self) {
+        match self.shutdown.clone() {
+            Some(mut shutdown) => {
+                if shutdown.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
         }
     }
 
@@ -110,7 +136,10 @@ impl Caller {
                     status: None,
                 };
             }
-            let pick = self.router.pick().await;
+            let pick = tokio::select! {
+                pick = self.router.pick() => pick,
+                () = self.stopping() => return CallOutcome::Interrupted,
+            };
             let route = self.router.route(pick);
             let started = Instant::now();
             let result = {
