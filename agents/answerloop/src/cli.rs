@@ -70,9 +70,9 @@ pub enum Command {
     Agent(Box<commands::agent::AgentArgs>),
     /// Query and export the stored answers.
     Answers(commands::answers::AnswersArgs),
-    /// List the questions the pipeline gave up on, with the reasons.
+    /// The questions the pipeline gave up on: list them, or send them back.
     #[command(name = "dead-letters")]
-    DeadLetters(commands::answers::DeadLettersArgs),
+    DeadLetters(commands::dead_letters::DeadLettersArgs),
     /// The run in a home as one self-contained HTML page with SVG plots.
     Report(commands::report::ReportArgs),
     /// The compiled SmartModules the binary carries.
@@ -117,7 +117,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Broker(args) => commands::broker::execute(args).await,
         Command::Agent(args) => commands::agent::execute(*args).await,
         Command::Answers(args) => commands::answers::execute(args),
-        Command::DeadLetters(args) => commands::answers::execute_dead_letters(args),
+        Command::DeadLetters(args) => commands::dead_letters::execute(args).await,
         Command::Report(args) => commands::report::execute(args).await,
         Command::Smartmodules(args) => commands::smartmodules::execute(args),
         Command::Score(args) => commands::score::execute(args),

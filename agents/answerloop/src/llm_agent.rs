@@ -6,10 +6,15 @@
 //!
 //! Failures are handled by class: overload is retried with backoff (the
 //! server's `Retry-After` as a floor) within a retry budget; a spent quota
-//! parks the question on `deferred` and pauses the limiter; anything permanent,
-//! or past a cap, becomes a dead letter with the reason. Every record taken
-//! ends as an answer, a parked question or a dead letter before its offset
-//! is committed.
+//! sends the question to the next provider, or parks it on `deferred` and
+//! pauses the limiter; anything permanent, or past a cap, becomes a dead
+//! letter with the reason. Every record taken ends as an answer, a parked
+//! question or a dead letter before its offset is committed.
+//!
+//! An outage is a pause: while every provider's circuit is open the agent
+//! takes no new question from any topic (its intakes wait on
+//! [`Caller::ready`], woken when a circuit may take a call again, never
+//! polling), and the questions it holds wait for the probe.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +24,10 @@ use answerloop_scoring::Params;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::chains;
-use crate::intake::Intake;
+use crate::intake::{Intake, Ready};
 use answerloop_broker::producer::Producer;
 use answerloop_broker::{Broker, Member, Record};
+use answerloop_llm::breaker::BreakerConfig;
 use answerloop_llm::caller::{CallOutcome, Caller};
 use answerloop_llm::limiter::RateConfig;
 use answerloop_llm::prompt::{self, RegeneratePrompt};
@@ -42,6 +48,8 @@ const MAX_PARKED: usize = 4096;
 pub struct LlmAgentConfig {
     /// Concurrency, per-minute limits and AIMD for calls to the provider.
     pub rate: RateConfig,
+    /// Each provider's circuit breaker.
+    pub breaker: BreakerConfig,
     pub retry: RetryConfig,
     /// LLM calls a question may take in all, across retries, regenerations
     /// and deferrals; past it, a dead letter.
@@ -65,6 +73,7 @@ impl Default for LlmAgentConfig {
     fn default() -> Self {
         Self {
             rate: RateConfig::default(),
+            breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             max_llm_attempts: 10,
             params: Params::default(),
@@ -86,10 +95,21 @@ struct Context {
     dead_letters: Producer,
 }
 
-/// Run the LLM agent until `shutdown` turns true.
+/// The agent can take new questions while some provider's circuit would
+/// take a call.
+struct CircuitsReady(Arc<Context>);
+
+impl Ready for CircuitsReady {
+    fn ready(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(self.0.caller.ready())
+    }
+}
+
+/// Run the LLM agent until `shutdown` turns true, calling `providers` in
+/// fallback order (at least one).
 pub async fn run(
     broker: Arc<dyn Broker>,
-    provider: Arc<dyn Provider>,
+    providers: Vec<Arc<dyn Provider>>,
     config: LlmAgentConfig,
     stats: Arc<LlmStats>,
     shutdown: watch::Receiver<bool>,
@@ -104,13 +124,16 @@ pub async fn run(
     let fresh = Arc::new(Semaphore::new(config.rate.concurrency.max(1) * 2));
     let parked = Arc::new(Semaphore::new(MAX_PARKED));
     let batch = config.batch;
+    anyhow::ensure!(!providers.is_empty(), "the LLM agent needs a provider");
     let caller = Caller::new(
-        provider,
+        providers,
         config.rate.clone(),
+        config.breaker.clone(),
         config.retry.clone(),
         config.max_llm_attempts,
         stats,
-    );
+    )
+    .stop_on(shutdown.clone());
     let context = Arc::new(Context {
         caller,
         config,
@@ -129,6 +152,7 @@ pub async fn run(
         ),
         (topics::DEFERRED, DEFERRED_CONSUMER, None, &parked),
     ];
+    let ready: Arc<dyn Ready> = Arc::new(CircuitsReady(context.clone()));
     let mut intakes = Vec::new();
     for (topic, id, chain, permits) in sources {
         let member = context.config.member;
@@ -139,6 +163,7 @@ pub async fn run(
                 consumer,
                 permits: permits.clone(),
                 batch,
+                ready: Some(ready.clone()),
             });
         }
     }
@@ -151,7 +176,7 @@ pub async fn run(
             .map(|intake| intake.run(shutdown.clone(), handler(context.clone()))),
     )
     .await;
-    drop(context);
+    drop((context, ready));
     let _ = tokio::join!(answers_task, deferred_task, dead_task);
     result.map(|_| ())
 }
@@ -190,16 +215,19 @@ async fn answer(
         CallOutcome::Answered {
             completion,
             latency,
+            provider,
         } => {
             question.trace.answered_ms = Some(now_ms());
             let latency_ms = latency.as_millis() as u64;
-            let answer = Answer::new(question, completion.text, completion.model, latency_ms);
+            let mut answer = Answer::new(question, completion.text, completion.model, latency_ms);
+            answer.provider = provider;
             let value = serde_json::to_vec(&answer)?;
             let key = answer.question.id.clone();
             context.answers.send(Record::keyed(key, value)).await?;
             Ok(())
         }
         CallOutcome::Park(delay) => park(&context, question, delay).await,
+        CallOutcome::Interrupted => requeue(&context, question).await,
         CallOutcome::GiveUp {
             class,
             reason,
@@ -239,6 +267,19 @@ async fn park(context: &Context, mut question: Question, delay: Duration) -> any
         .await?;
     context.caller.stats.parked();
     tracing::info!(question = %question.id, delay_ms = delay.as_millis() as u64, "quota spent: question parked");
+    Ok(())
+}
+
+/// The agent stopped while the question waited for an open circuit: it
+/// goes to `deferred`, due at once, so that the next start asks it (its
+/// offset here can then be committed without losing it).
+async fn requeue(context: &Context, question: Question) -> anyhow::Result<()> {
+    let value = serde_json::to_vec(&question)?;
+    context
+        .deferred
+        .send(Record::keyed(question.id.clone(), value))
+        .await?;
+    tracing::info!(question = %question.id, "stopping while the provider's circuit is open: question kept for the next start");
     Ok(())
 }
 

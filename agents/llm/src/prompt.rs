@@ -100,6 +100,7 @@ mod tests {
             score: 0.2,
             attempt: 1,
             model: String::new(),
+            provider: String::new(),
         });
         let r = request(&q, RegeneratePrompt::Revise, 100, 0.7);
         let user = &r.messages[1].content;

@@ -5,6 +5,7 @@ pub mod answers;
 pub mod bench;
 pub mod broker;
 pub mod chaos;
+pub mod dead_letters;
 pub mod deploy;
 pub mod eval;
 pub mod models;

@@ -174,6 +174,7 @@ pub async fn execute(args: RegenerateArgs) -> anyhow::Result<ExitCode> {
             data: args.data.clone(),
             limit: args.limit,
             provider: settings.provider.clone(),
+            fallbacks: settings.fallbacks.clone(),
             sim: args.sim.config()?,
             agent,
             schedule: Default::default(),
