@@ -71,6 +71,7 @@ pub struct LlmFile {
     pub regenerate_prompt: Option<RegeneratePrompt>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    pub temperature_step: Option<f32>,
     /// Local model generation threads.
     pub model_workers: Option<usize>,
     #[serde(default)]
@@ -224,6 +225,10 @@ pub struct LlmArgs {
     /// Sampling temperature [default: 0].
     #[arg(long)]
     pub temperature: Option<f32>,
+    /// Added to the temperature for each attempt after the first (a
+    /// regenerated question samples further from its first answer) [default: 0].
+    #[arg(long)]
+    pub temperature_step: Option<f32>,
     /// First backoff delay's envelope, ms [default: 500].
     #[arg(long)]
     pub retry_base_ms: Option<u64>,
@@ -401,6 +406,10 @@ impl LlmArgs {
                 .temperature
                 .or(file.temperature)
                 .unwrap_or(defaults.temperature),
+            temperature_step: self
+                .temperature_step
+                .or(file.temperature_step)
+                .unwrap_or(defaults.temperature_step),
             sample_seed,
             batch: defaults.batch,
             member: Default::default(),

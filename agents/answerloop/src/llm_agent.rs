@@ -59,6 +59,9 @@ pub struct LlmAgentConfig {
     pub regenerate_prompt: RegeneratePrompt,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// Added to the temperature for each attempt after the first: a later
+    /// attempt samples further from the most likely answer.
+    pub temperature_step: f32,
     /// The run's sampling seed (`--sample-seed`); each attempt at each
     /// question samples from its own seed derived from it.
     pub sample_seed: u64,
@@ -80,6 +83,7 @@ impl Default for LlmAgentConfig {
             regenerate_prompt: RegeneratePrompt::Feedback,
             max_tokens: 256,
             temperature: 0.0,
+            temperature_step: 0.0,
             sample_seed: seed::DEFAULT_SAMPLE_SEED,
             batch: 64,
             member: Member::ALONE,
@@ -246,7 +250,7 @@ pub fn chat_request(config: &LlmAgentConfig, question: &Question) -> ChatRequest
         question,
         config.regenerate_prompt,
         config.max_tokens,
-        config.temperature,
+        attempt_temperature(config, question.attempt),
     );
     request.seed = Some(seed::attempt_seed(
         config.sample_seed,
@@ -254,6 +258,13 @@ pub fn chat_request(config: &LlmAgentConfig, question: &Question) -> ChatRequest
         question.attempt,
     ));
     request
+}
+
+/// The sampling temperature of `attempt`: the configured one, raised by
+/// the step for each attempt after the first, at most 2.
+pub fn attempt_temperature(config: &LlmAgentConfig, attempt: u32) -> f32 {
+    let raised = config.temperature + config.temperature_step * attempt.saturating_sub(1) as f32;
+    raised.clamp(0.0, 2.0)
 }
 
 /// The quota is spent (the limiter is already paused): park the question on
@@ -291,4 +302,24 @@ async fn dead_letter(context: &Context, letter: DeadLetter) -> anyhow::Result<()
         .await?;
     context.caller.stats.dead_lettered(letter.class);
     Ok(())
+}
+
+#[cfg(test)]
+mod temperature_tests {
+    use super::*;
+
+    #[test]
+    fn later_attempts_sample_hotter_by_the_step_up_to_two() {
+        let config = LlmAgentConfig {
+            temperature: 0.7,
+            temperature_step: 0.3,
+            ..LlmAgentConfig::default()
+        };
+        let t = |attempt| attempt_temperature(&config, attempt);
+        assert_eq!(t(1), 0.7);
+        assert!((t(2) - 1.0).abs() < 1e-6);
+        assert!((t(3) - 1.3).abs() < 1e-6);
+        assert_eq!(t(9), 2.0);
+        assert_eq!(attempt_temperature(&LlmAgentConfig::default(), 3), 0.0);
+    }
 }

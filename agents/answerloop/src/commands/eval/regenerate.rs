@@ -28,8 +28,9 @@ use answerloop_broker::select::BrokerArgs;
 pub struct RegenerateArgs {
     #[command(flatten)]
     home: HomeArg,
-    /// Strategies to compare, each `PROMPT@TEMPERATURE` (prompts: feedback,
-    /// plain, revise).
+    /// Strategies to compare, each `PROMPT@TEMPERATURE`, or
+    /// `PROMPT@TEMPERATURE+STEP` for a temperature that rises by STEP each
+    /// attempt after the first (prompts: feedback, plain, revise).
     #[arg(
         long,
         value_delimiter = ',',
@@ -62,6 +63,8 @@ pub struct RegenerateArgs {
 pub struct Strategy {
     pub prompt: RegeneratePrompt,
     pub temperature: f32,
+    /// Added to the temperature for each attempt after the first.
+    pub step: f32,
 }
 
 impl FromStr for Strategy {
@@ -74,16 +77,17 @@ impl FromStr for Strategy {
         let prompt = RegeneratePrompt::from_str(prompt, true).map_err(|_| {
             format!("strategy {s:?}: unknown prompt {prompt:?} (feedback, plain or revise)")
         })?;
-        let temperature: f32 = temperature
-            .parse()
-            .ok()
-            .filter(|t: &f32| t.is_finite() && (0.0..=2.0).contains(t))
-            .ok_or_else(|| {
-                format!("strategy {s:?}: temperature {temperature:?} is not a number from 0 to 2")
-            })?;
+        let (temperature, step) = temperature.split_once('+').unwrap_or((temperature, "0"));
+        let number = |text: &str, what: &str| {
+            text.parse()
+                .ok()
+                .filter(|t: &f32| t.is_finite() && (0.0..=2.0).contains(t))
+                .ok_or_else(|| format!("strategy {s:?}: {what} {text:?} is not a number from 0 to 2"))
+        };
         Ok(Self {
             prompt,
-            temperature,
+            temperature: number(temperature, "temperature")?,
+            step: number(step, "temperature step")?,
         })
     }
 }
@@ -95,7 +99,11 @@ impl std::fmt::Display for Strategy {
             .to_possible_value()
             .map(|v| v.get_name().to_string())
             .unwrap_or_default();
-        write!(f, "{prompt}@{}", self.temperature)
+        write!(f, "{prompt}@{}", self.temperature)?;
+        if self.step > 0.0 {
+            write!(f, "+{}", self.step)?;
+        }
+        Ok(())
     }
 }
 
@@ -166,6 +174,7 @@ pub async fn execute(args: RegenerateArgs) -> anyhow::Result<ExitCode> {
         let mut agent = settings.agent.clone();
         agent.regenerate_prompt = strategy.prompt;
         agent.temperature = strategy.temperature;
+        agent.temperature_step = strategy.step;
         if !args.json {
             eprintln!("{strategy}: answering ...");
         }
@@ -236,6 +245,10 @@ mod tests {
         assert_eq!(s.prompt, RegeneratePrompt::Revise);
         assert_eq!(s.temperature, 0.7);
         assert_eq!(s.to_string(), "revise@0.7");
+        let s: Strategy = "plain@0.7+0.3".parse().unwrap();
+        assert_eq!((s.temperature, s.step), (0.7, 0.3));
+        assert_eq!(s.to_string(), "plain@0.7+0.3");
+        assert!("plain@0.7+x".parse::<Strategy>().unwrap_err().contains("step"));
         assert!("revise"
             .parse::<Strategy>()
             .unwrap_err()
