@@ -234,8 +234,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.stored_by_model = tally.stored_by_model;
     summary.mean_score_stored = tally.mean_score_stored;
     let scored = tally::scored_attempts(broker.as_ref(), &options.agent.params, Some(&ids)).await?;
-    summary.mean_score_first_attempt = tally::first_attempts(&scored).1;
     summary.by_attempt = tally::by_attempt(&scored);
+    summary.mean_score_first_attempt = summary.by_attempt.first().and_then(|a| a.mean_score);
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.questions_per_s = (summary.sent as f64 / summary.elapsed_s.max(1e-9)).max(0.0);
     let last_run = options.home.last_run();

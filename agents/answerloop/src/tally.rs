@@ -193,15 +193,8 @@ impl Tally {
 
 /// First attempts: their share accepted and their mean score.
 pub fn first_attempts(scored: &[ScoredAttempt]) -> (Option<f64>, Option<f64>) {
-    let first: Vec<&ScoredAttempt> = scored.iter().filter(|s| s.attempt == 1).collect();
-    let accepted = first
-        .iter()
-        .filter(|s| s.verdict == Verdict::Accept)
-        .count();
-    (
-        share(accepted, first.len()),
-        mean(first.iter().map(|s| f64::from(s.score))),
-    )
+    let first = attempt_figures(scored, 1);
+    (first.acceptance, first.mean_score)
 }
 
 /// How the answers of one attempt number fared.
@@ -220,22 +213,24 @@ pub struct AttemptFigures {
 pub fn by_attempt(scored: &[ScoredAttempt]) -> Vec<AttemptFigures> {
     let last = scored.iter().map(|s| s.attempt).max().unwrap_or(0);
     (1..=last)
-        .map(|attempt| {
-            let these: Vec<&ScoredAttempt> =
-                scored.iter().filter(|s| s.attempt == attempt).collect();
-            let accepted = these
-                .iter()
-                .filter(|s| s.verdict == Verdict::Accept)
-                .count();
-            AttemptFigures {
-                attempt,
-                answers: these.len(),
-                accepted,
-                acceptance: share(accepted, these.len()),
-                mean_score: mean(these.iter().map(|s| f64::from(s.score))),
-            }
-        })
+        .map(|attempt| attempt_figures(scored, attempt))
         .collect()
+}
+
+/// [`AttemptFigures`] of the answers to `attempt`.
+fn attempt_figures(scored: &[ScoredAttempt], attempt: u32) -> AttemptFigures {
+    let these: Vec<&ScoredAttempt> = scored.iter().filter(|s| s.attempt == attempt).collect();
+    let accepted = these
+        .iter()
+        .filter(|s| s.verdict == Verdict::Accept)
+        .count();
+    AttemptFigures {
+        attempt,
+        answers: these.len(),
+        accepted,
+        acceptance: share(accepted, these.len()),
+        mean_score: mean(these.iter().map(|s| f64::from(s.score))),
+    }
 }
 
 pub fn share(part: usize, whole: usize) -> Option<f64> {

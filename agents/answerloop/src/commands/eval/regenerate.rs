@@ -82,7 +82,9 @@ impl FromStr for Strategy {
             text.parse()
                 .ok()
                 .filter(|t: &f32| t.is_finite() && (0.0..=2.0).contains(t))
-                .ok_or_else(|| format!("strategy {s:?}: {what} {text:?} is not a number from 0 to 2"))
+                .ok_or_else(|| {
+                    format!("strategy {s:?}: {what} {text:?} is not a number from 0 to 2")
+                })
         };
         Ok(Self {
             prompt,
@@ -162,6 +164,7 @@ pub async fn execute(args: RegenerateArgs) -> anyhow::Result<ExitCode> {
     let settings = args.llm.resolve(&file.llm, params, models)?;
     let temporary = tempfile::tempdir()?;
     let root = args.keep.clone().unwrap_or(temporary.path().to_path_buf());
+    let sim = args.sim.config()?;
     let mut outcomes = Vec::new();
     for (n, strategy) in args.strategies.iter().enumerate() {
         let dir = root.join(format!("{n}-{strategy}"));
@@ -184,7 +187,7 @@ pub async fn execute(args: RegenerateArgs) -> anyhow::Result<ExitCode> {
             limit: args.limit,
             provider: settings.provider.clone(),
             fallbacks: settings.fallbacks.clone(),
-            sim: args.sim.config()?,
+            sim: sim.clone(),
             agent,
             schedule: Default::default(),
             broker: BrokerArgs::default(),
@@ -248,7 +251,10 @@ mod tests {
         let s: Strategy = "plain@0.7+0.3".parse().unwrap();
         assert_eq!((s.temperature, s.step), (0.7, 0.3));
         assert_eq!(s.to_string(), "plain@0.7+0.3");
-        assert!("plain@0.7+x".parse::<Strategy>().unwrap_err().contains("step"));
+        assert!("plain@0.7+x"
+            .parse::<Strategy>()
+            .unwrap_err()
+            .contains("step"));
         assert!("revise"
             .parse::<Strategy>()
             .unwrap_err()
