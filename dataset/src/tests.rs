@@ -107,3 +107,45 @@ fn a_file_with_nothing_to_answer_is_an_error_saying_so() {
         .to_string();
     assert!(err.contains("1 without a best answer"), "{err}");
 }
+
+/// A reader that fails once anyone reads past `good`.
+struct FailsAfter {
+    good: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for FailsAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.good.read(buf)? {
+            0 => Err(std::io::Error::other("read past the rows asked for")),
+            n => Ok(n),
+        }
+    }
+}
+
+#[test]
+fn the_first_n_questions_are_read_without_reading_the_rest() {
+    let mut good = String::new();
+    // The first question twice: a duplicate is not one of the first N.
+    good.push_str("1,\"q0\",\"\",\"a\"\n1,\"q0\",\"\",\"a\"\n");
+    for i in 1..12000 {
+        good.push_str(&format!(
+            "2,\"question {i}\",\"some content\",\"an answer\"\n"
+        ));
+    }
+    assert!(good.len() > 3 * 64 * 1024, "more than the read-ahead");
+    let input = || FailsAfter {
+        good: std::io::Cursor::new(good.clone().into_bytes()),
+    };
+    let d = parse_first(input(), "t", Some(3)).unwrap();
+    let titles: Vec<&str> = d.questions.iter().map(|q| q.title.as_str()).collect();
+    assert_eq!(titles, ["q0", "question 1", "question 2"]);
+    assert_eq!((d.report.rows, d.report.duplicates), (4, 1));
+    // Asked for everything, it reads to the end, where this reader fails.
+    match parse_first(input(), "t", None) {
+        Err(err) => assert!(
+            err.to_string().contains("read past the rows asked for"),
+            "{err}"
+        ),
+        Ok(d) => panic!("read to the end without an error: {:?}", d.report),
+    }
+}

@@ -9,10 +9,12 @@
 //!
 //! - [`record`]: the stored answer and its conversion from a scored answer.
 //! - [`export`]: JSON lines and CSV.
+//! - [`redrive`]: dead letters sent back as questions, and their record.
 //! - [`stats`]: the counts and means `answerloop answers stats` shows.
 
 pub mod export;
 pub mod record;
+pub mod redrive;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
@@ -22,10 +24,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 pub use record::StoredAnswer;
+pub use redrive::Redriven;
 pub use stats::Stats;
 
 const ANSWERS: &str = "answers";
 const DEAD_LETTERS: &str = "dead-letters";
+const REDRIVEN: &str = "redriven";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,6 +70,8 @@ pub struct Store {
     db: sled::Db,
     answers: sled::Tree,
     dead_letters: sled::Tree,
+    /// Questions sent back after a dead letter (see [`redrive`]).
+    redriven: sled::Tree,
 }
 
 impl Store {
@@ -86,6 +92,7 @@ impl Store {
         Ok(Self {
             answers: db.open_tree(ANSWERS)?,
             dead_letters: db.open_tree(DEAD_LETTERS)?,
+            redriven: db.open_tree(REDRIVEN)?,
             db,
         })
     }

@@ -28,6 +28,13 @@ pub struct StoredAnswer {
     #[serde(default)]
     pub failed_calls: BTreeMap<String, u32>,
     pub model: String,
+    /// The provider that produced the stored answer (`openai`, `llm-sim#2`).
+    #[serde(default)]
+    pub provider: String,
+    /// Times the question was sent back after a dead letter
+    /// (`answerloop dead-letters retry`).
+    #[serde(default)]
+    pub redrives: u32,
     /// The LLM latency of the final attempt.
     pub latency_ms: u64,
     /// From traffic producing the question to its final answer.
@@ -43,9 +50,21 @@ impl StoredAnswer {
         let score = answer.score?;
         let q = &answer.question;
         let accepted = answer.verdict == Some(Verdict::Accept);
-        let (text, best_score, attempt, model) = match (&q.best, accepted) {
-            (Some(best), false) => (&best.answer, best.score, best.attempt, &best.model),
-            _ => (&answer.answer, score, q.attempt, &answer.model),
+        let (text, best_score, attempt, model, provider) = match (&q.best, accepted) {
+            (Some(best), false) => (
+                &best.answer,
+                best.score,
+                best.attempt,
+                &best.model,
+                &best.provider,
+            ),
+            _ => (
+                &answer.answer,
+                score,
+                q.attempt,
+                &answer.model,
+                &answer.provider,
+            ),
         };
         Some(Self {
             id: q.id.clone(),
@@ -65,6 +84,8 @@ impl StoredAnswer {
             llm_attempts: q.llm_attempts,
             failed_calls: q.failed_calls.clone(),
             model: model.clone(),
+            provider: provider.clone(),
+            redrives: q.redrives,
             latency_ms: answer.latency_ms,
             end_to_end_ms: now_ms.saturating_sub(q.trace.queued_ms),
             stored_ms: now_ms,

@@ -10,6 +10,7 @@ fn scored(title: &str, answer: &str, score: f32, verdict: Verdict, attempt: u32)
         score: 0.3,
         attempt: 1,
         model: "m".into(),
+        provider: "p".into(),
     });
     question.trace.queued_ms = 100;
     let mut answer = Answer::new(question, answer, "m", 7);
@@ -152,4 +153,38 @@ fn a_corrupt_entry_is_an_error_naming_its_key() {
     store.answers.insert("bad-id", b"{oops".as_slice()).unwrap();
     let err = store.get("bad-id").unwrap_err();
     assert!(err.to_string().contains("bad-id"), "{err}");
+}
+
+#[test]
+fn a_redriven_dead_letter_is_moved_once_and_its_question_can_then_be_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let question = Question::new("Why?", "", "ref", 1);
+    let letter = DeadLetter::of_question(
+        question.clone(),
+        FailureClass::Overload,
+        "down".into(),
+        Some(503),
+        5,
+    );
+    store.put_dead_letter(&letter).unwrap();
+    assert_eq!(
+        store.redrive(&question.id, 9).unwrap(),
+        Some(letter.clone())
+    );
+    assert_eq!(store.redrive(&question.id, 10).unwrap(), None, "once");
+    assert!(!store.is_final(&question.id).unwrap());
+    let record = store.redriven(&question.id).unwrap().unwrap();
+    assert_eq!((record.times, record.redriven_ms), (1, 9));
+    let mut answer = scored("Why?", "Because.", 0.9, Verdict::Accept, 1);
+    answer.question.redrives = 1;
+    let stored = StoredAnswer::from_final(&answer, 11).unwrap();
+    assert_eq!(store.put_answer(&stored).unwrap(), Written::Inserted);
+    assert_eq!(store.get(&question.id).unwrap().unwrap().redrives, 1);
+    store.put_dead_letter(&letter).unwrap();
+    assert_eq!(
+        store.redrive(&question.id, 12).unwrap(),
+        None,
+        "stored stays stored"
+    );
 }

@@ -70,9 +70,9 @@ pub enum Command {
     Agent(Box<commands::agent::AgentArgs>),
     /// Query and export the stored answers.
     Answers(commands::answers::AnswersArgs),
-    /// List the questions the pipeline gave up on, with the reasons.
+    /// The questions the pipeline gave up on: list them, or send them back.
     #[command(name = "dead-letters")]
-    DeadLetters(commands::answers::DeadLettersArgs),
+    DeadLetters(commands::dead_letters::DeadLettersArgs),
     /// The run in a home as one self-contained HTML page with SVG plots.
     Report(commands::report::ReportArgs),
     /// The compiled SmartModules the binary carries.
@@ -83,7 +83,8 @@ pub enum Command {
     Models(commands::models::ModelsArgs),
     /// Serve the local model as an OpenAI-compatible chat-completions API.
     Serve(commands::serve::ServeArgs),
-    /// Evaluations: the semantic scorer against the original metric.
+    /// Evaluations: the semantic scorer against the original metric;
+    /// regeneration strategies against each other.
     Eval(commands::eval::EvalArgs),
     /// Benchmarks with machine-readable output.
     Bench(commands::bench::BenchArgs),
@@ -116,7 +117,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Broker(args) => commands::broker::execute(args).await,
         Command::Agent(args) => commands::agent::execute(*args).await,
         Command::Answers(args) => commands::answers::execute(args),
-        Command::DeadLetters(args) => commands::answers::execute_dead_letters(args),
+        Command::DeadLetters(args) => commands::dead_letters::execute(args).await,
         Command::Report(args) => commands::report::execute(args).await,
         Command::Smartmodules(args) => commands::smartmodules::execute(args),
         Command::Score(args) => commands::score::execute(args),
@@ -124,7 +125,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::LlmSim(args) => commands::sim::execute(args).await,
         Command::Bench(args) => commands::bench::execute(args).await,
         Command::Models(args) => commands::models::execute(args),
-        Command::Eval(args) => commands::eval::execute(args),
+        Command::Eval(args) => commands::eval::execute(args).await,
         Command::Serve(args) => commands::serve::execute(args).await,
     }
 }

@@ -15,6 +15,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::llm_agent::LlmAgentConfig;
+use answerloop_llm::breaker::BreakerConfig;
 use answerloop_llm::inflight::InFlightConfig;
 use answerloop_llm::limiter::RateConfig;
 use answerloop_llm::local::LocalConfig;
@@ -70,10 +71,42 @@ pub struct LlmFile {
     pub regenerate_prompt: Option<RegeneratePrompt>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    pub temperature_step: Option<f32>,
     /// Local model generation threads.
     pub model_workers: Option<usize>,
     #[serde(default)]
     pub retry: RetryFile,
+    /// `[llm.circuit]`: each provider's circuit breaker.
+    #[serde(default)]
+    pub circuit: CircuitFile,
+    /// `[[llm.fallback]]`: providers to fall back on, in order.
+    #[serde(default)]
+    pub fallback: Vec<FallbackFile>,
+}
+
+/// `[llm.circuit]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitFile {
+    /// Consecutive failed calls (connection failures, time-outs, 5xx) that
+    /// open a provider's circuit; 0 turns the breaker off.
+    pub failure_threshold: Option<u32>,
+    /// How long the circuit stays open the first time, s.
+    pub open_secs: Option<f64>,
+    /// Each reopening after a failed probe lasts this many times the last.
+    pub open_factor: Option<f64>,
+    /// The longest an opening lasts, s.
+    pub open_cap_secs: Option<f64>,
+}
+
+/// `[[llm.fallback]]`: one provider to fall back on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackFile {
+    pub provider: ProviderKind,
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    pub api_key_file: Option<PathBuf>,
 }
 
 /// `[llm.retry]`
@@ -146,16 +179,20 @@ impl FileConfig {
 /// LLM flags; each overrides the config file, which overrides the default.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct LlmArgs {
-    /// Which model answers [default: local].
-    #[arg(long, value_enum, env = "ANSWERLOOP_LLM")]
-    pub llm: Option<ProviderKind>,
-    /// The provider's API root [default: the provider's own; OPENAI_BASE_URL for openai].
-    #[arg(long, env = "ANSWERLOOP_BASE_URL")]
-    pub base_url: Option<String>,
-    /// The model name [default: the provider's usual small model].
-    #[arg(long, env = "ANSWERLOOP_MODEL")]
-    pub model: Option<String>,
-    /// File holding the API key; otherwise OPENAI_API_KEY or GEMINI_API_KEY. Never pass a key itself.
+    /// Which model answers [default: local]; several, comma-separated, are
+    /// a fallback order: the next takes the questions while the one before
+    /// has its circuit open or its quota spent.
+    #[arg(long, value_enum, env = "ANSWERLOOP_LLM", value_delimiter = ',')]
+    pub llm: Vec<ProviderKind>,
+    /// The provider's API root [default: the provider's own; OPENAI_BASE_URL
+    /// for openai]; comma-separated, one a provider of --llm (empty: default).
+    #[arg(long, env = "ANSWERLOOP_BASE_URL", value_delimiter = ',')]
+    pub base_url: Vec<String>,
+    /// The model name [default: the provider's usual small model];
+    /// comma-separated, one a provider of --llm (empty: default).
+    #[arg(long, env = "ANSWERLOOP_MODEL", value_delimiter = ',')]
+    pub model: Vec<String>,
+    /// File holding the first provider's API key; otherwise OPENAI_API_KEY or GEMINI_API_KEY. Never pass a key itself.
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
     /// Per-request time-out in seconds [default: 60].
@@ -188,6 +225,10 @@ pub struct LlmArgs {
     /// Sampling temperature [default: 0].
     #[arg(long)]
     pub temperature: Option<f32>,
+    /// Added to the temperature for each attempt after the first (a
+    /// regenerated question samples further from its first answer) [default: 0].
+    #[arg(long)]
+    pub temperature_step: Option<f32>,
     /// First backoff delay's envelope, ms [default: 500].
     #[arg(long)]
     pub retry_base_ms: Option<u64>,
@@ -206,6 +247,19 @@ pub struct LlmArgs {
     /// How long a quota error parks a question when the provider names no delay, s [default: 60].
     #[arg(long)]
     pub quota_delay_secs: Option<f64>,
+    /// Consecutive failed calls (connection failures, time-outs, 5xx) that
+    /// open a provider's circuit; 0 turns the breaker off [default: 5].
+    #[arg(long)]
+    pub circuit_failures: Option<u32>,
+    /// How long a circuit stays open before its first probe, s [default: 5].
+    #[arg(long)]
+    pub circuit_open_secs: Option<f64>,
+    /// Each reopening after a failed probe lasts this many times the last [default: 2].
+    #[arg(long)]
+    pub circuit_open_factor: Option<f64>,
+    /// The longest a circuit stays open before a probe, s [default: 30].
+    #[arg(long)]
+    pub circuit_open_cap_secs: Option<f64>,
     /// Local model: generation workers, each on its own thread [default: one a core, at most 4].
     #[arg(long)]
     pub model_workers: Option<usize>,
@@ -220,8 +274,28 @@ pub struct LlmArgs {
 /// What the LLM agent runs with, after merging.
 #[derive(Debug, Clone)]
 pub struct LlmSettings {
+    /// The first provider in the fallback order.
     pub provider: ProviderSpec,
+    /// The providers after it, in order.
+    pub fallbacks: Vec<ProviderSpec>,
     pub agent: LlmAgentConfig,
+}
+
+impl LlmSettings {
+    /// Every provider, in fallback order.
+    pub fn providers(&self) -> Vec<ProviderSpec> {
+        std::iter::once(self.provider.clone())
+            .chain(self.fallbacks.iter().cloned())
+            .collect()
+    }
+}
+
+/// One provider of the fallback order as the file describes it.
+struct FileProvider<'a> {
+    kind: ProviderKind,
+    base_url: Option<&'a String>,
+    model: Option<&'a String>,
+    api_key_file: Option<&'a PathBuf>,
 }
 
 impl LlmArgs {
@@ -246,14 +320,6 @@ impl LlmArgs {
             "the LLM time-out",
             self.llm_timeout_secs.or(file.timeout_secs).unwrap_or(60.0),
         )?;
-        let kind = self.llm.or(file.provider).unwrap_or(ProviderKind::Local);
-        let key_file = self.api_key_file.as_ref().or(file.api_key_file.as_ref());
-        let api_key = match key_file {
-            Some(path) => Some(Secret::from_file(path).map_err(anyhow::Error::msg)?),
-            None => kind.key_env().and_then(Secret::from_env),
-        };
-        let base_url = self.base_url.clone().or_else(|| file.base_url.clone());
-        let model = self.model.clone().or_else(|| file.model.clone());
         let local_defaults = LocalConfig::default();
         let local = LocalConfig {
             workers: self
@@ -278,9 +344,12 @@ impl LlmArgs {
                 None => None,
             },
         };
-        let provider = ProviderSpec::new(kind, base_url, model, api_key, timeout)
-            .with_local(models, local)
-            .with_in_flight(in_flight);
+        let mut specs = self.providers(file, timeout)?.into_iter().map(|spec| {
+            spec.with_local(models.clone(), local)
+                .with_in_flight(in_flight)
+        });
+        let provider = specs.next().expect("at least one provider");
+        let fallbacks = specs.collect();
 
         let max_retries = self
             .max_retries
@@ -313,6 +382,7 @@ impl LlmArgs {
             retry.factor
         );
         let agent = LlmAgentConfig {
+            breaker: self.breaker(&file.circuit)?,
             rate: RateConfig {
                 concurrency,
                 requests_per_minute: self.rpm.or(file.requests_per_minute),
@@ -337,11 +407,118 @@ impl LlmArgs {
                 .temperature
                 .or(file.temperature)
                 .unwrap_or(defaults.temperature),
+            temperature_step: self
+                .temperature_step
+                .or(file.temperature_step)
+                .unwrap_or(defaults.temperature_step),
             sample_seed,
             batch: defaults.batch,
             member: Default::default(),
         };
-        Ok(LlmSettings { provider, agent })
+        Ok(LlmSettings {
+            provider,
+            fallbacks,
+            agent,
+        })
+    }
+
+    /// The providers in fallback order: `--llm` with `--base-url` and
+    /// `--model` by position, over the file's `[llm]` and `[[llm.fallback]]`
+    /// (an entry of the file applies where its provider is the one at its
+    /// position), over the providers' defaults.
+    fn providers(&self, file: &LlmFile, timeout: Duration) -> anyhow::Result<Vec<ProviderSpec>> {
+        let in_file: Vec<FileProvider> = std::iter::once(FileProvider {
+            kind: file.provider.unwrap_or(ProviderKind::Local),
+            base_url: file.base_url.as_ref(),
+            model: file.model.as_ref(),
+            api_key_file: file.api_key_file.as_ref(),
+        })
+        .chain(file.fallback.iter().map(|f| FileProvider {
+            kind: f.provider,
+            base_url: f.base_url.as_ref(),
+            model: f.model.as_ref(),
+            api_key_file: f.api_key_file.as_ref(),
+        }))
+        .collect();
+        let kinds: Vec<ProviderKind> = match self.llm.is_empty() {
+            true => in_file.iter().map(|f| f.kind).collect(),
+            false => self.llm.clone(),
+        };
+        for (flag, values) in [("--base-url", &self.base_url), ("--model", &self.model)] {
+            anyhow::ensure!(
+                values.len() <= kinds.len(),
+                "{flag} names {} values for {} provider(s) of --llm",
+                values.len(),
+                kinds.len()
+            );
+        }
+        let flag =
+            |values: &[String], i: usize| values.get(i).filter(|v| !v.trim().is_empty()).cloned();
+        let mut specs = Vec::new();
+        for (i, kind) in kinds.iter().copied().enumerate() {
+            let from_file = in_file.get(i).filter(|f| f.kind == kind);
+            let base_url = flag(&self.base_url, i).or_else(|| from_file?.base_url.cloned());
+            let model = flag(&self.model, i).or_else(|| from_file?.model.cloned());
+            let key_file = match i {
+                0 => self.api_key_file.as_ref(),
+                _ => None,
+            }
+            .or_else(|| from_file?.api_key_file);
+            let api_key = match key_file {
+                Some(path) => Some(Secret::from_file(path).map_err(anyhow::Error::msg)?),
+                None => kind.key_env().and_then(Secret::from_env),
+            };
+            specs.push(ProviderSpec::new(kind, base_url, model, api_key, timeout));
+        }
+        Ok(specs)
+    }
+
+    /// The circuit breaker: flags over `[llm.circuit]` over defaults.
+    fn breaker(&self, file: &CircuitFile) -> anyhow::Result<BreakerConfig> {
+        let defaults = BreakerConfig::default();
+        let secs = |name: &str, flag: Option<f64>, file: Option<f64>, default: Duration| match flag
+            .or(file)
+        {
+            None => Ok(default),
+            Some(v) if v.is_finite() && v > 0.0 => Ok(Duration::from_secs_f64(v)),
+            Some(v) => Err(anyhow::anyhow!(
+                "{name} must be a positive number of seconds, not {v}"
+            )),
+        };
+        let config = BreakerConfig {
+            failure_threshold: self
+                .circuit_failures
+                .or(file.failure_threshold)
+                .unwrap_or(defaults.failure_threshold),
+            open_base: secs(
+                "the circuit's open time (--circuit-open-secs)",
+                self.circuit_open_secs,
+                file.open_secs,
+                defaults.open_base,
+            )?,
+            open_factor: self
+                .circuit_open_factor
+                .or(file.open_factor)
+                .unwrap_or(defaults.open_factor),
+            open_cap: secs(
+                "the circuit's longest open time (--circuit-open-cap-secs)",
+                self.circuit_open_cap_secs,
+                file.open_cap_secs,
+                defaults.open_cap,
+            )?,
+        };
+        anyhow::ensure!(
+            config.open_factor.is_finite() && config.open_factor >= 1.0,
+            "the circuit's open factor must be at least 1, not {}",
+            config.open_factor
+        );
+        anyhow::ensure!(
+            config.open_cap >= config.open_base,
+            "the circuit's longest open time ({:?}) is shorter than its first ({:?})",
+            config.open_cap,
+            config.open_base
+        );
+        Ok(config)
     }
 }
 
@@ -421,6 +598,64 @@ mod tests {
         assert_eq!(settings.agent.retry.max_retries, 2);
         assert_eq!(settings.agent.params.threshold, 0.5);
         assert_eq!(settings.agent.max_tokens, 256);
+    }
+
+    #[test]
+    fn fallback_providers_come_from_flags_by_position_or_from_the_file() {
+        let file = FileConfig::parse(
+            "[llm]\nprovider = \"openai\"\nbase_url = \"http://a/v1\"\n\
+             [llm.circuit]\nfailure_threshold = 2\nopen_secs = 1.5\n\
+             [[llm.fallback]]\nprovider = \"ollama\"\nmodel = \"qwen\"\n",
+        )
+        .unwrap();
+        let resolve = |args: LlmArgs| {
+            args.resolve(&file.llm, Params::default(), ModelCache::new("m"))
+                .unwrap()
+        };
+        let from_file = resolve(LlmArgs::default());
+        let kinds: Vec<_> = from_file.providers().iter().map(|p| p.kind()).collect();
+        assert_eq!(kinds, [ProviderKind::Openai, ProviderKind::Ollama]);
+        assert_eq!(from_file.fallbacks[0].model(), "qwen");
+        assert_eq!(from_file.agent.breaker.failure_threshold, 2);
+        assert_eq!(
+            from_file.agent.breaker.open_base,
+            Duration::from_millis(1500)
+        );
+        let flags = resolve(LlmArgs {
+            llm: vec![ProviderKind::Gemini, ProviderKind::Openai],
+            model: vec![String::new(), "m2".into()],
+            circuit_failures: Some(0),
+            ..LlmArgs::default()
+        });
+        assert_eq!(flags.provider.kind(), ProviderKind::Gemini);
+        assert_eq!(
+            flags.provider.model(),
+            "gemini-2.0-flash",
+            "an empty entry is the default"
+        );
+        assert_eq!(flags.fallbacks[0].model(), "m2");
+        assert_eq!(flags.agent.breaker.failure_threshold, 0);
+        let too_many = LlmArgs {
+            llm: vec![ProviderKind::Openai],
+            base_url: vec!["http://a".into(), "http://b".into()],
+            ..LlmArgs::default()
+        };
+        let err = too_many
+            .resolve(&file.llm, Params::default(), ModelCache::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--base-url names 2 values for 1 provider"),
+            "{err}"
+        );
+        let short_cap = LlmArgs {
+            circuit_open_secs: Some(60.0),
+            circuit_open_cap_secs: Some(5.0),
+            ..LlmArgs::default()
+        };
+        assert!(short_cap
+            .resolve(&file.llm, Params::default(), ModelCache::new("m"))
+            .is_err());
     }
 
     #[test]

@@ -91,6 +91,12 @@ impl Home {
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
     }
+
+    /// The last `run`'s summary (JSON): what the report knows of the LLM
+    /// calls' circuits, which no topic or store records.
+    pub fn last_run(&self) -> PathBuf {
+        self.root.join("last-run.json")
+    }
 }
 
 fn default_root() -> Option<PathBuf> {

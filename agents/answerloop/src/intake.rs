@@ -6,8 +6,9 @@
 //! ends, so a restart repeats only the records that were in flight.
 //!
 //! Backpressure: a new batch is read only when the previous one has been
-//! handed out, and a record is handed out only when the shared semaphore has
-//! a permit. The handler gets the permit and may give it back before it
+//! handed out, and a record is handed out only when the agent is ready (the
+//! LLM agent is not while every provider's circuit is open) and the shared
+//! semaphore has a permit. The handler gets the permit and may give it back before it
 //! returns: the LLM agent does once the model has answered, so a record
 //! waiting for the broker to acknowledge its answer (a replicated produce
 //! on a cluster) does not hold up the next call; the producer's bounded
@@ -33,6 +34,15 @@ pub struct Intake {
     /// Shared between the intakes of one agent: the agent's concurrency.
     pub permits: Arc<Semaphore>,
     pub batch: usize,
+    /// When set, no record is handed out until it says the agent can work
+    /// (the LLM agent's: while every provider's circuit is open).
+    pub ready: Option<Arc<dyn Ready>>,
+}
+
+/// Whether an agent can take new work now.
+pub trait Ready: Send + Sync {
+    /// Return once new work can be taken.
+    fn ready(&self) -> futures::future::BoxFuture<'_, ()>;
 }
 
 impl Intake {
@@ -64,7 +74,7 @@ impl Intake {
                     result?;
                     tracker.done(ticket);
                 }
-                permit = self.permits.clone().acquire_owned(), if !buffer.is_empty() && !stopping => {
+                permit = permit(&self.permits, self.ready.as_deref()), if !buffer.is_empty() && !stopping => {
                     let permit = permit.expect("the semaphore is never closed");
                     let (ticket, record) = buffer.pop_front().expect("buffer is not empty");
                     let work = handle(record, permit);
@@ -108,4 +118,15 @@ impl Intake {
         }
         Ok(())
     }
+}
+
+/// A permit to hand out a record, once the agent is ready for new work.
+async fn permit(
+    permits: &Arc<Semaphore>,
+    ready: Option<&dyn Ready>,
+) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
+    if let Some(ready) = ready {
+        ready.ready().await;
+    }
+    permits.clone().acquire_owned().await
 }

@@ -548,7 +548,7 @@ pub fn write_questions(path: &Path, n: usize) -> anyhow::Result<Vec<Question>> {
     writer.flush()?;
     drop(writer);
     // Read back as the agents will, so the ids are the agents' ids.
-    let questions = answerloop_dataset::read_path(path)?.questions;
+    let questions = answerloop_dataset::read_path(path, None)?.questions;
     anyhow::ensure!(
         questions.len() == n,
         "wrote {n} questions but {} read back as distinct",

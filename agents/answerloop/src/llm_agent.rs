@@ -6,10 +6,15 @@
 //!
 //! Failures are handled by class: overload is retried with backoff (the
 //! server's `Retry-After` as a floor) within a retry budget; a spent quota
-//! parks the question on `deferred` and pauses the limiter; anything permanent,
-//! or past a cap, becomes a dead letter with the reason. Every record taken
-//! ends as an answer, a parked question or a dead letter before its offset
-//! is committed.
+//! sends the question to the next provider, or parks it on `deferred` and
+//! pauses the limiter; anything permanent, or past a cap, becomes a dead
+//! letter with the reason. Every record taken ends as an answer, a parked
+//! question or a dead letter before its offset is committed.
+//!
+//! An outage is a pause: while every provider's circuit is open the agent
+//! takes no new question from any topic (its intakes wait on
+//! [`Caller::ready`], woken when a circuit may take a call again, never
+//! polling), and the questions it holds wait for the probe.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +24,10 @@ use answerloop_scoring::Params;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::chains;
-use crate::intake::Intake;
+use crate::intake::{Intake, Ready};
 use answerloop_broker::producer::Producer;
 use answerloop_broker::{Broker, Member, Record};
+use answerloop_llm::breaker::BreakerConfig;
 use answerloop_llm::caller::{CallOutcome, Caller};
 use answerloop_llm::limiter::RateConfig;
 use answerloop_llm::prompt::{self, RegeneratePrompt};
@@ -42,6 +48,8 @@ const MAX_PARKED: usize = 4096;
 pub struct LlmAgentConfig {
     /// Concurrency, per-minute limits and AIMD for calls to the provider.
     pub rate: RateConfig,
+    /// Each provider's circuit breaker.
+    pub breaker: BreakerConfig,
     pub retry: RetryConfig,
     /// LLM calls a question may take in all, across retries, regenerations
     /// and deferrals; past it, a dead letter.
@@ -51,6 +59,9 @@ pub struct LlmAgentConfig {
     pub regenerate_prompt: RegeneratePrompt,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// Added to the temperature for each attempt after the first: a later
+    /// attempt samples further from the most likely answer.
+    pub temperature_step: f32,
     /// The run's sampling seed (`--sample-seed`); each attempt at each
     /// question samples from its own seed derived from it.
     pub sample_seed: u64,
@@ -65,12 +76,14 @@ impl Default for LlmAgentConfig {
     fn default() -> Self {
         Self {
             rate: RateConfig::default(),
+            breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             max_llm_attempts: 10,
             params: Params::default(),
             regenerate_prompt: RegeneratePrompt::Feedback,
             max_tokens: 256,
             temperature: 0.0,
+            temperature_step: 0.0,
             sample_seed: seed::DEFAULT_SAMPLE_SEED,
             batch: 64,
             member: Member::ALONE,
@@ -86,10 +99,21 @@ struct Context {
     dead_letters: Producer,
 }
 
-/// Run the LLM agent until `shutdown` turns true.
+/// The agent can take new questions while some provider's circuit would
+/// take a call.
+struct CircuitsReady(Arc<Context>);
+
+impl Ready for CircuitsReady {
+    fn ready(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(self.0.caller.ready())
+    }
+}
+
+/// Run the LLM agent until `shutdown` turns true, calling `providers` in
+/// fallback order (at least one).
 pub async fn run(
     broker: Arc<dyn Broker>,
-    provider: Arc<dyn Provider>,
+    providers: Vec<Arc<dyn Provider>>,
     config: LlmAgentConfig,
     stats: Arc<LlmStats>,
     shutdown: watch::Receiver<bool>,
@@ -104,13 +128,16 @@ pub async fn run(
     let fresh = Arc::new(Semaphore::new(config.rate.concurrency.max(1) * 2));
     let parked = Arc::new(Semaphore::new(MAX_PARKED));
     let batch = config.batch;
+    anyhow::ensure!(!providers.is_empty(), "the LLM agent needs a provider");
     let caller = Caller::new(
-        provider,
+        providers,
         config.rate.clone(),
+        config.breaker.clone(),
         config.retry.clone(),
         config.max_llm_attempts,
         stats,
-    );
+    )
+    .stop_on(shutdown.clone());
     let context = Arc::new(Context {
         caller,
         config,
@@ -129,6 +156,7 @@ pub async fn run(
         ),
         (topics::DEFERRED, DEFERRED_CONSUMER, None, &parked),
     ];
+    let ready: Arc<dyn Ready> = Arc::new(CircuitsReady(context.clone()));
     let mut intakes = Vec::new();
     for (topic, id, chain, permits) in sources {
         let member = context.config.member;
@@ -139,6 +167,7 @@ pub async fn run(
                 consumer,
                 permits: permits.clone(),
                 batch,
+                ready: Some(ready.clone()),
             });
         }
     }
@@ -151,7 +180,7 @@ pub async fn run(
             .map(|intake| intake.run(shutdown.clone(), handler(context.clone()))),
     )
     .await;
-    drop(context);
+    drop((context, ready));
     let _ = tokio::join!(answers_task, deferred_task, dead_task);
     result.map(|_| ())
 }
@@ -190,16 +219,19 @@ async fn answer(
         CallOutcome::Answered {
             completion,
             latency,
+            provider,
         } => {
             question.trace.answered_ms = Some(now_ms());
             let latency_ms = latency.as_millis() as u64;
-            let answer = Answer::new(question, completion.text, completion.model, latency_ms);
+            let mut answer = Answer::new(question, completion.text, completion.model, latency_ms);
+            answer.provider = provider;
             let value = serde_json::to_vec(&answer)?;
             let key = answer.question.id.clone();
             context.answers.send(Record::keyed(key, value)).await?;
             Ok(())
         }
         CallOutcome::Park(delay) => park(&context, question, delay).await,
+        CallOutcome::Interrupted => requeue(&context, question).await,
         CallOutcome::GiveUp {
             class,
             reason,
@@ -218,7 +250,7 @@ pub fn chat_request(config: &LlmAgentConfig, question: &Question) -> ChatRequest
         question,
         config.regenerate_prompt,
         config.max_tokens,
-        config.temperature,
+        attempt_temperature(config, question.attempt),
     );
     request.seed = Some(seed::attempt_seed(
         config.sample_seed,
@@ -226,6 +258,13 @@ pub fn chat_request(config: &LlmAgentConfig, question: &Question) -> ChatRequest
         question.attempt,
     ));
     request
+}
+
+/// The sampling temperature of `attempt`: the configured one, raised by
+/// the step for each attempt after the first, at most 2.
+pub fn attempt_temperature(config: &LlmAgentConfig, attempt: u32) -> f32 {
+    let raised = config.temperature + config.temperature_step * attempt.saturating_sub(1) as f32;
+    raised.clamp(0.0, 2.0)
 }
 
 /// The quota is spent (the limiter is already paused): park the question on
@@ -242,6 +281,19 @@ async fn park(context: &Context, mut question: Question, delay: Duration) -> any
     Ok(())
 }
 
+/// The agent stopped while the question waited for an open circuit: it
+/// goes to `deferred`, due at once, so that the next start asks it (its
+/// offset here can then be committed without losing it).
+async fn requeue(context: &Context, question: Question) -> anyhow::Result<()> {
+    let value = serde_json::to_vec(&question)?;
+    context
+        .deferred
+        .send(Record::keyed(question.id.clone(), value))
+        .await?;
+    tracing::info!(question = %question.id, "stopping while the provider's circuit is open: question kept for the next start");
+    Ok(())
+}
+
 async fn dead_letter(context: &Context, letter: DeadLetter) -> anyhow::Result<()> {
     let value = serde_json::to_vec(&letter)?;
     context
@@ -250,4 +302,24 @@ async fn dead_letter(context: &Context, letter: DeadLetter) -> anyhow::Result<()
         .await?;
     context.caller.stats.dead_lettered(letter.class);
     Ok(())
+}
+
+#[cfg(test)]
+mod temperature_tests {
+    use super::*;
+
+    #[test]
+    fn later_attempts_sample_hotter_by_the_step_up_to_two() {
+        let config = LlmAgentConfig {
+            temperature: 0.7,
+            temperature_step: 0.3,
+            ..LlmAgentConfig::default()
+        };
+        let t = |attempt| attempt_temperature(&config, attempt);
+        assert_eq!(t(1), 0.7);
+        assert!((t(2) - 1.0).abs() < 1e-6);
+        assert!((t(3) - 1.3).abs() < 1e-6);
+        assert_eq!(t(9), 2.0);
+        assert_eq!(attempt_temperature(&LlmAgentConfig::default(), 3), 0.0);
+    }
 }

@@ -41,6 +41,9 @@ pub struct RunOptions {
     /// Use only the first N distinct questions.
     pub limit: Option<usize>,
     pub provider: ProviderSpec,
+    /// Providers to fall back on, in order, when the first's circuit is
+    /// open or its quota spent.
+    pub fallbacks: Vec<ProviderSpec>,
     /// The in-process simulator's settings, when the provider is `sim`.
     pub sim: SimConfig,
     pub agent: LlmAgentConfig,
@@ -78,15 +81,28 @@ pub struct RunSummary {
     pub llm_completion_tokens: u64,
     /// Answered calls that came with no usage (charged their estimate).
     pub llm_answers_without_usage: u64,
+    /// Seconds the providers' circuits were open or half-open, summed.
+    pub llm_circuit_open_s: f64,
+    /// Times a circuit opened.
+    pub llm_circuit_openings: u64,
+    /// Each provider's circuit at the end of the run.
+    pub circuits: Vec<CircuitSummary>,
+    /// Stored answers by the provider and model that produced them
+    /// (`provider/model`).
+    pub stored_by_model: BTreeMap<String, usize>,
     pub mean_score_first_attempt: Option<f64>,
     pub mean_score_stored: Option<f64>,
     /// Stored answers by the attempt that produced them (index 0 = attempt 1).
     pub stored_by_attempt: Vec<usize>,
+    /// Every scored answer by its attempt number: acceptance and mean score.
+    pub by_attempt: Vec<tally::AttemptFigures>,
     pub elapsed_s: f64,
     pub questions_per_s: f64,
     pub interrupted: bool,
     pub llm: String,
     pub model: String,
+    /// The providers fallen back on, in order, as `model (provider)`.
+    pub fallbacks: Vec<String>,
     pub data: String,
     pub rows: usize,
     pub rows_skipped: usize,
@@ -94,6 +110,15 @@ pub struct RunSummary {
     /// The first few malformed rows, as `line N: reason`.
     pub malformed_examples: Vec<String>,
     pub params: SummaryParams,
+}
+
+/// One provider's circuit, as a run's summary shows it.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct CircuitSummary {
+    pub provider: String,
+    pub state: String,
+    pub openings: u64,
+    pub open_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -104,11 +129,8 @@ pub struct SummaryParams {
 
 pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
-    let (data_name, dataset) = dataset::read_or_sample(options.data.as_deref())?;
-    let mut questions = dataset.questions;
-    if let Some(limit) = options.limit {
-        questions.truncate(limit);
-    }
+    let (data_name, dataset) = dataset::read_or_sample(options.data.as_deref(), options.limit)?;
+    let questions = dataset.questions;
 
     options.home.prepare()?;
     let store = Store::open(&options.home.store()).context("opening the answer store")?;
@@ -131,13 +153,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
         .cloned()
         .collect();
 
-    let (provider, sim) = providers::connect(&options.provider, &options.sim, &questions).await?;
+    let specs: Vec<ProviderSpec> = std::iter::once(options.provider.clone())
+        .chain(options.fallbacks.iter().cloned())
+        .collect();
+    let (providers, sim) = providers::connect(&specs, &options.sim, &questions).await?;
     let mut summary = RunSummary {
         questions: questions.len(),
         already_final,
         sent: to_send.len(),
-        llm: provider.name().to_string(),
-        model: provider.model().to_string(),
+        llm: providers[0].name().to_string(),
+        model: providers[0].model().to_string(),
+        fallbacks: providers[1..]
+            .iter()
+            .map(|p| format!("{} ({})", p.model(), p.name()))
+            .collect(),
         data: data_name,
         params: SummaryParams {
             threshold: options.agent.params.threshold,
@@ -155,13 +184,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
             &options,
             broker.clone(),
             store.clone(),
-            provider,
+            providers,
             stats.clone(),
             to_send,
         );
         let bar = progress_bar(options.progress, remaining.len());
         let outcome = agents
-            .wait_until_final(&mut remaining, &bar, options.stall_timeout)
+            .wait_until_final(&mut remaining, &bar, options.stall_timeout, &stats)
             .await;
         bar.finish_and_clear();
         outcome?
@@ -180,6 +209,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.llm_prompt_tokens = stats.prompt_tokens();
     summary.llm_completion_tokens = stats.completion_tokens();
     summary.llm_answers_without_usage = stats.answers_without_usage();
+    summary.llm_circuit_open_s = stats.circuit_open_time().as_secs_f64();
+    summary.llm_circuit_openings = stats.circuit_openings();
+    summary.circuits = stats
+        .circuits()
+        .into_iter()
+        .map(|c| CircuitSummary {
+            provider: c.label,
+            state: c.state.as_str().to_string(),
+            openings: c.opened,
+            open_s: c.open_time.as_secs_f64(),
+        })
+        .collect();
     let ids: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
     let tally = Tally::count(&store, Some(&ids), options.agent.params.max_attempts)?;
     if tally.finals() > summary.questions {
@@ -190,11 +231,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     summary.exhausted = tally.exhausted;
     summary.dead_letters = tally.dead_letters;
     summary.stored_by_attempt = tally.stored_by_attempt;
+    summary.stored_by_model = tally.stored_by_model;
     summary.mean_score_stored = tally.mean_score_stored;
     let scored = tally::scored_attempts(broker.as_ref(), &options.agent.params, Some(&ids)).await?;
-    summary.mean_score_first_attempt = tally::first_attempts(&scored).1;
+    summary.by_attempt = tally::by_attempt(&scored);
+    summary.mean_score_first_attempt = summary.by_attempt.first().and_then(|a| a.mean_score);
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.questions_per_s = (summary.sent as f64 / summary.elapsed_s.max(1e-9)).max(0.0);
+    let last_run = options.home.last_run();
+    std::fs::write(&last_run, serde_json::to_vec_pretty(&summary)?)
+        .with_context(|| format!("cannot write {}", last_run.display()))?;
     Ok(summary)
 }
 
@@ -222,7 +268,7 @@ impl Agents {
         options: &RunOptions,
         broker: Arc<dyn Broker>,
         store: Store,
-        provider: Arc<dyn Provider>,
+        providers: Vec<Arc<dyn Provider>>,
         stats: Arc<LlmStats>,
         to_send: Vec<Question>,
     ) -> Self {
@@ -248,7 +294,7 @@ impl Agents {
             async move {
                 (
                     "llm",
-                    llm_agent::run(broker, provider, config, stats, stopped).await,
+                    llm_agent::run(broker, providers, config, stats, stopped).await,
                 )
             }
         });
@@ -273,6 +319,7 @@ impl Agents {
         remaining: &mut HashSet<String>,
         bar: &ProgressBar,
         stall_timeout: Duration,
+        stats: &LlmStats,
     ) -> anyhow::Result<bool> {
         let mut interrupted = false;
         let mut failure = None;
@@ -311,8 +358,8 @@ impl Agents {
                 _ = tokio::time::sleep_until(last_progress + stall_timeout) => {
                     let sample: Vec<&String> = remaining.iter().take(5).collect();
                     failure = Some(anyhow::anyhow!(
-                        "no question became final for {}s; {} still open (e.g. {sample:?})",
-                        stall_timeout.as_secs(), remaining.len()
+                        "no question became final for {}s; {} still open (e.g. {sample:?}){}",
+                        stall_timeout.as_secs(), remaining.len(), open_circuits(stats)
                     ));
                     break;
                 }
@@ -334,6 +381,31 @@ impl Agents {
             Some(e) => Err(e),
             None => Ok(interrupted),
         }
+    }
+}
+
+/// Why a stalled run may be waiting: the providers whose circuit is not
+/// closed (unreachable or failing), for the stall error.
+fn open_circuits(stats: &LlmStats) -> String {
+    let open: Vec<String> = stats
+        .circuits()
+        .into_iter()
+        .filter(|c| c.state != answerloop_llm::breaker::CircuitState::Closed)
+        .map(|c| {
+            format!(
+                "{} ({}, open {:.0}s)",
+                c.label,
+                c.state.as_str(),
+                c.open_time.as_secs_f64()
+            )
+        })
+        .collect();
+    match open.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; the LLM provider is failing, its circuit not closed: {} (check --base-url and that the server is up; the questions stay queued for the next run)",
+            open.join(", ")
+        ),
     }
 }
 

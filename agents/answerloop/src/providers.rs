@@ -32,31 +32,43 @@ pub fn ensure_model(cache: &ModelCache, package: &ModelPackage) -> anyhow::Resul
     Ok(())
 }
 
-/// A client for the model `spec` names, and the simulator when that is
-/// what it names (started here on loopback; `questions` are what it can
-/// answer). Shut the simulator down when done.
+/// Clients for the models `specs` name, in fallback order, and the
+/// simulator when one of them names it (started here on loopback, once;
+/// `questions` are what it can answer). Shut the simulator down when done.
 pub async fn connect(
-    spec: &ProviderSpec,
+    specs: &[ProviderSpec],
     sim: &SimConfig,
     questions: &[Question],
-) -> anyhow::Result<(Arc<dyn Provider>, Option<SimServer>)> {
-    match spec.kind() {
-        ProviderKind::Sim => {}
-        ProviderKind::Local => {
-            // Fetching and loading are seconds of blocking work.
-            let spec = spec.clone();
-            let provider = tokio::task::spawn_blocking(move || {
-                ensure_model(spec.models(), &SMOLLM2)?;
-                Ok::<_, anyhow::Error>(spec.connect(None)?)
-            })
-            .await??;
-            return Ok((provider, None));
-        }
-        _ => return Ok((spec.connect(None)?, None)),
+) -> anyhow::Result<(Vec<Arc<dyn Provider>>, Option<SimServer>)> {
+    let mut server = None;
+    if specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
+        let listen = "127.0.0.1:0".parse().expect("a socket address");
+        let started = SimServer::start(listen, sim.clone(), questions)
+            .await
+            .context("starting the in-process llm-sim")?;
+        server = Some(started);
     }
-    let listen = "127.0.0.1:0".parse().expect("a socket address");
-    let server = SimServer::start(listen, sim.clone(), questions)
-        .await
-        .context("starting the in-process llm-sim")?;
-    Ok((spec.connect(Some(&server.base_url()))?, Some(server)))
+    let sim_url = server.as_ref().map(SimServer::base_url);
+    let mut providers = Vec::new();
+    for spec in specs {
+        providers.push(connect_one(spec, sim_url.as_deref()).await?);
+    }
+    Ok((providers, server))
+}
+
+/// A client for the model `spec` names; `sim_url` is the simulator's API root.
+async fn connect_one(
+    spec: &ProviderSpec,
+    sim_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn Provider>> {
+    if spec.kind() == ProviderKind::Local {
+        // Fetching and loading are seconds of blocking work.
+        let spec = spec.clone();
+        return tokio::task::spawn_blocking(move || {
+            ensure_model(spec.models(), &SMOLLM2)?;
+            Ok::<_, anyhow::Error>(spec.connect(None)?)
+        })
+        .await?;
+    }
+    Ok(spec.connect(sim_url)?)
 }

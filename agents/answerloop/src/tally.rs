@@ -14,6 +14,15 @@ use answerloop_schema::{topics, Scored, Verdict};
 use answerloop_scoring::Params;
 use answerloop_storage::Store;
 
+/// `provider/model` for a stored answer, or the model alone when no
+/// provider is recorded (answers stored before providers were recorded).
+pub fn model_key(answer: &answerloop_storage::StoredAnswer) -> String {
+    match answer.provider.as_str() {
+        "" => answer.model.clone(),
+        provider => format!("{provider}/{}", answer.model),
+    }
+}
+
 /// One scored answer on `answers`: its question, attempt, score and verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredAttempt {
@@ -74,6 +83,11 @@ pub struct Tally {
     /// Stored answers by the attempt that produced them (index 0 = attempt 1).
     pub stored_by_attempt: Vec<usize>,
     pub mean_score_stored: Option<f64>,
+    /// Stored answers by the provider and model that produced them
+    /// (`provider/model`; just the model for answers that name no provider).
+    pub stored_by_model: BTreeMap<String, usize>,
+    /// Stored answers whose question was redriven after a dead letter.
+    pub stored_redriven: usize,
     /// LLM calls the final questions took, and the failed ones by class.
     pub llm_calls: u64,
     pub failed_calls: BTreeMap<String, u64>,
@@ -124,6 +138,8 @@ impl Tally {
                 tally.stored_by_attempt.resize(slot + 1, 0);
             }
             tally.stored_by_attempt[slot] += 1;
+            *tally.stored_by_model.entry(model_key(&answer)).or_default() += 1;
+            tally.stored_redriven += usize::from(answer.redrives > 0);
             tally.add_calls(answer.llm_attempts, &answer.failed_calls);
             stored.insert(answer.id);
         }
@@ -177,15 +193,44 @@ impl Tally {
 
 /// First attempts: their share accepted and their mean score.
 pub fn first_attempts(scored: &[ScoredAttempt]) -> (Option<f64>, Option<f64>) {
-    let first: Vec<&ScoredAttempt> = scored.iter().filter(|s| s.attempt == 1).collect();
-    let accepted = first
+    let first = attempt_figures(scored, 1);
+    (first.acceptance, first.mean_score)
+}
+
+/// How the answers of one attempt number fared.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct AttemptFigures {
+    pub attempt: u32,
+    /// Scored answers of this attempt (one a question).
+    pub answers: usize,
+    pub accepted: usize,
+    /// `accepted / answers`.
+    pub acceptance: Option<f64>,
+    pub mean_score: Option<f64>,
+}
+
+/// [`AttemptFigures`] for attempts 1 to the last one seen.
+pub fn by_attempt(scored: &[ScoredAttempt]) -> Vec<AttemptFigures> {
+    let last = scored.iter().map(|s| s.attempt).max().unwrap_or(0);
+    (1..=last)
+        .map(|attempt| attempt_figures(scored, attempt))
+        .collect()
+}
+
+/// [`AttemptFigures`] of the answers to `attempt`.
+fn attempt_figures(scored: &[ScoredAttempt], attempt: u32) -> AttemptFigures {
+    let these: Vec<&ScoredAttempt> = scored.iter().filter(|s| s.attempt == attempt).collect();
+    let accepted = these
         .iter()
         .filter(|s| s.verdict == Verdict::Accept)
         .count();
-    (
-        share(accepted, first.len()),
-        mean(first.iter().map(|s| f64::from(s.score))),
-    )
+    AttemptFigures {
+        attempt,
+        answers: these.len(),
+        accepted,
+        acceptance: share(accepted, these.len()),
+        mean_score: mean(these.iter().map(|s| f64::from(s.score))),
+    }
 }
 
 pub fn share(part: usize, whole: usize) -> Option<f64> {

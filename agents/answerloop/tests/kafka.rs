@@ -540,3 +540,24 @@ async fn junk_on_every_topic_becomes_dead_letters_and_stops_nothing() {
         assert!(!letter.reason.is_empty(), "{letter:?}");
     }
 }
+
+/// Dead letters sent back through Kafka (`dead-letters retry --broker
+/// kafka`), answered once by the next run on Kafka, with the breaker on.
+#[test]
+fn dead_letters_are_redriven_through_kafka() {
+    let test = "dead_letters_are_redriven_through_kafka";
+    let Some(tansu) = Tansu::start(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = [
+        "--broker".to_string(),
+        "kafka".to_string(),
+        "--bootstrap".to_string(),
+        tansu.bootstrap.clone(),
+        "--topic-prefix".to_string(),
+        "redrive-".to_string(),
+    ];
+    common::redrive::redrive_on(dir.path(), &broker);
+    common::redrive::check_store(dir.path());
+}

@@ -239,6 +239,9 @@ async fn the_retry_budget_stops_a_retry_storm() {
     o.agent.rate.concurrency = 8;
     o.agent.retry.budget_ratio = 0.1;
     o.agent.retry.budget_min_per_sec = 0;
+    // The budget alone: with the breaker on, the circuit would open first
+    // (see `circuit.rs`).
+    o.agent.breaker.failure_threshold = 0;
     let (s, letters) = run(o).await;
     assert_eq!(s.dead_letters, 40);
     assert!(

@@ -6,20 +6,9 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use answerloop_llm_sim::{FaultKind, Quality};
 
-/// `name{labels} value` lines of an OpenMetrics page.
-fn samples(page: &str) -> HashMap<String, f64> {
-    page.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
+use common::metric_samples as samples;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_counted_in_every_metric_family() {

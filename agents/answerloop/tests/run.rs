@@ -271,3 +271,81 @@ fn a_broker_in_use_by_another_process_is_refused_clearly() {
         "{err}"
     );
 }
+
+/// `eval regenerate` runs each strategy through the whole pipeline on a
+/// home of its own; its figures agree with one another and with the store.
+#[test]
+fn eval_regenerate_compares_strategies_on_the_same_questions() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("runs");
+    let home = dir.path().join("home");
+    let limit = 24;
+    let out = json_of([
+        "eval",
+        "regenerate",
+        "--home",
+        home.to_str().unwrap(),
+        "--keep",
+        keep.to_str().unwrap(),
+        "--llm",
+        "sim",
+        "--limit",
+        &limit.to_string(),
+        "--strategies",
+        "feedback@0,revise@0.7",
+        "--json",
+    ]);
+    let outcomes = out.as_array().expect("one object a strategy");
+    assert_eq!(outcomes.len(), 2);
+    for (o, name) in outcomes.iter().zip(["feedback@0", "revise@0.7"]) {
+        assert_eq!(o["strategy"], name);
+        assert_eq!(o["questions"], limit);
+        let stored: u64 = o["stored_by_attempt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(stored, o["stored"].as_u64().unwrap());
+        assert_eq!(
+            o["stored"].as_u64().unwrap() + o["dead_letters"].as_u64().unwrap(),
+            limit as u64
+        );
+        let attempts = o["by_attempt"].as_array().unwrap();
+        assert_eq!(attempts[0]["attempt"], 1);
+        assert_eq!(
+            attempts[0]["answers"], limit,
+            "every question answered once first"
+        );
+        // A later attempt is asked only of questions rejected before it.
+        for pair in attempts.windows(2) {
+            let (before, after) = (&pair[0], &pair[1]);
+            let rejected =
+                before["answers"].as_u64().unwrap() - before["accepted"].as_u64().unwrap();
+            assert!(after["answers"].as_u64().unwrap() <= rejected, "{o}");
+        }
+        let first = o["mean_score_first_attempt"].as_f64().unwrap();
+        assert!((first - attempts[0]["mean_score"].as_f64().unwrap()).abs() < 1e-9);
+        let lift = o["lift"].as_f64().unwrap();
+        let stored_mean = o["mean_score_stored"].as_f64().unwrap();
+        assert!((lift - (stored_mean - first)).abs() < 1e-9);
+        // Keeping the best attempt can only raise the mean over the first.
+        assert!(lift >= -1e-9, "{o}");
+    }
+    // Each strategy's run stays behind as a home of its own.
+    let store = Store::open(&keep.join("1-revise@0.7").join("store")).unwrap();
+    assert_eq!(
+        store.answer_count() as u64,
+        outcomes[1]["stored"].as_u64().unwrap()
+    );
+    // A strategy that is not PROMPT@TEMPERATURE is refused by name.
+    let err = error_of([
+        "eval",
+        "regenerate",
+        "--llm",
+        "sim",
+        "--strategies",
+        "revise",
+    ]);
+    assert!(err.contains("PROMPT@TEMPERATURE"), "{err}");
+}

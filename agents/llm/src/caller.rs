@@ -6,17 +6,27 @@
 //! - overload (5xx, 429 rate limit, time-outs, malformed replies): back off
 //!   with full jitter, the server's `Retry-After` as a floor, while the retry
 //!   budget and the per-call retry cap allow;
-//! - quota: the limiter pauses and the question is to be parked;
+//! - quota: the limiter pauses and the question goes to the next provider
+//!   in the fallback order, or is to be parked when there is none;
 //! - permanent (400, 401, 403, 404), or a cap reached: give up with the reason.
+//!
+//! Calls go where the [`Router`] says: while every circuit is open the
+//! question waits there and spends neither an attempt nor a retry. A failed
+//! half-open probe costs its call (it counts towards the cap) but not a
+//! retry: the circuit's open period, not the backoff, paces probes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use answerloop_schema::FailureClass;
+use tokio::sync::watch;
 
+use super::breaker::BreakerConfig;
+use super::circuit;
 use super::limiter::{Limiter, RateConfig};
 use super::retry::{Backoff, RetryBudget, RetryConfig};
+use super::router::Router;
 use super::stats::LlmStats;
 use super::{ChatRequest, Completion, ErrorClass, LlmError, Provider};
 
@@ -26,9 +36,14 @@ pub enum CallOutcome {
     Answered {
         completion: Completion,
         latency: Duration,
+        /// The provider that answered, as [`crate::router::labels`] names it.
+        provider: String,
     },
     /// The provider's quota is spent: try again after this long.
     Park(Duration),
+    /// The agent is stopping while every circuit is open: no call was
+    /// made; the question is to wait for the next start.
+    Interrupted,
     /// No more calls for this question.
     GiveUp {
         class: FailureClass,
@@ -38,35 +53,64 @@ pub enum CallOutcome {
 }
 
 pub struct Caller {
-    provider: Arc<dyn Provider>,
-    limiter: Limiter,
+    /// The providers in fallback order, each with its limiter and circuit.
+    router: Router,
     budget: RetryBudget,
     retry: RetryConfig,
     /// LLM calls a question may take in all.
     max_llm_attempts: u32,
     pub stats: Arc<LlmStats>,
+    /// Turns true when the agent stops: a question waiting for an open
+    /// circuit then gives up waiting, so a stop never waits for a provider.
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl Caller {
+    /// A caller over `providers` in fallback order (at least one).
     pub fn new(
-        provider: Arc<dyn Provider>,
+        providers: Vec<Arc<dyn Provider>>,
         rate: RateConfig,
+        breaker: BreakerConfig,
         retry: RetryConfig,
         max_llm_attempts: u32,
         stats: Arc<LlmStats>,
     ) -> Self {
+        let router = Router::new(providers, &rate, &breaker);
+        for route in router.routes() {
+            stats.watch_circuit(route.circuit.clone());
+        }
         Self {
-            provider,
-            limiter: Limiter::new(rate),
+            router,
             budget: RetryBudget::new(&retry),
             retry,
             max_llm_attempts,
             stats,
+            shutdown: None,
         }
     }
 
-    pub fn provider(&self) -> &dyn Provider {
-        self.provider.as_ref()
+    /// Stop waiting for open circuits once `shutdown` turns true.
+    pub fn stop_on(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Resolves once the agent stops; never without a shutdown signal.
+    async fn stopping(&self) {
+        match self.shutdown.clone() {
+            Some(mut shutdown) => {
+                if shutdown.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Return once some provider would take a call (its circuit is not
+    /// open): the agent waits here before it takes new work.
+    pub async fn ready(&self) {
+        self.router.ready().await
     }
 
     /// Call until answered, parked or given up. `llm_attempts` is the
@@ -92,15 +136,20 @@ impl Caller {
                     status: None,
                 };
             }
+            let pick = tokio::select! {
+                pick = self.router.pick() => pick,
+                () = self.stopping() => return CallOutcome::Interrupted,
+            };
+            let route = self.router.route(pick);
             let started = Instant::now();
             let result = {
-                let mut slot = self.limiter.acquire(estimate_tokens(request)).await;
+                let mut slot = route.limiter.acquire(estimate_tokens(request)).await;
                 *llm_attempts += 1;
                 self.stats.called();
                 if retried == 0 {
                     self.budget.deposit();
                 }
-                let result = self.provider.complete(request).await;
+                let result = route.provider.complete(request).await;
                 if let Ok(completion) = &result {
                     // The server's count replaces the estimate in the
                     // tokens-per-minute budget.
@@ -111,7 +160,8 @@ impl Caller {
                 }
                 // Tell the limiter before the slot frees, so no waiting call
                 // slips out between a quota error and the pause it causes.
-                self.inform_limiter(&result);
+                self.inform_limiter(&route.limiter, &result);
+                self.router.record(pick, circuit::health(&result));
                 result
             };
             let error = match result {
@@ -120,6 +170,7 @@ impl Caller {
                     return CallOutcome::Answered {
                         completion,
                         latency: started.elapsed(),
+                        provider: route.label().to_string(),
                     };
                 }
                 Err(error) => error,
@@ -131,7 +182,11 @@ impl Caller {
             tracing::debug!(%error, "LLM call failed");
             match error.class {
                 ErrorClass::Permanent => return give_up(&error, retried),
+                ErrorClass::Quota if self.router.fallback_for_quota(pick) => {}
                 ErrorClass::Quota => return CallOutcome::Park(self.quota_delay(&error)),
+                ErrorClass::Overload | ErrorClass::Malformed if pick.probe => {
+                    // The circuit is open again: the next pick waits for it.
+                }
                 ErrorClass::Overload | ErrorClass::Malformed => {
                     // A 429 that names its wait is pacing, not a storm: it
                     // does not spend the retry budget.
@@ -160,14 +215,13 @@ impl Caller {
     }
 
     /// Success adds rate back; a rate limit halves it; a spent quota pauses it.
-    fn inform_limiter(&self, result: &Result<Completion, LlmError>) {
+    fn inform_limiter(&self, limiter: &Limiter, result: &Result<Completion, LlmError>) {
         match result {
-            Ok(_) => self.limiter.on_success(),
+            Ok(_) => limiter.on_success(),
             Err(e) if e.class == ErrorClass::Quota => {
-                self.limiter
-                    .pause_until(tokio::time::Instant::now() + self.quota_delay(e));
+                limiter.pause_until(tokio::time::Instant::now() + self.quota_delay(e));
             }
-            Err(e) if e.status == Some(429) => self.limiter.on_rate_limited(),
+            Err(e) if e.status == Some(429) => limiter.on_rate_limited(),
             Err(_) => {}
         }
     }
@@ -206,9 +260,12 @@ fn estimate_tokens(request: &ChatRequest) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
     use super::*;
     use crate::Message;
-    use async_trait::async_trait;
 
     /// Answers at once, reporting `usage` (prompt, completion) tokens.
     struct Reports(Option<(u32, u32)>);
@@ -231,6 +288,21 @@ mod tests {
         }
     }
 
+    /// A provider that is down (connection refused) until told otherwise.
+    struct Fake {
+        up: AtomicBool,
+        calls: AtomicU32,
+    }
+
+    impl Fake {
+        fn new(up: bool) -> Arc<Self> {
+            Arc::new(Self {
+                up: AtomicBool::new(up),
+                calls: AtomicU32::new(0),
+            })
+        }
+    }
+
     /// How long two calls take under 600 tokens a minute, each estimated
     /// at 11 tokens (a 4-character prompt and 10 for the reply).
     async fn two_calls(usage: Option<(u32, u32)>) -> (Duration, Arc<LlmStats>) {
@@ -240,8 +312,9 @@ mod tests {
             ..RateConfig::default()
         };
         let caller = Caller::new(
-            Arc::new(Reports(usage)),
+            vec![Arc::new(Reports(usage))],
             rate,
+            BreakerConfig::default(),
             RetryConfig::default(),
             10,
             stats.clone(),
@@ -279,5 +352,115 @@ mod tests {
         let (took, stats) = two_calls(None).await;
         assert_eq!(took, Duration::ZERO, "22 of 600 tokens");
         assert_eq!(stats.answers_without_usage(), 2);
+    }
+
+    #[async_trait]
+    impl Provider for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn model(&self) -> &str {
+            "fake-model"
+        }
+        async fn complete(&self, _: &ChatRequest) -> Result<Completion, LlmError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if !self.up.load(Ordering::SeqCst) {
+                return Err(LlmError::new(
+                    ErrorClass::Overload,
+                    None,
+                    "connection refused",
+                ));
+            }
+            Ok(Completion {
+                text: "an answer".into(),
+                model: "fake-model".into(),
+                prompt_tokens: None,
+                completion_tokens: None,
+            })
+        }
+    }
+
+    fn caller(providers: Vec<Arc<dyn Provider>>) -> Arc<Caller> {
+        let breaker = BreakerConfig {
+            failure_threshold: 2,
+            open_base: Duration::from_secs(5),
+            open_factor: 2.0,
+            open_cap: Duration::from_secs(20),
+        };
+        let retry = RetryConfig {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(1),
+            ..RetryConfig::default()
+        };
+        let stats = Arc::new(LlmStats::default());
+        Arc::new(Caller::new(
+            providers,
+            RateConfig::default(),
+            breaker,
+            retry,
+            10,
+            stats,
+        ))
+    }
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            messages: vec![Message::user("Why?")],
+            max_tokens: 16,
+            temperature: 0.0,
+            seed: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_is_waited_out_with_one_probe_an_open_period_and_no_retries() {
+        let fake = Fake::new(false);
+        let caller = caller(vec![fake.clone()]);
+        let question = {
+            let caller = caller.clone();
+            tokio::spawn(async move {
+                let (mut attempts, mut failed) = (0, BTreeMap::new());
+                let outcome = caller.call(&request(), &mut attempts, &mut failed).await;
+                (outcome, attempts)
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "two failures open it");
+        let ready = tokio::time::timeout(Duration::from_secs(1), caller.ready()).await;
+        assert!(ready.is_err(), "no new work while the circuit is open");
+        // Down for a minute: probes at 5, 15, 35 and 55 s fail.
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 6);
+        fake.up.store(true, Ordering::SeqCst);
+        let (outcome, attempts) = question.await.unwrap();
+        assert!(
+            matches!(outcome, CallOutcome::Answered { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!((attempts, fake.calls.load(Ordering::SeqCst)), (7, 7));
+        assert_eq!(caller.stats.retries(), 2, "the probes spent no retry");
+        assert_eq!(caller.stats.circuit_openings(), 5);
+        let open = caller.stats.circuit_open_time();
+        assert!(open >= Duration::from_secs(75), "{open:?}");
+        tokio::time::timeout(Duration::from_millis(1), caller.ready())
+            .await
+            .expect("ready once the circuit closes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_fall_back_to_the_next_provider_while_the_first_is_open() {
+        let (down, up) = (Fake::new(false), Fake::new(true));
+        let caller = caller(vec![down.clone(), up.clone()]);
+        let (mut attempts, mut failed) = (0, BTreeMap::new());
+        for _ in 0..3 {
+            let outcome = caller.call(&request(), &mut attempts, &mut failed).await;
+            let CallOutcome::Answered { provider, .. } = outcome else {
+                panic!("{outcome:?}");
+            };
+            assert_eq!(provider, "fake#2");
+        }
+        assert_eq!(down.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(up.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(attempts, 5);
     }
 }

@@ -22,6 +22,9 @@
 //! - [`limiter`]: concurrency, per-minute limits, quota pauses and AIMD.
 //! - [`token_budget`]: tokens per minute, by the server's reported usage.
 //! - [`retry`]: backoff with full jitter, and the retry budget.
+//! - [`breaker`]: the circuit breaker's decisions (pure, clock injected);
+//!   [`circuit`]: one provider's breaker as the calls share it.
+//! - [`router`]: the fallback order: which provider takes the next call.
 //! - [`caller`]: one question's calls: retries by error class, caps.
 //! - [`stats`]: what the calls came to, counted once for summaries and
 //!   metrics alike.
@@ -29,7 +32,9 @@
 //! It knows nothing of brokers or topics: what a question's calls came to
 //! is handed back as a [`caller::CallOutcome`] for the agent to publish.
 
+pub mod breaker;
 pub mod caller;
+pub mod circuit;
 pub mod gemini;
 pub mod http;
 pub mod inflight;
@@ -40,6 +45,7 @@ pub mod openai;
 pub mod prompt;
 pub mod provider;
 pub mod retry;
+pub mod router;
 pub mod secret;
 pub mod seed;
 pub mod spec;

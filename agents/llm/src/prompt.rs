@@ -23,7 +23,15 @@ pub enum RegeneratePrompt {
     Feedback,
     /// Ask again exactly as the first time.
     Plain,
+    /// Show the model its best answer so far and ask for a fuller one that
+    /// keeps what was right: the model sees what it is to improve on.
+    Revise,
 }
+
+const REVISE_NOTE: &str = "Below is your previous answer to this question. It was judged to miss much of what a good answer says. Write a new, more complete answer: give the answer directly, then the specific facts, reasons or steps the person asking needs. Keep what was right.";
+
+/// How much of the previous answer a revise prompt quotes, at most.
+const REVISE_QUOTE_CHARS: usize = 1200;
 
 /// The chat request for `question`.
 pub fn request(
@@ -33,9 +41,22 @@ pub fn request(
     temperature: f32,
 ) -> ChatRequest {
     let mut user = String::new();
-    if question.attempt > 1 && style == RegeneratePrompt::Feedback {
-        user.push_str(REGENERATE_NOTE);
-        user.push_str("\n\n");
+    if question.attempt > 1 {
+        match (style, &question.best) {
+            (RegeneratePrompt::Plain, _) => {}
+            (RegeneratePrompt::Revise, Some(best)) => {
+                user.push_str(REVISE_NOTE);
+                user.push_str("\n\nPrevious answer:\n");
+                let quote: String = best.answer.chars().take(REVISE_QUOTE_CHARS).collect();
+                user.push_str(quote.trim());
+                user.push_str("\n\n");
+            }
+            // Without an earlier answer to show, say what feedback says.
+            (RegeneratePrompt::Feedback | RegeneratePrompt::Revise, _) => {
+                user.push_str(REGENERATE_NOTE);
+                user.push_str("\n\n");
+            }
+        }
     }
     user.push_str(QUESTION_MARKER);
     user.push_str(&question.text());
@@ -69,6 +90,35 @@ mod tests {
         let user = &r.messages[1].content;
         assert!(!user.contains("incomplete"));
         assert_eq!(question_text(user), "Why?\nBecause I ask.");
+    }
+
+    #[test]
+    fn revise_quotes_the_best_answer_so_far_before_the_question() {
+        let mut q = question(2);
+        q.best = Some(answerloop_schema::Best {
+            answer: "  Because.  ".into(),
+            score: 0.2,
+            attempt: 1,
+            model: String::new(),
+            provider: String::new(),
+        });
+        let r = request(&q, RegeneratePrompt::Revise, 100, 0.7);
+        let user = &r.messages[1].content;
+        assert!(user.starts_with(REVISE_NOTE), "{user}");
+        assert!(
+            user.contains("Previous answer:\nBecause.\n\nQuestion:"),
+            "{user}"
+        );
+        assert_eq!(question_text(user), "Why?\nBecause I ask.");
+        // Without a best answer it says what feedback says.
+        let r = request(&question(2), RegeneratePrompt::Revise, 100, 0.7);
+        assert!(r.messages[1].content.starts_with(REGENERATE_NOTE));
+        // The first attempt is asked plainly whatever the strategy.
+        let first = request(&question(1), RegeneratePrompt::Revise, 100, 0.7);
+        assert_eq!(
+            first.messages,
+            request(&question(1), RegeneratePrompt::Plain, 100, 0.7).messages
+        );
     }
 
     #[test]

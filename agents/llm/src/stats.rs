@@ -9,6 +9,7 @@
 //! and no call site counts an event twice. (Durations are distributions, not
 //! counts: they stay histograms in the registry.)
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -17,7 +18,9 @@ use answerloop_schema::FailureClass;
 use answerloop_telemetry::metrics::{metrics, Collector};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
+use crate::circuit::{Circuit, CircuitSnapshot};
 use crate::ErrorClass;
 
 /// The failure classes a dead letter can have, in counting order.
@@ -47,6 +50,8 @@ pub struct LlmStats {
     completion_tokens: AtomicU64,
     /// Answered calls whose provider reported no usage.
     answers_without_usage: AtomicU64,
+    /// The circuits of the providers these calls went to.
+    circuits: Mutex<Vec<Arc<Circuit>>>,
 }
 
 fn get(counter: &AtomicU64) -> u64 {
@@ -177,6 +182,30 @@ impl LlmStats {
     pub fn failures(&self) -> u64 {
         self.failures_by_class.iter().map(get).sum()
     }
+
+    /// Show `circuit` with these stats, from now on.
+    pub fn watch_circuit(&self, circuit: Arc<Circuit>) {
+        self.circuits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(circuit);
+    }
+
+    /// Every circuit's state, openings and time open, now.
+    pub fn circuits(&self) -> Vec<CircuitSnapshot> {
+        let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        circuits.iter().map(|c| c.snapshot()).collect()
+    }
+
+    /// Time any circuit was open or half-open, summed over providers.
+    pub fn circuit_open_time(&self) -> Duration {
+        self.circuits().iter().map(|c| c.open_time).sum()
+    }
+
+    /// Times any circuit opened.
+    pub fn circuit_openings(&self) -> u64 {
+        self.circuits().iter().map(|c| c.opened).sum()
+    }
 }
 
 /// Every `LlmStats` this process made, with the collector that shows their
@@ -266,8 +295,63 @@ impl Collector for LlmCollector {
             "llm_dead_letters",
             "Dead letters written by the LLM agent, by failure class",
             letters,
-        )
+        )?;
+        encode_circuits(&mut encoder)
     }
+}
+
+/// The circuit families, one sample a provider: its state (0 closed,
+/// 1 open, 2 half-open), the seconds it was open and how often it opened.
+fn encode_circuits(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let mut by_label: BTreeMap<String, CircuitSnapshot> = BTreeMap::new();
+    for stats in live().lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for snapshot in stats.circuits() {
+            match by_label.get_mut(&snapshot.label) {
+                Some(seen) => {
+                    seen.opened += snapshot.opened;
+                    seen.open_time += snapshot.open_time;
+                    seen.state = snapshot.state;
+                }
+                None => {
+                    by_label.insert(snapshot.label.clone(), snapshot);
+                }
+            }
+        }
+    }
+    if by_label.is_empty() {
+        return Ok(());
+    }
+    let mut state = encoder.encode_descriptor(
+        "llm_circuit_state",
+        "Each provider's circuit: 0 closed, 1 open, 2 half-open.",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (label, c) in &by_label {
+        let labels = [("provider", label.as_str())];
+        ConstGauge::new(c.state.gauge()).encode(state.encode_family(&labels)?)?;
+    }
+    let mut open = encoder.encode_descriptor(
+        "llm_circuit_open_seconds",
+        "Seconds each provider's circuit was open or half-open.",
+        None,
+        ConstCounter::new(0f64).metric_type(),
+    )?;
+    for (label, c) in &by_label {
+        let labels = [("provider", label.as_str())];
+        ConstCounter::new(c.open_time.as_secs_f64()).encode(open.encode_family(&labels)?)?;
+    }
+    let mut opened = encoder.encode_descriptor(
+        "llm_circuit_openings",
+        "Times each provider's circuit opened.",
+        None,
+        ConstCounter::new(0u64).metric_type(),
+    )?;
+    for (label, c) in &by_label {
+        let labels = [("provider", label.as_str())];
+        ConstCounter::new(c.opened).encode(opened.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -84,6 +84,13 @@ pub struct Question {
     pub not_before_ms: Option<u64>,
     #[serde(default)]
     pub trace: Trace,
+    /// Times `answerloop dead-letters retry` sent it back after a dead letter.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrives: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn first_attempt() -> u32 {
@@ -118,6 +125,7 @@ impl Question {
             best: None,
             not_before_ms: None,
             trace: Trace::default(),
+            redrives: 0,
         };
         question.id = question_id(&question.text());
         question
@@ -148,6 +156,9 @@ pub struct Best {
     pub attempt: u32,
     #[serde(default)]
     pub model: String,
+    /// The provider that gave it, as the LLM agent names it (`openai`, `llm-sim#2`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
 }
 
 /// Wall-clock marks (ms since the Unix epoch) for latency accounting.
@@ -192,6 +203,9 @@ pub struct Answer {
     pub question: Question,
     pub answer: String,
     pub model: String,
+    /// The provider that answered, as the LLM agent names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
     #[serde(default)]
     pub latency_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +226,7 @@ impl Answer {
             question,
             answer: answer.into(),
             model: model.into(),
+            provider: String::new(),
             latency_ms,
             score: None,
             verdict: None,

@@ -20,6 +20,7 @@ pub fn judge(answer: &mut Answer, params: &Params) {
         score,
         attempt: answer.question.attempt,
         model: answer.model.clone(),
+        provider: answer.provider.clone(),
     };
     let best = &mut answer.question.best;
     if best.as_ref().is_none_or(|b| score >= b.score) {

@@ -136,10 +136,9 @@ async fn run_traffic(
     role: TrafficArgs,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut questions = dataset::read_or_sample(role.data.as_deref())?.1.questions;
-    if let Some(limit) = role.limit {
-        questions.truncate(limit);
-    }
+    let questions = dataset::read_or_sample(role.data.as_deref(), role.limit)?
+        .1
+        .questions;
     let sent_before = traffic::already_sent(broker.as_ref()).await?;
     let to_send: Vec<Question> = questions
         .into_iter()
@@ -170,20 +169,27 @@ async fn run_llm(
     let mut settings = role.llm.resolve(&file.llm, params, models)?;
     settings.agent.member = role.member;
     // Only the simulator answers from the question set.
-    let questions = match settings.provider.kind() {
-        ProviderKind::Sim => dataset::read_or_sample(role.data.as_deref())?.1.questions,
-        _ => Vec::new(),
+    let specs = settings.providers();
+    let questions = match specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
+        true => {
+            dataset::read_or_sample(role.data.as_deref(), None)?
+                .1
+                .questions
+        }
+        false => Vec::new(),
     };
-    let (provider, sim) =
-        providers::connect(&settings.provider, &role.sim.config()?, &questions).await?;
+    let (providers, sim) = providers::connect(&specs, &role.sim.config()?, &questions).await?;
+    let names: Vec<String> = providers
+        .iter()
+        .map(|p| format!("{} ({})", p.model(), p.name()))
+        .collect();
     tracing::info!(
-        "llm agent: {} ({}), member {}",
-        provider.model(),
-        provider.name(),
+        "llm agent: {}, member {}",
+        names.join(", then "),
         role.member
     );
     let stats = LlmStats::new();
-    let result = llm_agent::run(broker, provider, settings.agent, stats.clone(), stop).await;
+    let result = llm_agent::run(broker, providers, settings.agent, stats.clone(), stop).await;
     if let Some(sim) = sim {
         sim.shutdown().await;
     }
@@ -194,12 +200,14 @@ async fn run_llm(
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
     tracing::info!(
-        "llm agent: {} calls, {} failed [{}], {} retries, {} parked",
+        "llm agent: {} calls, {} failed [{}], {} retries, {} parked, circuits open {:.1}s ({} openings)",
         stats.calls(),
         stats.failures(),
         failures.join(", "),
         stats.retries(),
         stats.deferred(),
+        stats.circuit_open_time().as_secs_f64(),
+        stats.circuit_openings(),
     );
     result
 }

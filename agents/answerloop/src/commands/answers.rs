@@ -1,4 +1,4 @@
-//! `answerloop answers stats|get|list|export` and `answerloop dead-letters list`.
+//! `answerloop answers stats|get|list|export`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -43,23 +43,6 @@ enum AnswersCommand {
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-pub struct DeadLettersArgs {
-    #[command(flatten)]
-    home: HomeArg,
-    #[command(subcommand)]
-    command: DeadLettersCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum DeadLettersCommand {
-    /// Every dead letter with its class and reason.
-    List {
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -136,31 +119,7 @@ pub fn execute(args: AnswersArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn execute_dead_letters(args: DeadLettersArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.home)?;
-    let mut out = std::io::stdout().lock();
-    match args.command {
-        DeadLettersCommand::List { json } => {
-            for letter in store.dead_letters() {
-                let l = letter?;
-                if json {
-                    writeln!(out, "{}", serde_json::to_string(&l)?)?;
-                } else {
-                    writeln!(
-                        out,
-                        "{}  {:<9} {}",
-                        l.id,
-                        l.class.as_str(),
-                        one_line(&l.reason, 90)
-                    )?;
-                }
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn one_line(text: &str, max: usize) -> String {
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
         flat

@@ -254,6 +254,7 @@ async fn in_process(
         data: Some(csv.to_path_buf()),
         limit: None,
         provider: ProviderSpec::new(ProviderKind::Sim, None, None, None, Duration::from_secs(30)),
+        fallbacks: Vec::new(),
         sim: SimConfig::default(),
         agent: Default::default(),
         schedule: Default::default(),
@@ -461,8 +462,9 @@ async fn llm(args: LlmBench) -> anyhow::Result<ExitCode> {
         ..RateConfig::default()
     };
     let caller = Arc::new(Caller::new(
-        provider,
+        vec![provider],
         rate,
+        Default::default(),
         RetryConfig::default(),
         u32::MAX,
         stats.clone(),

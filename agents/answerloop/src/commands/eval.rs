@@ -33,8 +33,13 @@ pub struct EvalArgs {
     what: EvalWhat,
 }
 
+mod regenerate;
+
 #[derive(Debug, clap::Subcommand)]
 enum EvalWhat {
+    /// Regeneration strategies compared on the same questions: acceptance
+    /// and mean score by attempt, and what regenerating added.
+    Regenerate(Box<regenerate::RegenerateArgs>),
     /// Fidelity of the semantic and lexical scores to the exact scorer.
     Scorer {
         #[command(flatten)]
@@ -91,8 +96,11 @@ pub fn pairs() -> anyhow::Result<Vec<Pair>> {
     Ok(out)
 }
 
-pub fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let EvalWhat::Scorer { home, json, table } = args.what;
+pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let (home, json, table) = match args.what {
+        EvalWhat::Regenerate(args) => return regenerate::execute(*args).await,
+        EvalWhat::Scorer { home, json, table } => (home, json, table),
+    };
     let candidate: &'static semantic::StaticModel<'static> = match table {
         Some(path) => {
             let bytes: &'static [u8] = Box::leak(std::fs::read(&path)?.into_boxed_slice());

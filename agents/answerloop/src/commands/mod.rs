@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_engine;
 pub mod broker;
 pub mod chaos;
+pub mod dead_letters;
 pub mod deploy;
 pub mod eval;
 pub mod models;

@@ -69,6 +69,7 @@ pub async fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         data: args.data.clone(),
         limit: args.limit,
         provider: settings.provider,
+        fallbacks: settings.fallbacks,
         sim: args.sim.config()?,
         agent: settings.agent,
         schedule: args.schedule.clone(),
@@ -110,6 +111,9 @@ fn print_summary(s: &RunSummary) {
         println!("                  {example}");
     }
     println!("  model         {} ({})", s.model, s.llm);
+    if !s.fallbacks.is_empty() {
+        println!("  fallbacks     {}", s.fallbacks.join(", then "));
+    }
     println!(
         "  questions     {} ({} already final, {} sent now)",
         s.questions, s.already_final, s.sent
@@ -142,6 +146,23 @@ fn print_summary(s: &RunSummary) {
         s.llm_retries,
         s.llm_deferred
     );
+    let circuits: Vec<String> = s
+        .circuits
+        .iter()
+        .map(|c| {
+            format!(
+                "{} open {:.1}s ({} openings, now {})",
+                c.provider, c.open_s, c.openings, c.state
+            )
+        })
+        .collect();
+    println!("  circuits      {}", circuits.join("; "));
+    let by_model: Vec<String> = s
+        .stored_by_model
+        .iter()
+        .map(|(model, n)| format!("{model} {n}"))
+        .collect();
+    println!("  answers by    {}", by_model.join(", "));
     println!(
         "  mean score    first attempt {}, stored {}",
         score(s.mean_score_first_attempt),

@@ -97,7 +97,7 @@ pub struct SimArgs {
 }
 
 pub async fn execute(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let (_, dataset) = dataset::read_or_sample(args.data.as_deref())?;
+    let (_, dataset) = dataset::read_or_sample(args.data.as_deref(), None)?;
     let mut config = args.knobs.config()?;
     if let Some(var) = &args.require_key_env {
         let key = std::env::var(var)

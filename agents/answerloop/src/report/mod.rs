@@ -19,8 +19,16 @@ use answerloop_storage::{Store, StoredAnswer};
 use serde::Serialize;
 
 use crate::home::Home;
+use crate::pipeline::CircuitSummary;
 use crate::tally::{self, first_attempts, share, ScoredAttempt, Tally};
 use svg::{bar_chart, escape, Chart, Series};
+
+/// What the report reads of the last run's summary.
+#[derive(serde::Deserialize)]
+struct LastRun {
+    #[serde(default)]
+    circuits: Vec<CircuitSummary>,
+}
 
 /// A final answer as a scored attempt, when the topic cannot be read.
 fn of_final(answer: &StoredAnswer) -> ScoredAttempt {
@@ -43,6 +51,9 @@ pub struct ReportData {
     pub scored: Vec<ScoredAttempt>,
     /// Why the topic could not be read.
     pub scored_note: Option<String>,
+    /// The circuits of the last `answerloop run` in this home, when it
+    /// left its summary.
+    pub circuits: Option<Vec<CircuitSummary>>,
 }
 
 /// The headline numbers, also printed by `report --json`.
@@ -63,6 +74,13 @@ pub struct Headline {
     pub end_to_end_p95_ms: Option<u64>,
     pub llm_calls: u64,
     pub failed_calls: u64,
+    /// Stored answers by `provider/model`.
+    pub stored_by_model: BTreeMap<String, usize>,
+    /// Stored answers of questions redriven after a dead letter.
+    pub stored_redriven: usize,
+    /// Seconds the last run's circuits were open, summed over providers.
+    pub circuit_open_s: Option<f64>,
+    pub circuit_openings: Option<u64>,
 }
 
 impl ReportData {
@@ -84,12 +102,17 @@ impl ReportData {
                 )),
             ),
         };
+        let circuits = std::fs::read(home.last_run())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<LastRun>(&bytes).ok())
+            .map(|run| run.circuits);
         Ok(Self {
             tally,
             stored,
             dead_letters,
             scored,
             scored_note,
+            circuits,
         })
     }
 
@@ -114,6 +137,16 @@ impl ReportData {
             end_to_end_p95_ms: percentile(&mut end_to_end, 0.95),
             llm_calls: t.llm_calls,
             failed_calls: t.failed_calls.values().sum(),
+            stored_by_model: t.stored_by_model.clone(),
+            stored_redriven: t.stored_redriven,
+            circuit_open_s: self
+                .circuits
+                .as_ref()
+                .map(|c| c.iter().map(|c| c.open_s).sum()),
+            circuit_openings: self
+                .circuits
+                .as_ref()
+                .map(|c| c.iter().map(|c| c.openings).sum()),
         }
     }
 
@@ -227,6 +260,23 @@ impl ReportData {
         ]
     }
 
+    /// Each provider's circuit in the last run, as one line.
+    fn circuits_line(&self) -> String {
+        match &self.circuits {
+            None => "– (no summary of a run in this home)".into(),
+            Some(circuits) => circuits
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}: open {:.1} s, {} openings",
+                        c.provider, c.open_s, c.openings
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
     /// The page.
     pub fn html(&self, title: &str) -> String {
         let h = self.headline();
@@ -279,6 +329,16 @@ impl ReportData {
                 "LLM calls",
                 format!("{} ({} failed)", h.llm_calls, h.failed_calls),
             ),
+            (
+                "answers by model",
+                h.stored_by_model
+                    .iter()
+                    .map(|(model, n)| format!("{model}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("redriven and stored", h.stored_redriven.to_string()),
+            ("circuits open (last run)", self.circuits_line()),
         ];
         let mut page = String::new();
         page.push_str(&format!(

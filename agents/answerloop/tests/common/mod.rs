@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod redrive;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ pub fn sim_run(home: &Path, sim: SimConfig, limit: Option<usize>) -> RunOptions 
         data: None,
         limit,
         provider: ProviderSpec::new(ProviderKind::Sim, None, None, None, Duration::from_secs(2)),
+        fallbacks: Vec::new(),
         sim,
         agent: LlmAgentConfig::default(),
         schedule: ScheduleArgs::default(),
@@ -100,4 +103,75 @@ pub fn skip_unless_required(require: &str, why: &dyn std::fmt::Display) {
     assert!(std::env::var_os(require).is_none(), "{why}");
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait until something listens on loopback `port`.
+pub fn wait_listening(port: u16) {
+    wait_for(&format!("a server on port {port}"), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// Poll `done` every 20 ms; a test that waits longer than two minutes for
+/// it is broken, and fails saying what it waited for.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited two minutes for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `answerloop llm-sim` as a process on loopback `port`, with `knobs`,
+/// once it listens. Kill it to make an outage.
+pub fn llm_sim_process(port: u16, knobs: &[&str]) -> std::process::Child {
+    let child = binary()
+        .args(["llm-sim", "--listen", &format!("127.0.0.1:{port}")])
+        .args(knobs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    child
+}
+
+/// `name{labels} value` lines of an OpenMetrics page.
+pub fn metric_samples(page: &str) -> std::collections::HashMap<String, f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The metrics a process serves on loopback `port`, when it answers.
+pub fn scrape(port: u16) -> Option<std::collections::HashMap<String, f64>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let page = runtime.block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    })?;
+    Some(metric_samples(&page))
 }
