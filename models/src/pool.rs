@@ -11,9 +11,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batched::{BatchedModel, BatchedOptions};
 use crate::smollm::{GenerateOptions, Generation, ModelError, SmolLm};
 
-/// The engine thread's stack.
-const ENGINE_STACK_BYTES: usize = 16 * 1024 * 1024;
-
 pub(crate) struct Job {
     pub(crate) prompt: String,
     pub(crate) options: GenerateOptions,
@@ -96,10 +93,6 @@ impl ModelPool {
         let receiver = Arc::new(std::sync::Mutex::new(receiver));
         std::thread::Builder::new()
             .name("model-engine".into())
-            // llama.cpp's AMX and VNNI matrix kernels keep their tiles on
-            // the calling thread's stack, more than a Rust thread's default
-            // 2 MiB; a main thread (where llama-server runs them) has 8.
-            .stack_size(ENGINE_STACK_BYTES)
             .spawn(move || {
                 if let Err(e) = crate::batched::run(model, options, receiver) {
                     tracing::error!(error = %e, "the local model's engine stopped");
