@@ -3,7 +3,7 @@
 //! the text), seeds give repeatable and distinct draws, a prompt too long
 //! is refused, and a streamed answer's pieces add up to its text.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod common;
@@ -17,7 +17,7 @@ fn model_file() -> Option<PathBuf> {
     Some(installed_or_skip(&SMOLLM2)?.main_file(&SMOLLM2))
 }
 
-fn pool(path: &PathBuf, slots: usize) -> ModelPool {
+fn pool(path: &Path, slots: usize) -> ModelPool {
     let model = Arc::new(BatchedModel::load(path).unwrap());
     let options = BatchedOptions {
         slots,
