@@ -6,12 +6,15 @@
 //! - [`smollm`]: SmolLM2-135M-Instruct (GGUF) in-process with candle's
 //!   quantized llama, with the known fixes applied (Q4_1 requantised to Q8_0,
 //!   SmolLM2's own pre-tokenizer, ChatML).
+//! - [`batched`]: the same model on llama.cpp with continuous batching:
+//!   every running generation advances in one forward pass a step.
 //! - [`minilm`]: all-MiniLM-L6-v2 sentence embeddings, the original
 //!   project's scorer, as the exact reference for answerloop's own score.
 //! - [`distill`]: the static embedding table distilled from MiniLM.
 //! - [`pool`]: model workers on their own threads, off the async executor,
 //!   behind a bounded queue.
 
+pub mod batched;
 pub mod cache;
 pub mod distill;
 pub mod minilm;

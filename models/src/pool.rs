@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batched::{BatchedModel, BatchedOptions};
 use crate::smollm::{GenerateOptions, Generation, ModelError, SmolLm};
 
-struct Job {
-    prompt: String,
-    options: GenerateOptions,
-    reply: oneshot::Sender<Result<Generation, ModelError>>,
+pub(crate) struct Job {
+    pub(crate) prompt: String,
+    pub(crate) options: GenerateOptions,
+    pub(crate) reply: oneshot::Sender<Result<Generation, ModelError>>,
     /// Where the text goes piece by piece, for a streamed generation.
-    pieces: Option<mpsc::Sender<String>>,
+    pub(crate) pieces: Option<mpsc::Sender<String>>,
 }
 
 /// Text pieces of a generation still running, bounded: a slow reader slows
@@ -81,6 +82,27 @@ impl ModelPool {
             jobs,
             queue,
             workers,
+        }
+    }
+
+    /// Start the batched llama.cpp engine on one thread, decoding up to
+    /// `options.slots` generations together, with room for `queue` waiting
+    /// jobs beyond those.
+    pub fn batched(model: Arc<BatchedModel>, options: BatchedOptions, queue: usize) -> Self {
+        let (jobs, receiver) = sync_channel::<Job>(queue);
+        let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        std::thread::Builder::new()
+            .name("model-engine".into())
+            .spawn(move || {
+                if let Err(e) = crate::batched::run(model, options, receiver) {
+                    tracing::error!(error = %e, "the local model's engine stopped");
+                }
+            })
+            .expect("spawning the model engine");
+        Self {
+            jobs,
+            queue,
+            workers: options.slots.max(1),
         }
     }
 

@@ -31,6 +31,8 @@ pub enum ModelError {
     Load { path: String, detail: String },
     #[error("model error: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Engine(String),
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
     #[error("the prompt has {prompt} tokens; with {max_tokens} to generate it exceeds the model's {limit}-token window")]
@@ -309,14 +311,14 @@ impl Session<'_> {
 /// add up to the final, trimmed text: leading and trailing whitespace and a
 /// partly decoded character (U+FFFD) wait until text follows them.
 #[derive(Default)]
-struct Shown {
+pub(crate) struct Shown {
     text: String,
 }
 
 impl Shown {
     /// Hand out what `generated` adds to the text shown; false when the
     /// reader has gone.
-    fn more(
+    pub(crate) fn more(
         &mut self,
         tokenizer: &Tokenizer,
         generated: &[u32],

@@ -26,6 +26,9 @@ use answerloop_llm::spec::{ProviderKind, ProviderSpec};
 
 pub const FILE_NAME: &str = "answerloop.toml";
 
+/// The most answers drawn for one regenerated attempt.
+pub const MAX_REGENERATE_CANDIDATES: u32 = 16;
+
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -72,6 +75,7 @@ pub struct LlmFile {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub temperature_step: Option<f32>,
+    pub regenerate_candidates: Option<u32>,
     /// Local model generation threads.
     pub model_workers: Option<usize>,
     #[serde(default)]
@@ -229,6 +233,10 @@ pub struct LlmArgs {
     /// regenerated question samples further from its first answer) [default: 0].
     #[arg(long)]
     pub temperature_step: Option<f32>,
+    /// Answers drawn for each regenerated attempt, each from its own seed;
+    /// the one the scorer rates highest goes on [default: 3]. 1 draws one.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_REGENERATE_CANDIDATES as i64))]
+    pub regenerate_candidates: Option<u32>,
     /// First backoff delay's envelope, ms [default: 500].
     #[arg(long)]
     pub retry_base_ms: Option<u64>,
@@ -328,6 +336,7 @@ impl LlmArgs {
                 .unwrap_or(local_defaults.workers),
             queue: self.model_queue.unwrap_or(local_defaults.queue),
             seed: self.sample_seed.unwrap_or(defaults.sample_seed),
+            ..local_defaults
         };
         let sample_seed = self.sample_seed.unwrap_or(defaults.sample_seed);
         anyhow::ensure!(local.workers >= 1, "--model-workers must be at least 1");
@@ -380,6 +389,15 @@ impl LlmArgs {
             "the retry factor must be at least 1, not {}",
             retry.factor
         );
+        let regenerate_candidates = self
+            .regenerate_candidates
+            .or(file.regenerate_candidates)
+            .unwrap_or(defaults.regenerate_candidates);
+        if !(1..=MAX_REGENERATE_CANDIDATES).contains(&regenerate_candidates) {
+            anyhow::bail!(
+                "llm.regenerate_candidates = {regenerate_candidates} in the configuration file: it must be from 1 to {MAX_REGENERATE_CANDIDATES}"
+            );
+        }
         let agent = LlmAgentConfig {
             breaker: self.breaker(&file.circuit)?,
             rate: RateConfig {
@@ -410,6 +428,7 @@ impl LlmArgs {
                 .temperature_step
                 .or(file.temperature_step)
                 .unwrap_or(defaults.temperature_step),
+            regenerate_candidates,
             sample_seed,
             batch: defaults.batch,
             member: Default::default(),

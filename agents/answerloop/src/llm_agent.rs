@@ -16,11 +16,12 @@
 //! [`Caller::ready`], woken when a circuit may take a call again, never
 //! polling), and the questions it holds wait for the probe.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use answerloop_schema::{topics, Answer, DeadLetter, InvalidRecord, Question};
-use answerloop_scoring::Params;
+use answerloop_scoring::{semantic, Params};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::chains;
@@ -62,6 +63,10 @@ pub struct LlmAgentConfig {
     /// Added to the temperature for each attempt after the first: a later
     /// attempt samples further from the most likely answer.
     pub temperature_step: f32,
+    /// Answers drawn for a regenerated attempt (best of n): each from its
+    /// own seed, the one the scorer rates highest is published. The first
+    /// attempt is always drawn once.
+    pub regenerate_candidates: u32,
     /// The run's sampling seed (`--sample-seed`); each attempt at each
     /// question samples from its own seed derived from it.
     pub sample_seed: u64,
@@ -80,10 +85,11 @@ impl Default for LlmAgentConfig {
             retry: RetryConfig::default(),
             max_llm_attempts: 10,
             params: Params::default(),
-            regenerate_prompt: RegeneratePrompt::Feedback,
+            regenerate_prompt: RegeneratePrompt::Plain,
             max_tokens: 256,
-            temperature: 0.0,
+            temperature: 0.7,
             temperature_step: 0.0,
+            regenerate_candidates: 3,
             sample_seed: seed::DEFAULT_SAMPLE_SEED,
             batch: 64,
             member: Member::ALONE,
@@ -205,15 +211,7 @@ async fn answer(
         let wait = due.saturating_sub(now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
-    let request = chat_request(&context.config, &question);
-    let outcome = context
-        .caller
-        .call(
-            &request,
-            &mut question.llm_attempts,
-            &mut question.failed_calls,
-        )
-        .await;
+    let outcome = ask(&context, &mut question).await;
     drop(permit);
     match outcome {
         CallOutcome::Answered {
@@ -241,6 +239,75 @@ async fn answer(
             dead_letter(&context, letter).await
         }
     }
+}
+
+/// Ask the model for `question`'s attempt: once, or for a regenerated
+/// attempt at a temperature above 0, `regenerate_candidates` times at once
+/// (each draw from its own seed, within the question's cap on LLM calls),
+/// keeping the answer the scorer rates highest against the reference: the
+/// same score `answer-score` then gives it. Draws that fail are counted
+/// like any failed call; only when none answers does a failure decide.
+async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
+    let config = &context.config;
+    let room = config
+        .max_llm_attempts
+        .saturating_sub(question.llm_attempts)
+        .max(1);
+    let draws = match question.attempt > 1 && attempt_temperature(config, question.attempt) > 0.0 {
+        true => config.regenerate_candidates.clamp(1, room),
+        false => 1,
+    };
+    if draws == 1 {
+        let request = chat_request(config, question);
+        return context
+            .caller
+            .call(
+                &request,
+                &mut question.llm_attempts,
+                &mut question.failed_calls,
+            )
+            .await;
+    }
+    let start = question.llm_attempts;
+    let calls = (0..draws).map(|draw| {
+        let request = candidate_request(config, question, draw);
+        async move {
+            let (mut calls, mut failed) = (start, BTreeMap::new());
+            let outcome = context.caller.call(&request, &mut calls, &mut failed).await;
+            (outcome, calls - start, failed)
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut best: Option<(f32, CallOutcome)> = None;
+    let mut first_failure = None;
+    for (outcome, calls, failed) in results {
+        question.llm_attempts += calls;
+        for (class, n) in failed {
+            *question.failed_calls.entry(class).or_default() += n;
+        }
+        match &outcome {
+            CallOutcome::Answered { completion, .. } => {
+                let score = semantic::score(&completion.text, &question.reference);
+                if best.as_ref().is_none_or(|(top, _)| score > *top) {
+                    best = Some((score, outcome));
+                }
+            }
+            _ => {
+                first_failure.get_or_insert(outcome);
+            }
+        }
+    }
+    best.map(|(_, outcome)| outcome)
+        .or(first_failure)
+        .expect("at least one draw")
+}
+
+/// The request of draw `draw` of a question's attempt: draw 0 is exactly
+/// [`chat_request`]'s, the others differ only in their seed.
+pub fn candidate_request(config: &LlmAgentConfig, question: &Question, draw: u32) -> ChatRequest {
+    let mut request = chat_request(config, question);
+    request.seed = request.seed.map(|s| seed::draw_seed(s, draw));
+    request
 }
 
 /// What the model is asked for `question`: the prompt for its attempt, and
@@ -320,6 +387,6 @@ mod temperature_tests {
         assert!((t(2) - 1.0).abs() < 1e-6);
         assert!((t(3) - 1.3).abs() < 1e-6);
         assert_eq!(t(9), 2.0);
-        assert_eq!(attempt_temperature(&LlmAgentConfig::default(), 3), 0.0);
+        assert_eq!(attempt_temperature(&LlmAgentConfig::default(), 3), 0.7);
     }
 }

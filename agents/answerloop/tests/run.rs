@@ -275,6 +275,49 @@ fn a_broker_in_use_by_another_process_is_refused_clearly() {
 /// `eval regenerate` runs each strategy through the whole pipeline on a
 /// home of its own; its figures agree with one another and with the store.
 #[test]
+fn best_of_three_draws_three_answers_a_regenerated_attempt_and_keeps_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = json_of([
+        "eval",
+        "regenerate",
+        "--home",
+        dir.path().to_str().unwrap(),
+        "--llm",
+        "sim",
+        "--strategies",
+        "plain@0.7,plain@0.7x3",
+        "--json",
+    ]);
+    let outcomes = out.as_array().expect("one object a strategy");
+    let answers = |o: &serde_json::Value, attempt: usize| {
+        o["by_attempt"].as_array().unwrap()[attempt]["answers"]
+            .as_u64()
+            .unwrap()
+    };
+    let later = |o: &serde_json::Value| -> u64 {
+        (1..o["by_attempt"].as_array().unwrap().len())
+            .map(|a| answers(o, a))
+            .sum()
+    };
+    let (single, best) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(best["strategy"], "plain@0.7x3");
+    assert!(later(single) > 10 && later(best) > 10, "{out}");
+    // One call an answer; three for each regenerated attempt's answer.
+    assert_eq!(
+        single["llm_calls"].as_u64().unwrap(),
+        answers(single, 0) + later(single)
+    );
+    assert_eq!(
+        best["llm_calls"].as_u64().unwrap(),
+        answers(best, 0) + 3 * later(best)
+    );
+    // The simulator's answers are independent draws of quality: the best
+    // of three regenerated answers scores above a single one.
+    let mean = |o: &serde_json::Value| o["by_attempt"][1]["mean_score"].as_f64().unwrap();
+    assert!(mean(best) > mean(single), "{out}");
+}
+
+#[test]
 fn eval_regenerate_compares_strategies_on_the_same_questions() {
     let dir = tempfile::tempdir().unwrap();
     let keep = dir.path().join("runs");

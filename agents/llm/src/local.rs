@@ -1,10 +1,13 @@
-//! The `local` provider: SmolLM2 in this process, on model worker threads.
-//! A full worker queue is an overload error, so the agent backs off exactly
-//! as it would from a remote server's 503.
+//! The `local` provider: SmolLM2 in this process, by default on the batched
+//! llama.cpp engine (every request in flight advances in one forward pass a
+//! token), or on candle worker threads (`LocalEngine::Candle`). A full queue
+//! is an overload error, so the agent backs off exactly as it would from a
+//! remote server's 503.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use answerloop_models::batched::{BatchedModel, BatchedOptions};
 use answerloop_models::pool::{ModelPool, PoolError, Streaming};
 use answerloop_models::smollm::{chat_prompt, LoadOptions};
 use answerloop_models::{GenerateOptions, Generation, ModelError, SmolLm};
@@ -15,9 +18,21 @@ use super::{ChatRequest, Completion, CompletionStream, ErrorClass, LlmError, Pro
 /// The model name in answers and summaries.
 pub const MODEL_NAME: &str = "SmolLM2-135M-Instruct";
 
+/// What runs the local model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalEngine {
+    /// llama.cpp, generations batched together (`workers` of them at once).
+    #[default]
+    Llama,
+    /// candle, one generation a worker thread.
+    Candle,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct LocalConfig {
-    /// Generation threads, each with its own KV cache.
+    pub engine: LocalEngine,
+    /// Generations at once: candle worker threads, each with its own KV
+    /// cache, or llama.cpp batch slots.
     pub workers: usize,
     /// Requests waiting for a worker before new ones are refused.
     pub queue: usize,
@@ -27,11 +42,11 @@ pub struct LocalConfig {
 }
 
 impl Default for LocalConfig {
-    /// One worker a core: each generation runs on one thread.
+    /// Eight generations batched on llama.cpp.
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            workers: cores.clamp(1, 4),
+            engine: LocalEngine::default(),
+            workers: 8,
             queue: 64,
             seed: crate::seed::DEFAULT_SAMPLE_SEED,
         }
@@ -46,9 +61,24 @@ pub struct Local {
 impl Local {
     /// Load the model at `path` (once per process) and start its workers.
     pub fn load(path: &Path, config: LocalConfig) -> Result<Self, LlmError> {
-        let model = SmolLm::load(path, LoadOptions::default())
-            .map_err(|e| LlmError::new(ErrorClass::Permanent, None, e.to_string()))?;
-        Ok(Self::with_model(Arc::new(model), config))
+        let permanent = |e: ModelError| LlmError::new(ErrorClass::Permanent, None, e.to_string());
+        match config.engine {
+            LocalEngine::Candle => {
+                let model = SmolLm::load(path, LoadOptions::default()).map_err(permanent)?;
+                Ok(Self::with_model(Arc::new(model), config))
+            }
+            LocalEngine::Llama => {
+                let model = BatchedModel::load(path).map_err(permanent)?;
+                let options = BatchedOptions {
+                    slots: config.workers.max(1),
+                    ..BatchedOptions::default()
+                };
+                Ok(Self {
+                    pool: ModelPool::batched(Arc::new(model), options, config.queue),
+                    seed: config.seed,
+                })
+            }
+        }
     }
 
     pub fn with_model(model: Arc<SmolLm>, config: LocalConfig) -> Self {

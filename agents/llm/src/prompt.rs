@@ -19,9 +19,10 @@ Give a direct, complete answer.";
 #[serde(rename_all = "lowercase")]
 pub enum RegeneratePrompt {
     /// Tell the model its previous answer was judged incomplete.
-    #[default]
     Feedback,
-    /// Ask again exactly as the first time.
+    /// Ask again exactly as the first time: with each attempt's own seed
+    /// at a temperature above 0, a new draw.
+    #[default]
     Plain,
     /// Show the model its best answer so far and ask for a fuller one that
     /// keeps what was right: the model sees what it is to improve on.

@@ -27,6 +27,16 @@ pub fn attempt_seed(base: u64, question_id: &str, attempt: u32) -> u64 {
     mixed & 0x7fff_ffff
 }
 
+/// The seed of draw `draw` of one attempt (best of n): draw 0 keeps the
+/// attempt's seed, so a best of n includes the single draw's answer; the
+/// others are mixed from it. Deterministic, in `0..2^31`.
+pub fn draw_seed(attempt_seed: u64, draw: u32) -> u64 {
+    match draw {
+        0 => attempt_seed,
+        _ => mix(attempt_seed ^ (u64::from(draw) << 32)) & 0x7fff_ffff,
+    }
+}
+
 /// splitmix64's finaliser: every input bit moves every output bit.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -49,6 +59,17 @@ mod tests {
             .flat_map(|attempt| (0..100).map(move |q| attempt_seed(7, &format!("q{q}"), attempt)))
             .collect();
         assert_eq!(seeds.len(), 10_000, "no collisions among 10,000 attempts");
+    }
+
+    #[test]
+    fn draws_of_an_attempt_differ_and_the_first_is_the_attempt_seed() {
+        let attempt = attempt_seed(7, "q1", 2);
+        assert_eq!(draw_seed(attempt, 0), attempt);
+        let draws: std::collections::HashSet<u64> =
+            (0..16).map(|d| draw_seed(attempt, d)).collect();
+        assert_eq!(draws.len(), 16);
+        assert!(draws.iter().all(|&s| s < 1 << 31));
+        assert_ne!(draw_seed(attempt, 1), attempt_seed(7, "q1", 3));
     }
 
     #[test]

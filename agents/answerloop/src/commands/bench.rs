@@ -127,6 +127,15 @@ struct ModelBench {
     /// Keep the Q4_1 matrices as shipped, to measure what requantising buys.
     #[arg(long)]
     no_requantize: bool,
+    /// Generations in flight at once for the batched figures.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Threads for the batched figures (default: one a core).
+    #[arg(long)]
+    batch_threads: Option<usize>,
+    /// Leave out llama-server even when it is installed.
+    #[arg(long)]
+    no_llama_server: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -549,15 +558,23 @@ fn model(args: ModelBench) -> anyhow::Result<ExitCode> {
         ..GenerateOptions::default()
     };
     let (mut prompt_tokens, mut prompt_secs, mut gen_tokens, mut gen_secs) = (0, 0.0, 0, 0.0);
-    for question in dataset::sample().questions.iter().take(args.runs.max(1)) {
-        let request = prompt::request(question, RegeneratePrompt::Plain, args.tokens as u32, 0.0);
-        let text = chat_prompt(
-            request
-                .messages
-                .iter()
-                .map(|m| (m.role.as_str(), m.content.as_str())),
-        );
-        let g = session.generate(&text, &generate)?;
+    let prompts: Vec<String> = dataset::sample()
+        .questions
+        .iter()
+        .take(args.runs.max(args.in_flight).max(1))
+        .map(|question| {
+            let request =
+                prompt::request(question, RegeneratePrompt::Plain, args.tokens as u32, 0.0);
+            chat_prompt(
+                request
+                    .messages
+                    .iter()
+                    .map(|m| (m.role.as_str(), m.content.as_str())),
+            )
+        })
+        .collect();
+    for text in prompts.iter().take(args.runs.max(1)) {
+        let g = session.generate(text, &generate)?;
         prompt_tokens += g.prompt_tokens;
         prompt_secs += g.prompt_time.as_secs_f64();
         gen_tokens += g.completion_tokens;
@@ -575,8 +592,62 @@ fn model(args: ModelBench) -> anyhow::Result<ExitCode> {
         "generated_tokens": gen_tokens,
         "generated_tokens_per_sec": gen_tokens as f64 / gen_secs.max(1e-9),
     });
+    let side_by_side = engines(&args, &cache.main_file(&SMOLLM2), &prompts)?;
+    let report = json!({"candle": report, "engines": side_by_side});
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The batched llama.cpp engine and llama-server (when installed) on the
+/// same prompts: one stream on the model threads, then `--in-flight` at once
+/// on `--batch-threads`.
+fn engines(
+    args: &ModelBench,
+    model: &std::path::Path,
+    prompts: &[String],
+) -> anyhow::Result<serde_json::Value> {
+    use super::bench_engine::{engine, llama_server, llama_server_binary};
+    let threads: usize = std::env::var("CANDLE_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let batch_threads = args
+        .batch_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runs = &prompts[..args.runs.max(1).min(prompts.len())];
+    let (single, _) = engine(model, runs, threads, 1, args.tokens)?;
+    let (_, batched) = engine(model, prompts, batch_threads, args.in_flight, args.tokens)?;
+    let mut report = json!({
+        "threads": threads,
+        "batch_threads": batch_threads,
+        "in_flight": args.in_flight,
+        "engine": {"single": single.json(), "in_flight": batched.json()},
+    });
+    let binary = llama_server_binary().filter(|_| !args.no_llama_server);
+    if let Some(binary) = binary {
+        let handle = tokio::runtime::Handle::current();
+        let (server_single, _) =
+            handle.block_on(llama_server(&binary, model, runs, threads, 1, args.tokens))?;
+        let (_, server_batched) = handle.block_on(llama_server(
+            &binary,
+            model,
+            prompts,
+            batch_threads,
+            args.in_flight,
+            args.tokens,
+        ))?;
+        let rate = |t: &super::bench_engine::Throughput| t.tokens as f64 / t.secs.max(1e-9);
+        report["llama_server"] = json!({
+            "binary": binary.display().to_string(),
+            "single": server_single.json(),
+            "in_flight": server_batched.json(),
+        });
+        report["engine_single_over_llama_server_single"] =
+            json!(rate(&single) / rate(&server_single));
+        report["engine_in_flight_over_llama_server_single"] =
+            json!(rate(&batched) / rate(&server_single));
+    }
+    Ok(report)
 }
 
 /// Text of about `bytes` bytes made of the sample's answers, starting at `from`.

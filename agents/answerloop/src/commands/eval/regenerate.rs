@@ -28,13 +28,14 @@ use answerloop_broker::select::BrokerArgs;
 pub struct RegenerateArgs {
     #[command(flatten)]
     home: HomeArg,
-    /// Strategies to compare, each `PROMPT@TEMPERATURE`, or
-    /// `PROMPT@TEMPERATURE+STEP` for a temperature that rises by STEP each
-    /// attempt after the first (prompts: feedback, plain, revise).
+    /// Strategies to compare, each `PROMPT@TEMPERATURE`, with `+STEP` for
+    /// a temperature that rises by STEP each attempt after the first, and
+    /// `xN` for the best of N draws at each regenerated attempt (prompts:
+    /// feedback, plain, revise). The default run's is `plain@0.7x3`.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "feedback@0,feedback@0.7,plain@0.7,revise@0.7"
+        default_value = "feedback@0,plain@0.7,plain@0.7x3,revise@0.7x3"
     )]
     strategies: Vec<Strategy>,
     /// Yahoo! Answers CSV; default: the built-in sample.
@@ -65,6 +66,8 @@ pub struct Strategy {
     pub temperature: f32,
     /// Added to the temperature for each attempt after the first.
     pub step: f32,
+    /// Draws at each regenerated attempt, the best-scored kept.
+    pub draws: u32,
 }
 
 impl FromStr for Strategy {
@@ -77,6 +80,22 @@ impl FromStr for Strategy {
         let prompt = RegeneratePrompt::from_str(prompt, true).map_err(|_| {
             format!("strategy {s:?}: unknown prompt {prompt:?} (feedback, plain or revise)")
         })?;
+        let (temperature, draws) = match temperature.split_once('x') {
+            Some((temperature, draws)) => {
+                let draws = draws
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=crate::config::MAX_REGENERATE_CANDIDATES).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "strategy {s:?}: draws {draws:?} is not a whole number from 1 to {}",
+                            crate::config::MAX_REGENERATE_CANDIDATES
+                        )
+                    })?;
+                (temperature, draws)
+            }
+            None => (temperature, 1),
+        };
         let (temperature, step) = temperature.split_once('+').unwrap_or((temperature, "0"));
         let number = |text: &str, what: &str| {
             text.parse()
@@ -90,6 +109,7 @@ impl FromStr for Strategy {
             prompt,
             temperature: number(temperature, "temperature")?,
             step: number(step, "temperature step")?,
+            draws,
         })
     }
 }
@@ -104,6 +124,9 @@ impl std::fmt::Display for Strategy {
         write!(f, "{prompt}@{}", self.temperature)?;
         if self.step > 0.0 {
             write!(f, "+{}", self.step)?;
+        }
+        if self.draws > 1 {
+            write!(f, "x{}", self.draws)?;
         }
         Ok(())
     }
@@ -178,6 +201,7 @@ pub async fn execute(args: RegenerateArgs) -> anyhow::Result<ExitCode> {
         agent.regenerate_prompt = strategy.prompt;
         agent.temperature = strategy.temperature;
         agent.temperature_step = strategy.step;
+        agent.regenerate_candidates = strategy.draws;
         if !args.json {
             eprintln!("{strategy}: answering ...");
         }
@@ -251,10 +275,20 @@ mod tests {
         let s: Strategy = "plain@0.7+0.3".parse().unwrap();
         assert_eq!((s.temperature, s.step), (0.7, 0.3));
         assert_eq!(s.to_string(), "plain@0.7+0.3");
-        assert!("plain@0.7+x"
+        assert!("plain@0.7+y"
             .parse::<Strategy>()
             .unwrap_err()
             .contains("step"));
+        let s: Strategy = "plain@0.7+0.1x3".parse().unwrap();
+        assert_eq!((s.temperature, s.step, s.draws), (0.7, 0.1, 3));
+        assert_eq!(s.to_string(), "plain@0.7+0.1x3");
+        assert_eq!("feedback@0".parse::<Strategy>().unwrap().draws, 1);
+        for bad in ["plain@0.7x0", "plain@0.7x17", "plain@0.7x"] {
+            assert!(
+                bad.parse::<Strategy>().unwrap_err().contains("draws"),
+                "{bad}"
+            );
+        }
         assert!("revise"
             .parse::<Strategy>()
             .unwrap_err()
