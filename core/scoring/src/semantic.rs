@@ -12,9 +12,8 @@
 
 use std::sync::OnceLock;
 
-use rustc_hash::FxHashMap;
-
 use crate::table::{Table, TableError};
+use crate::vocab::Vocab;
 
 /// The committed table (about 3.9 MB), built into every binary that scores.
 static TABLE: &[u8] = include_bytes!("../data/static-embedding.bin");
@@ -25,11 +24,27 @@ const MAX_WORD_CHARS: usize = 100;
 pub struct StaticModel<'a> {
     table: Table<'a>,
     /// Word-initial pieces.
-    words: FxHashMap<&'a str, u32>,
+    words: Vocab<'a>,
     /// Continuation pieces, without their `##`.
-    pieces: FxHashMap<&'a str, u32>,
+    pieces: Vocab<'a>,
     /// The longest piece, in bytes: no match is tried beyond it.
     max_piece: usize,
+}
+
+/// Buffers reused from text to text, so that scoring a record allocates
+/// nothing once they have grown.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    ids: Vec<u32>,
+    word: String,
+}
+
+/// A text's vector with its squared norm: all the cosine needs of one side,
+/// so a reference's can be kept and reused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    pub vector: Vec<f32>,
+    pub norm2: f64,
 }
 
 /// The built-in model, parsed on first use.
@@ -48,20 +63,20 @@ pub fn score(answer: &str, reference: &str) -> f32 {
 impl<'a> StaticModel<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, TableError> {
         let table = Table::parse(bytes)?;
-        let mut words = FxHashMap::default();
-        let mut pieces = FxHashMap::default();
+        let mut words = Vec::new();
+        let mut pieces = Vec::new();
         let mut max_piece = 0;
         for (id, token) in table.tokens.iter().enumerate() {
             match token.strip_prefix("##") {
-                Some(piece) => pieces.insert(piece, id as u32),
-                None => words.insert(*token, id as u32),
+                Some(piece) => pieces.push((piece.as_bytes(), id as u32)),
+                None => words.push((token.as_bytes(), id as u32)),
             };
             max_piece = max_piece.max(token.len());
         }
         Ok(Self {
+            words: Vocab::new(&words),
+            pieces: Vocab::new(&pieces),
             table,
-            words,
-            pieces,
             max_piece,
         })
     }
@@ -72,26 +87,58 @@ impl<'a> StaticModel<'a> {
 
     /// The WordPiece token ids of `text`.
     pub fn tokens(&self, text: &str) -> Vec<u32> {
-        let mut ids = Vec::new();
-        let mut word = String::new();
-        for c in text.chars().chain(std::iter::once(' ')) {
-            if c.is_ascii_alphanumeric() {
-                word.push(c.to_ascii_lowercase());
-            } else if !c.is_ascii() && c.is_alphanumeric() {
-                for lower in c.to_lowercase() {
-                    word.push(strip_accent(lower));
+        let mut scratch = Scratch::default();
+        self.tokens_into(text, &mut scratch);
+        scratch.ids
+    }
+
+    /// The WordPiece token ids of `text` into `scratch.ids`. Bytes, not
+    /// chars, are walked: ASCII (nearly all of it) needs no decoding.
+    fn tokens_into(&self, text: &str, scratch: &mut Scratch) {
+        let Scratch { ids, word } = scratch;
+        ids.clear();
+        word.clear();
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let b = bytes[at];
+            if b.is_ascii_alphanumeric() {
+                // A run of ASCII letters and digits, copied and lowered at once.
+                let run = bytes[at..]
+                    .iter()
+                    .position(|b| !b.is_ascii_alphanumeric())
+                    .unwrap_or(bytes.len() - at);
+                let from = word.len();
+                word.push_str(&text[at..at + run]);
+                word[from..].make_ascii_lowercase();
+                at += run;
+                continue;
+            }
+            let (alphanumeric, len) = if b.is_ascii() {
+                (false, 1)
+            } else {
+                let c = text[at..].chars().next().expect("at is a char boundary");
+                if c.is_alphanumeric() {
+                    for lower in c.to_lowercase() {
+                        word.push(strip_accent(lower));
+                    }
                 }
-            } else if !word.is_empty() {
-                self.word_pieces(&word, &mut ids);
+                (c.is_alphanumeric(), c.len_utf8())
+            };
+            if !alphanumeric && !word.is_empty() {
+                self.word_pieces(word, ids);
                 word.clear();
             }
+            at += len;
         }
-        ids
+        if !word.is_empty() {
+            self.word_pieces(word, ids);
+        }
     }
 
     fn word_pieces(&self, word: &str, ids: &mut Vec<u32>) {
-        if let Some(id) = self.words.get(word) {
-            ids.push(*id);
+        if let Some(id) = self.words.get(word.as_bytes()) {
+            ids.push(id);
             return;
         }
         if word.chars().count() > MAX_WORD_CHARS {
@@ -108,13 +155,13 @@ impl<'a> StaticModel<'a> {
                 if end <= start {
                     break None;
                 }
-                let map = if start == 0 {
+                let vocab = if start == 0 {
                     &self.words
                 } else {
                     &self.pieces
                 };
-                if let Some(id) = map.get(&word[start..end]) {
-                    break Some(*id);
+                if let Some(id) = vocab.get(word[start..end].as_bytes()) {
+                    break Some(id);
                 }
                 end -= 1;
             };
@@ -134,10 +181,24 @@ impl<'a> StaticModel<'a> {
     /// The text's vector: the weighted sum of its tokens' vectors.
     pub fn embed(&self, text: &str) -> Vec<f32> {
         let mut sum = vec![0.0; self.table.dims];
-        for id in self.tokens(text) {
-            self.table.accumulate(id as usize, &mut sum);
-        }
+        self.embed_into(text, &mut Scratch::default(), &mut sum);
         sum
+    }
+
+    /// [`StaticModel::embed`] into `sum` (`dims` long), reusing `scratch`.
+    pub fn embed_into(&self, text: &str, scratch: &mut Scratch, sum: &mut [f32]) {
+        self.tokens_into(text, scratch);
+        self.table.sum_rows(&scratch.ids, sum);
+    }
+
+    /// The text's [`Embedding`].
+    pub fn embedding(&self, text: &str, scratch: &mut Scratch) -> Embedding {
+        let mut vector = vec![0.0; self.table.dims];
+        self.embed_into(text, scratch, &mut vector);
+        Embedding {
+            norm2: norm2(&vector),
+            vector,
+        }
     }
 
     /// Cosine of the two texts' vectors, clamped to [0, 1]; 0 when either
@@ -149,12 +210,23 @@ impl<'a> StaticModel<'a> {
 
 /// Cosine in [0, 1]; 0 for a zero vector.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        dot += f64::from(*x) * f64::from(*y);
-        na += f64::from(*x) * f64::from(*x);
-        nb += f64::from(*y) * f64::from(*y);
-    }
+    cosine_with_norms(a, norm2(a), b, norm2(b))
+}
+
+/// The squared norm, summed in f64 as [`cosine`] sums it.
+pub fn norm2(v: &[f32]) -> f64 {
+    v.iter().map(|x| f64::from(*x) * f64::from(*x)).fold(0.0, |s, x| s + x)
+}
+
+/// [`cosine`] with both squared norms known (from [`norm2`]): each of the
+/// three sums is its own sequence of additions, so splitting them gives the
+/// same bits as summing them in one loop.
+pub fn cosine_with_norms(a: &[f32], na: f64, b: &[f32], nb: f64) -> f32 {
+    let dot = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .fold(0.0, |s, x| s + x);
     if na == 0.0 || nb == 0.0 {
         return 0.0;
     }
