@@ -73,14 +73,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawStr<'a> {
         let raw = <&'a RawValue>::deserialize(deserializer)?;
         // A raw value is valid JSON without surrounding whitespace: one that
         // starts with a quote is a whole string.
-        if raw.get().starts_with('"') {
-            Ok(RawStr(raw))
-        } else {
-            Err(D::Error::custom(format!(
-                "invalid type: {}, expected a string",
-                raw.get()
-            )))
+        let json = raw.get();
+        if !json.starts_with('"') {
+            return Err(D::Error::custom(format!(
+                "invalid type: {json}, expected a string"
+            )));
         }
+        // Skipping a string, the parser does not pair `\u` surrogates,
+        // which decoding it would refuse: decode the few that have one.
+        if json.as_bytes().contains(&b'\\')
+            && json.contains("\\u")
+            && serde_json::from_str::<String>(json).is_err()
+        {
+            return Err(D::Error::custom("invalid unicode escape in a string"));
+        }
+        Ok(RawStr(raw))
     }
 }
 
@@ -224,6 +231,8 @@ mod tests {
             br#"{"question":{"title":"t","reference":"r","best":{"answer":"a","score":"x","attempt":1}},"answer":"a","model":"m"}"#,
             br#"{"question":{"title":"t","reference":"r"},"answer":"a","model":"m"} x"#,
             b"{\"question\":{\"title\":\"t\",\"reference\":\"\xff\"},\"answer\":\"a\",\"model\":\"m\"}",
+            br#"{"question":{"title":"t","reference":"\ud800"},"answer":"a","model":"m"}"#,
+            br#"{"question":{"title":"t","reference":"r"},"answer":"\udc00\ud800","model":"m"}"#,
         ] {
             assert!(serde_json::from_slice::<Answer>(bad).is_err());
             assert!(

@@ -328,3 +328,151 @@ mod tests {
         );
     }
 }
+
+/// The tokeniser and the sums as they were before they were made fast:
+/// a char at a time, a `HashMap` per lookup, one token's vector added into
+/// the sum at a time. The model's answers must stay these, to the bit.
+#[cfg(test)]
+mod plain {
+    use std::collections::HashMap;
+
+    use super::{strip_accent, StaticModel, MAX_WORD_CHARS};
+
+
+    type Maps = (HashMap<&'static str, u32>, HashMap<&'static str, u32>, usize);
+
+    /// The built-in table's vocabulary as the plain tokeniser had it.
+    fn maps() -> &'static Maps {
+        static MAPS: std::sync::OnceLock<Maps> = std::sync::OnceLock::new();
+        MAPS.get_or_init(|| {
+            let tokens = &super::model().table().tokens;
+            let mut words = HashMap::new();
+            let mut pieces = HashMap::new();
+            for (id, token) in tokens.iter().enumerate() {
+                match token.strip_prefix("##") {
+                    Some(piece) => pieces.insert(piece, id as u32),
+                    None => words.insert(*token, id as u32),
+                };
+            }
+            let max_piece = tokens.iter().map(|t| t.len()).max().unwrap();
+            (words, pieces, max_piece)
+        })
+    }
+
+    pub fn tokens(text: &str) -> Vec<u32> {
+        let (words, pieces, max_piece) = maps();
+        let max_piece = *max_piece;
+        let mut ids = Vec::new();
+        let mut word = String::new();
+        for c in text.chars().chain(std::iter::once(' ')) {
+            if c.is_ascii_alphanumeric() {
+                word.push(c.to_ascii_lowercase());
+            } else if !c.is_ascii() && c.is_alphanumeric() {
+                for lower in c.to_lowercase() {
+                    word.push(strip_accent(lower));
+                }
+            } else if !word.is_empty() {
+                word_pieces(words, pieces, max_piece, &word, &mut ids);
+                word.clear();
+            }
+        }
+        ids
+    }
+
+    fn word_pieces(
+        words: &HashMap<&str, u32>,
+        pieces: &HashMap<&str, u32>,
+        max_piece: usize,
+        word: &str,
+        ids: &mut Vec<u32>,
+    ) {
+        if let Some(id) = words.get(word) {
+            ids.push(*id);
+            return;
+        }
+        if word.chars().count() > MAX_WORD_CHARS {
+            return;
+        }
+        let start_len = ids.len();
+        let mut start = 0;
+        while start < word.len() {
+            let mut end = word.len().min(start + max_piece);
+            let found = loop {
+                while !word.is_char_boundary(end) {
+                    end -= 1;
+                }
+                if end <= start {
+                    break None;
+                }
+                let map = if start == 0 { words } else { pieces };
+                if let Some(id) = map.get(&word[start..end]) {
+                    break Some(*id);
+                }
+                end -= 1;
+            };
+            match found {
+                Some(id) => {
+                    ids.push(id);
+                    start = end;
+                }
+                None => {
+                    ids.truncate(start_len);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn score(model: &StaticModel<'_>, answer: &str, reference: &str) -> f32 {
+        let embed = |text: &str| {
+            let mut sum = vec![0.0; model.table().dims];
+            for id in tokens(text) {
+                model.table().accumulate(id as usize, &mut sum);
+            }
+            sum
+        };
+        let (a, b) = (embed(answer), embed(reference));
+        let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+        for (x, y) in a.iter().zip(&b) {
+            dot += f64::from(*x) * f64::from(*y);
+            na += f64::from(*x) * f64::from(*x);
+            nb += f64::from(*y) * f64::from(*y);
+        }
+        if na == 0.0 || nb == 0.0 {
+            return 0.0;
+        }
+        (dot / (na.sqrt() * nb.sqrt())).clamp(0.0, 1.0) as f32
+    }
+
+    #[test]
+    fn tokens_and_scores_are_the_plain_ones_to_the_bit() {
+        let m = super::model();
+        let mut texts: Vec<&str> = [
+            include_str!("../../../data/eval/pairs.csv"),
+            include_str!("../../../data/eval/local-answers.csv"),
+            include_str!("../../../data/sample.csv"),
+        ]
+        .iter()
+        .flat_map(|file| file.lines())
+        .collect();
+        let long = "x".repeat(150);
+        texts.extend([
+            "",
+            "Café naïve résumé Ærøskøbing ŁÓDŹ straße İstanbul ǅ ﬁne",
+            "日本語のテキスト 中文 한국어 русский текст",
+            "emoji 🧊 floats 🧊🧊 \u{200b}zero\u{200b}width",
+            "unaffordableness antidisestablishmentarianism",
+            long.as_str(),
+        ]);
+        for pair in texts.windows(2) {
+            assert_eq!(m.tokens(pair[0]), tokens(pair[0]), "{:?}", pair[0]);
+            assert_eq!(
+                m.score(pair[0], pair[1]).to_bits(),
+                score(m, pair[0], pair[1]).to_bits(),
+                "{:?} / {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+}
