@@ -106,14 +106,8 @@ fn build(cargo: &str, workspace: &Path, target_dir: &Path, target: &str, crates:
     }
     // WASM SIMD (enabled by default in wasmtime, and so in Fluvio's SPU and
     // in Redpanda's transform engine) lets the scorer sum its int8 vectors
-    // four lanes at a time. Without bulk memory, a copy is a loop inside the
-    // module instead of `memory.copy`, which wasmtime runs as a call out to
-    // the host: dear for the many short copies a tokeniser and a JSON writer
-    // make (it halved the tokeniser's time in WASM).
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        "-Ctarget-feature=+simd128,-bulk-memory",
-    );
+    // four lanes at a time.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+simd128");
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("could not run {cargo} to build {crates:?} for {target}: {e}"));

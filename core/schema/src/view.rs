@@ -35,9 +35,9 @@ impl<'a> RawStr<'a> {
     /// The JSON of the empty string, the default of optional text fields.
     pub fn empty() -> RawStr<'static> {
         static EMPTY: OnceLock<Box<RawValue>> = OnceLock::new();
-        RawStr(EMPTY.get_or_init(|| {
-            RawValue::from_string("\"\"".to_string()).expect("\"\" is JSON")
-        }))
+        RawStr(
+            EMPTY.get_or_init(|| RawValue::from_string("\"\"".to_string()).expect("\"\" is JSON")),
+        )
     }
 
     /// The string's JSON, quotes included.
@@ -81,14 +81,25 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawStr<'a> {
         }
         // Skipping a string, the parser does not pair `\u` surrogates,
         // which decoding it would refuse: decode the few that have one.
-        if json.as_bytes().contains(&b'\\')
-            && json.contains("\\u")
-            && serde_json::from_str::<String>(json).is_err()
-        {
+        if has_unicode_escape(json) && serde_json::from_str::<String>(json).is_err() {
             return Err(D::Error::custom("invalid unicode escape in a string"));
         }
         Ok(RawStr(raw))
     }
+}
+
+/// Whether the JSON string holds a `\\u` escape (found escape by escape,
+/// with `memchr`, not byte by byte).
+fn has_unicode_escape(json: &str) -> bool {
+    let mut rest = json;
+    while let Some(at) = rest.find('\\') {
+        match rest.as_bytes().get(at + 1) {
+            Some(b'u') => return true,
+            Some(_) => rest = &rest[at + 2..],
+            None => return false,
+        }
+    }
+    false
 }
 
 /// [`Answer`](crate::Answer), borrowed.
@@ -216,7 +227,10 @@ mod tests {
             br#"{"question":{"title":"t","reference":"plain text"},"answer":"caf\u00e9 \"x\"\n","model":"m"}"#,
         )
         .unwrap();
-        assert!(matches!(view.question.reference.text(), Cow::Borrowed("plain text")));
+        assert!(matches!(
+            view.question.reference.text(),
+            Cow::Borrowed("plain text")
+        ));
         assert_eq!(view.answer.text(), "café \"x\"\n");
     }
 

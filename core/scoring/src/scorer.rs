@@ -202,7 +202,11 @@ mod tests {
             provider: String::new(),
         });
         let mut a = Answer::new(question, answer, "model", 5);
-        a.provider = if attempt % 2 == 0 { "sim#2".into() } else { String::new() };
+        a.provider = if attempt % 2 == 0 {
+            "sim#2".into()
+        } else {
+            String::new()
+        };
         serde_json::to_vec(&a).unwrap()
     }
 
@@ -236,10 +240,7 @@ mod tests {
             let scored: Answer = serde_json::from_slice(&fast).unwrap();
             *verdicts.entry(scored.verdict.unwrap()).or_insert(0) += 1;
         }
-        assert!(
-            verdicts.len() == 3,
-            "every verdict came up: {verdicts:?}"
-        );
+        assert!(verdicts.len() == 3, "every verdict came up: {verdicts:?}");
     }
 
     #[test]
@@ -248,7 +249,12 @@ mod tests {
         let mut scorer = RecordScorer::default();
         let reference = "Ice floats because frozen water is less dense than liquid water.";
         let first = record("Ice is less dense than water.", reference, 1, None);
-        let again = record("Frozen water is lighter, so it floats.", reference, 2, Some(0.3));
+        let again = record(
+            "Frozen water is lighter, so it floats.",
+            reference,
+            2,
+            Some(0.3),
+        );
         for bytes in [&first, &again, &first] {
             assert_same(
                 &scorer.score_record(bytes, &params),
@@ -310,6 +316,10 @@ mod tests {
         let tag = scorer.score_record(b"{\"answer\": \"no question\"}", &params);
         let tag: answerloop_schema::InvalidRecord = serde_json::from_slice(&tag).unwrap();
         assert_eq!(tag.verdict, Verdict::Invalid);
-        assert!(tag.error.contains("missing field `question`"), "{}", tag.error);
+        assert!(
+            tag.error.contains("missing field `question`"),
+            "{}",
+            tag.error
+        );
     }
 }

@@ -12,6 +12,7 @@
 
 use std::sync::OnceLock;
 
+use crate::classify::{any_set, next_clear, next_set, ByteClasses};
 use crate::table::{Table, TableError};
 use crate::vocab::Vocab;
 
@@ -37,6 +38,7 @@ pub struct StaticModel<'a> {
 pub struct Scratch {
     ids: Vec<u32>,
     word: String,
+    classes: ByteClasses,
 }
 
 /// A text's vector with its squared norm: all the cosine needs of one side,
@@ -92,48 +94,74 @@ impl<'a> StaticModel<'a> {
         scratch.ids
     }
 
-    /// The WordPiece token ids of `text` into `scratch.ids`. Bytes, not
-    /// chars, are walked: ASCII (nearly all of it) needs no decoding.
+    /// The WordPiece token ids of `text` into `scratch.ids`.
+    ///
+    /// A word is a run of letters and digits. Runs of ASCII ones (nearly
+    /// all of them) are found from the byte classes and looked up in place,
+    /// lower-cased first only if they hold a capital; a run that touches a
+    /// non-ASCII character goes a char at a time, as BERT's tokenizer would.
     fn tokens_into(&self, text: &str, scratch: &mut Scratch) {
-        let Scratch { ids, word } = scratch;
+        let Scratch { ids, word, classes } = scratch;
         ids.clear();
-        word.clear();
         let bytes = text.as_bytes();
+        let len = bytes.len();
+        classes.fill(bytes);
         let mut at = 0;
-        while at < bytes.len() {
-            let b = bytes[at];
-            if b.is_ascii_alphanumeric() {
-                // A run of ASCII letters and digits, copied and lowered at once.
-                let run = bytes[at..]
-                    .iter()
-                    .position(|b| !b.is_ascii_alphanumeric())
-                    .unwrap_or(bytes.len() - at);
-                let from = word.len();
-                word.push_str(&text[at..at + run]);
-                word[from..].make_ascii_lowercase();
-                at += run;
+        while at < len {
+            let start = next_set(&classes.alphanumeric, at, len);
+            let non_ascii = next_set(&classes.non_ascii, at, start);
+            if non_ascii < start {
+                at = self.chars_from(text, non_ascii, word, ids);
                 continue;
             }
-            let (alphanumeric, len) = if b.is_ascii() {
-                (false, 1)
+            if start == len {
+                break;
+            }
+            let end = next_clear(&classes.alphanumeric, start, len);
+            if end < len && !bytes[end].is_ascii() {
+                at = self.chars_from(text, start, word, ids);
+                continue;
+            }
+            if any_set(&classes.upper, start, end) {
+                word.clear();
+                word.push_str(&text[start..end]);
+                word.make_ascii_lowercase();
+                self.word_pieces(word, ids);
             } else {
-                let c = text[at..].chars().next().expect("at is a char boundary");
-                if c.is_alphanumeric() {
-                    for lower in c.to_lowercase() {
-                        word.push(strip_accent(lower));
-                    }
+                self.word_pieces(&text[start..end], ids);
+            }
+            at = end;
+        }
+    }
+
+    /// Tokenise a char at a time from `at` (a char boundary between words)
+    /// up to and including the next ASCII separator; where to go on from.
+    fn chars_from(&self, text: &str, at: usize, word: &mut String, ids: &mut Vec<u32>) -> usize {
+        word.clear();
+        for (offset, c) in text[at..].char_indices() {
+            if c.is_ascii_alphanumeric() {
+                word.push(c.to_ascii_lowercase());
+                continue;
+            }
+            if !c.is_ascii() && c.is_alphanumeric() {
+                for lower in c.to_lowercase() {
+                    word.push(strip_accent(lower));
                 }
-                (c.is_alphanumeric(), c.len_utf8())
-            };
-            if !alphanumeric && !word.is_empty() {
+                continue;
+            }
+            if !word.is_empty() {
                 self.word_pieces(word, ids);
                 word.clear();
             }
-            at += len;
+            if c.is_ascii() {
+                return at + offset + 1;
+            }
         }
         if !word.is_empty() {
             self.word_pieces(word, ids);
+            word.clear();
         }
+        text.len()
     }
 
     fn word_pieces(&self, word: &str, ids: &mut Vec<u32>) {
@@ -215,7 +243,9 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// The squared norm, summed in f64 as [`cosine`] sums it.
 pub fn norm2(v: &[f32]) -> f64 {
-    v.iter().map(|x| f64::from(*x) * f64::from(*x)).fold(0.0, |s, x| s + x)
+    v.iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .fold(0.0, |s, x| s + x)
 }
 
 /// [`cosine`] with both squared norms known (from [`norm2`]): each of the
@@ -338,8 +368,11 @@ mod plain {
 
     use super::{strip_accent, StaticModel, MAX_WORD_CHARS};
 
-
-    type Maps = (HashMap<&'static str, u32>, HashMap<&'static str, u32>, usize);
+    type Maps = (
+        HashMap<&'static str, u32>,
+        HashMap<&'static str, u32>,
+        usize,
+    );
 
     /// The built-in table's vocabulary as the plain tokeniser had it.
     fn maps() -> &'static Maps {

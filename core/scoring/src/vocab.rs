@@ -32,11 +32,7 @@ fn hash(bytes: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let word = rest
-            .iter()
-            .enumerate()
-            .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
-        h = (h.rotate_left(26) ^ word).wrapping_mul(K);
+        h = (h.rotate_left(26) ^ tail(rest)).wrapping_mul(K);
     }
     h
 }
@@ -87,10 +83,40 @@ impl<'a> Vocab<'a> {
     }
 }
 
-/// Slice equality without a `memcmp` call: the keys are a few bytes long.
+/// Up to seven bytes as one number, in at most three loads, not a loop.
+#[inline]
+fn tail(rest: &[u8]) -> u64 {
+    let mut word = 0u64;
+    let mut at = 0;
+    if rest.len() & 4 != 0 {
+        word = u64::from(u32::from_le_bytes(rest[..4].try_into().expect("4")));
+        at = 4;
+    }
+    if rest.len() & 2 != 0 {
+        word |= u64::from(u16::from_le_bytes(rest[at..at + 2].try_into().expect("2"))) << (8 * at);
+        at += 2;
+    }
+    if rest.len() & 1 != 0 {
+        word |= u64::from(rest[at]) << (8 * at);
+    }
+    word
+}
+
+/// Slice equality eight bytes at a time, without a `memcmp` call: the keys
+/// are a few bytes long.
 #[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        let eight = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        if eight(p) != eight(q) {
+            return false;
+        }
+    }
+    tail(x.remainder()) == tail(y.remainder())
 }
 
 #[cfg(test)]
