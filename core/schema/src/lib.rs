@@ -11,9 +11,13 @@
 //!   parse: SmartModules never fail a batch, they tag and pass on.
 //! - [`DeadLetter`] travels on `dead-letters`: a question the pipeline gave up
 //!   on, with the reason.
+//! - [`view::AnswerView`]: an [`Answer`] borrowed from its bytes, for the
+//!   scorer. A field added to [`Answer`], [`Question`] or [`Best`] is added
+//!   there too (its tests fail until it is).
 
 pub mod clock;
 mod id;
+pub mod view;
 
 pub use id::{normalise_question, question_id, salvage_id};
 use std::collections::BTreeMap;

@@ -7,6 +7,9 @@
 
 use answerloop_schema::{Answer, Best, InvalidRecord, Question, Scored, Verdict};
 
+use std::cell::RefCell;
+
+use crate::scorer::RecordScorer;
 use crate::{semantic, Params};
 
 /// Score an answer against its reference, record the verdict, and fold this
@@ -65,7 +68,19 @@ pub fn passes_gate(scored: &Scored, params: &Params) -> bool {
 }
 
 /// `answer-score` on raw bytes: the scored answer, or an invalid tag.
+/// Runs a [`RecordScorer`] kept by the thread, so the buffers and the
+/// references' embeddings carry over from record to record.
 pub fn score_record(bytes: &[u8], params: &Params) -> Vec<u8> {
+    thread_local! {
+        static SCORER: RefCell<RecordScorer> = RefCell::new(RecordScorer::default());
+    }
+    SCORER.with(|scorer| scorer.borrow_mut().score_record(bytes, params))
+}
+
+/// [`score_record`] the plain way: parse the whole record, [`judge`] it,
+/// write it whole. What the fast path is checked against, and what it
+/// falls back to for a record it refuses.
+pub fn score_whole_record(bytes: &[u8], params: &Params) -> Vec<u8> {
     match serde_json::from_slice::<Answer>(bytes) {
         Ok(mut answer) => {
             judge(&mut answer, params);

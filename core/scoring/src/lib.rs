@@ -6,15 +6,20 @@
 //!
 //! - [`semantic`]: the score: static embeddings distilled from
 //!   all-MiniLM-L6-v2, read from [`table`].
+//! - [`vocab`], [`classify`]: the tokeniser's word lookup and byte classes.
 //! - [`lexical`]: word overlap, the baseline the semantic score must beat.
 //! - [`params`]: `threshold` and `max_attempts`, as SmartModule init params.
 //! - [`decide`]: the three SmartModules' logic: judge, regenerate, gate.
+//! - [`scorer`]: `answer-score` on a record's bytes without re-encoding it.
 
+pub mod classify;
 pub mod decide;
 pub mod lexical;
 pub mod params;
+pub mod scorer;
 pub mod semantic;
 pub mod table;
+pub mod vocab;
 
 pub use decide::{judge, passes_gate, regenerate};
 pub use params::{Params, ParamsError};

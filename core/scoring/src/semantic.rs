@@ -12,9 +12,9 @@
 
 use std::sync::OnceLock;
 
-use rustc_hash::FxHashMap;
-
+use crate::classify::{any_set, next_clear, next_set, ByteClasses};
 use crate::table::{Table, TableError};
+use crate::vocab::Vocab;
 
 /// The committed table (about 3.9 MB), built into every binary that scores.
 static TABLE: &[u8] = include_bytes!("../data/static-embedding.bin");
@@ -25,11 +25,28 @@ const MAX_WORD_CHARS: usize = 100;
 pub struct StaticModel<'a> {
     table: Table<'a>,
     /// Word-initial pieces.
-    words: FxHashMap<&'a str, u32>,
+    words: Vocab<'a>,
     /// Continuation pieces, without their `##`.
-    pieces: FxHashMap<&'a str, u32>,
+    pieces: Vocab<'a>,
     /// The longest piece, in bytes: no match is tried beyond it.
     max_piece: usize,
+}
+
+/// Buffers reused from text to text, so that scoring a record allocates
+/// nothing once they have grown.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    ids: Vec<u32>,
+    word: String,
+    classes: ByteClasses,
+}
+
+/// A text's vector with its squared norm: all the cosine needs of one side,
+/// so a reference's can be kept and reused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    pub vector: Vec<f32>,
+    pub norm2: f64,
 }
 
 /// The built-in model, parsed on first use.
@@ -48,20 +65,20 @@ pub fn score(answer: &str, reference: &str) -> f32 {
 impl<'a> StaticModel<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, TableError> {
         let table = Table::parse(bytes)?;
-        let mut words = FxHashMap::default();
-        let mut pieces = FxHashMap::default();
+        let mut words = Vec::new();
+        let mut pieces = Vec::new();
         let mut max_piece = 0;
         for (id, token) in table.tokens.iter().enumerate() {
             match token.strip_prefix("##") {
-                Some(piece) => pieces.insert(piece, id as u32),
-                None => words.insert(*token, id as u32),
+                Some(piece) => pieces.push((piece.as_bytes(), id as u32)),
+                None => words.push((token.as_bytes(), id as u32)),
             };
             max_piece = max_piece.max(token.len());
         }
         Ok(Self {
+            words: Vocab::new(&words),
+            pieces: Vocab::new(&pieces),
             table,
-            words,
-            pieces,
             max_piece,
         })
     }
@@ -72,26 +89,84 @@ impl<'a> StaticModel<'a> {
 
     /// The WordPiece token ids of `text`.
     pub fn tokens(&self, text: &str) -> Vec<u32> {
-        let mut ids = Vec::new();
-        let mut word = String::new();
-        for c in text.chars().chain(std::iter::once(' ')) {
+        let mut scratch = Scratch::default();
+        self.tokens_into(text, &mut scratch);
+        scratch.ids
+    }
+
+    /// The WordPiece token ids of `text` into `scratch.ids`.
+    ///
+    /// A word is a run of letters and digits. Runs of ASCII ones (nearly
+    /// all of them) are found from the byte classes and looked up in place,
+    /// lower-cased first only if they hold a capital; a run that touches a
+    /// non-ASCII character goes a char at a time, as BERT's tokenizer would.
+    fn tokens_into(&self, text: &str, scratch: &mut Scratch) {
+        let Scratch { ids, word, classes } = scratch;
+        ids.clear();
+        let bytes = text.as_bytes();
+        let len = bytes.len();
+        classes.fill(bytes);
+        let mut at = 0;
+        while at < len {
+            let start = next_set(&classes.alphanumeric, at, len);
+            let non_ascii = next_set(&classes.non_ascii, at, start);
+            if non_ascii < start {
+                at = self.chars_from(text, non_ascii, word, ids);
+                continue;
+            }
+            if start == len {
+                break;
+            }
+            let end = next_clear(&classes.alphanumeric, start, len);
+            if end < len && !bytes[end].is_ascii() {
+                at = self.chars_from(text, start, word, ids);
+                continue;
+            }
+            if any_set(&classes.upper, start, end) {
+                word.clear();
+                word.push_str(&text[start..end]);
+                word.make_ascii_lowercase();
+                self.word_pieces(word, ids);
+            } else {
+                self.word_pieces(&text[start..end], ids);
+            }
+            at = end;
+        }
+    }
+
+    /// Tokenise a char at a time from `at` (a char boundary between words)
+    /// up to and including the next ASCII separator; where to go on from.
+    fn chars_from(&self, text: &str, at: usize, word: &mut String, ids: &mut Vec<u32>) -> usize {
+        word.clear();
+        for (offset, c) in text[at..].char_indices() {
             if c.is_ascii_alphanumeric() {
                 word.push(c.to_ascii_lowercase());
-            } else if !c.is_ascii() && c.is_alphanumeric() {
+                continue;
+            }
+            if !c.is_ascii() && c.is_alphanumeric() {
                 for lower in c.to_lowercase() {
                     word.push(strip_accent(lower));
                 }
-            } else if !word.is_empty() {
-                self.word_pieces(&word, &mut ids);
+                continue;
+            }
+            if !word.is_empty() {
+                self.word_pieces(word, ids);
                 word.clear();
             }
+            if c.is_ascii() {
+                return at + offset + 1;
+            }
         }
-        ids
+        if !word.is_empty() {
+            self.word_pieces(word, ids);
+            word.clear();
+        }
+        text.len()
     }
 
     fn word_pieces(&self, word: &str, ids: &mut Vec<u32>) {
-        if let Some(id) = self.words.get(word) {
-            ids.push(*id);
+        if let Some(id) = self.words.get(word.as_bytes()) {
+            ids.push(id);
             return;
         }
         if word.chars().count() > MAX_WORD_CHARS {
@@ -108,13 +183,13 @@ impl<'a> StaticModel<'a> {
                 if end <= start {
                     break None;
                 }
-                let map = if start == 0 {
+                let vocab = if start == 0 {
                     &self.words
                 } else {
                     &self.pieces
                 };
-                if let Some(id) = map.get(&word[start..end]) {
-                    break Some(*id);
+                if let Some(id) = vocab.get(word[start..end].as_bytes()) {
+                    break Some(id);
                 }
                 end -= 1;
             };
@@ -134,10 +209,24 @@ impl<'a> StaticModel<'a> {
     /// The text's vector: the weighted sum of its tokens' vectors.
     pub fn embed(&self, text: &str) -> Vec<f32> {
         let mut sum = vec![0.0; self.table.dims];
-        for id in self.tokens(text) {
-            self.table.accumulate(id as usize, &mut sum);
-        }
+        self.embed_into(text, &mut Scratch::default(), &mut sum);
         sum
+    }
+
+    /// [`StaticModel::embed`] into `sum` (`dims` long), reusing `scratch`.
+    pub fn embed_into(&self, text: &str, scratch: &mut Scratch, sum: &mut [f32]) {
+        self.tokens_into(text, scratch);
+        self.table.sum_rows(&scratch.ids, sum);
+    }
+
+    /// The text's [`Embedding`].
+    pub fn embedding(&self, text: &str, scratch: &mut Scratch) -> Embedding {
+        let mut vector = vec![0.0; self.table.dims];
+        self.embed_into(text, scratch, &mut vector);
+        Embedding {
+            norm2: norm2(&vector),
+            vector,
+        }
     }
 
     /// Cosine of the two texts' vectors, clamped to [0, 1]; 0 when either
@@ -149,12 +238,25 @@ impl<'a> StaticModel<'a> {
 
 /// Cosine in [0, 1]; 0 for a zero vector.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        dot += f64::from(*x) * f64::from(*y);
-        na += f64::from(*x) * f64::from(*x);
-        nb += f64::from(*y) * f64::from(*y);
-    }
+    cosine_with_norms(a, norm2(a), b, norm2(b))
+}
+
+/// The squared norm, summed in f64 as [`cosine`] sums it.
+pub fn norm2(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .fold(0.0, |s, x| s + x)
+}
+
+/// [`cosine`] with both squared norms known (from [`norm2`]): each of the
+/// three sums is its own sequence of additions, so splitting them gives the
+/// same bits as summing them in one loop.
+pub fn cosine_with_norms(a: &[f32], na: f64, b: &[f32], nb: f64) -> f32 {
+    let dot = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .fold(0.0, |s, x| s + x);
     if na == 0.0 || nb == 0.0 {
         return 0.0;
     }
@@ -254,5 +356,156 @@ mod tests {
             tokens[1..].iter().all(|t| t.starts_with("##")),
             "{tokens:?}"
         );
+    }
+}
+
+/// The tokeniser and the sums as they were before they were made fast:
+/// a char at a time, a `HashMap` per lookup, one token's vector added into
+/// the sum at a time. The model's answers must stay these, to the bit.
+#[cfg(test)]
+mod plain {
+    use std::collections::HashMap;
+
+    use super::{strip_accent, StaticModel, MAX_WORD_CHARS};
+
+    type Maps = (
+        HashMap<&'static str, u32>,
+        HashMap<&'static str, u32>,
+        usize,
+    );
+
+    /// The built-in table's vocabulary as the plain tokeniser had it.
+    fn maps() -> &'static Maps {
+        static MAPS: std::sync::OnceLock<Maps> = std::sync::OnceLock::new();
+        MAPS.get_or_init(|| {
+            let tokens = &super::model().table().tokens;
+            let mut words = HashMap::new();
+            let mut pieces = HashMap::new();
+            for (id, token) in tokens.iter().enumerate() {
+                match token.strip_prefix("##") {
+                    Some(piece) => pieces.insert(piece, id as u32),
+                    None => words.insert(*token, id as u32),
+                };
+            }
+            let max_piece = tokens.iter().map(|t| t.len()).max().unwrap();
+            (words, pieces, max_piece)
+        })
+    }
+
+    pub fn tokens(text: &str) -> Vec<u32> {
+        let (words, pieces, max_piece) = maps();
+        let max_piece = *max_piece;
+        let mut ids = Vec::new();
+        let mut word = String::new();
+        for c in text.chars().chain(std::iter::once(' ')) {
+            if c.is_ascii_alphanumeric() {
+                word.push(c.to_ascii_lowercase());
+            } else if !c.is_ascii() && c.is_alphanumeric() {
+                for lower in c.to_lowercase() {
+                    word.push(strip_accent(lower));
+                }
+            } else if !word.is_empty() {
+                word_pieces(words, pieces, max_piece, &word, &mut ids);
+                word.clear();
+            }
+        }
+        ids
+    }
+
+    fn word_pieces(
+        words: &HashMap<&str, u32>,
+        pieces: &HashMap<&str, u32>,
+        max_piece: usize,
+        word: &str,
+        ids: &mut Vec<u32>,
+    ) {
+        if let Some(id) = words.get(word) {
+            ids.push(*id);
+            return;
+        }
+        if word.chars().count() > MAX_WORD_CHARS {
+            return;
+        }
+        let start_len = ids.len();
+        let mut start = 0;
+        while start < word.len() {
+            let mut end = word.len().min(start + max_piece);
+            let found = loop {
+                while !word.is_char_boundary(end) {
+                    end -= 1;
+                }
+                if end <= start {
+                    break None;
+                }
+                let map = if start == 0 { words } else { pieces };
+                if let Some(id) = map.get(&word[start..end]) {
+                    break Some(*id);
+                }
+                end -= 1;
+            };
+            match found {
+                Some(id) => {
+                    ids.push(id);
+                    start = end;
+                }
+                None => {
+                    ids.truncate(start_len);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn score(model: &StaticModel<'_>, answer: &str, reference: &str) -> f32 {
+        let embed = |text: &str| {
+            let mut sum = vec![0.0; model.table().dims];
+            for id in tokens(text) {
+                model.table().accumulate(id as usize, &mut sum);
+            }
+            sum
+        };
+        let (a, b) = (embed(answer), embed(reference));
+        let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+        for (x, y) in a.iter().zip(&b) {
+            dot += f64::from(*x) * f64::from(*y);
+            na += f64::from(*x) * f64::from(*x);
+            nb += f64::from(*y) * f64::from(*y);
+        }
+        if na == 0.0 || nb == 0.0 {
+            return 0.0;
+        }
+        (dot / (na.sqrt() * nb.sqrt())).clamp(0.0, 1.0) as f32
+    }
+
+    #[test]
+    fn tokens_and_scores_are_the_plain_ones_to_the_bit() {
+        let m = super::model();
+        let mut texts: Vec<&str> = [
+            include_str!("../../../data/eval/pairs.csv"),
+            include_str!("../../../data/eval/local-answers.csv"),
+            include_str!("../../../data/sample.csv"),
+        ]
+        .iter()
+        .flat_map(|file| file.lines())
+        .collect();
+        let long = "x".repeat(150);
+        texts.extend([
+            "",
+            "Café naïve résumé Ærøskøbing ŁÓDŹ straße İstanbul ǅ ﬁne",
+            "日本語のテキスト 中文 한국어 русский текст",
+            "emoji 🧊 floats 🧊🧊 \u{200b}zero\u{200b}width",
+            "unaffordableness antidisestablishmentarianism",
+            long.as_str(),
+        ]);
+        for pair in texts.windows(2) {
+            assert_eq!(m.tokens(pair[0]), tokens(pair[0]), "{:?}", pair[0]);
+            assert_eq!(
+                m.score(pair[0], pair[1]).to_bits(),
+                score(m, pair[0], pair[1]).to_bits(),
+                "{:?} / {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
     }
 }

@@ -24,7 +24,8 @@ pub struct Table<'a> {
     pub provenance: &'a str,
     pub dims: usize,
     pub tokens: Vec<&'a str>,
-    scales: &'a [u8],
+    /// Per token, decoded once: read for every token of every text.
+    scales: Vec<f32>,
     vectors: &'a [u8],
 }
 
@@ -84,7 +85,11 @@ impl<'a> Table<'a> {
                 .map_err(|_| TableError("a token is not UTF-8".into()))?;
             tokens.push(token);
         }
-        let scales = c.take(count * 4, "scales")?;
+        let scales = c
+            .take(count * 4, "scales")?
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         let vectors = c.take(count * dims, "vectors")?;
         if c.at != bytes.len() {
             return Err(TableError(format!(
@@ -102,8 +107,7 @@ impl<'a> Table<'a> {
     }
 
     pub fn scale(&self, id: usize) -> f32 {
-        let b = &self.scales[id * 4..id * 4 + 4];
-        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        self.scales[id]
     }
 
     /// Add `scale × vector` of token `id` into `sum`.
@@ -113,6 +117,44 @@ impl<'a> Table<'a> {
         for (s, &q) in sum.iter_mut().zip(row) {
             *s += scale * f32::from(q as i8);
         }
+    }
+
+    /// Set `sum` (`dims` long) to the sum of `scale × vector` over `ids`:
+    /// the very additions, in the same order for each dimension, as
+    /// [`Table::accumulate`] for each id in turn from zero, so the same
+    /// bits. It goes a block of dimensions at a time, the block's sums held
+    /// in registers across all the tokens, instead of loading and storing
+    /// every sum for every token.
+    pub fn sum_rows(&self, ids: &[u32], sum: &mut [f32]) {
+        let mut start = 0;
+        while start < self.dims {
+            start += match self.dims - start {
+                32.. => self.sum_block::<32>(ids, start, sum),
+                16.. => self.sum_block::<16>(ids, start, sum),
+                8.. => self.sum_block::<8>(ids, start, sum),
+                4.. => self.sum_block::<4>(ids, start, sum),
+                _ => self.sum_block::<1>(ids, start, sum),
+            };
+        }
+    }
+
+    /// [`Table::sum_rows`] for dimensions `start..start + W`; returns `W`.
+    #[inline(always)]
+    fn sum_block<const W: usize>(&self, ids: &[u32], start: usize, sum: &mut [f32]) -> usize {
+        let mut acc = [0.0f32; W];
+        for &id in ids {
+            let id = id as usize;
+            let scale = self.scales[id];
+            let at = id * self.dims + start;
+            let row: &[u8; W] = self.vectors[at..at + W]
+                .try_into()
+                .expect("a block lies within its row");
+            for (a, &q) in acc.iter_mut().zip(row) {
+                *a += scale * f32::from(q as i8);
+            }
+        }
+        sum[start..start + W].copy_from_slice(&acc);
+        W
     }
 }
 

@@ -76,6 +76,53 @@ fn answer_score_matches_the_native_scorer() {
     }
 }
 
+/// The WASM build classifies bytes sixteen at a time with SIMD, the native
+/// one a byte at a time: every line of the eval pairs and the sample, and
+/// awkward text, scored in one batch, must give the native scores and
+/// records to the bit.
+#[test]
+fn answer_score_matches_the_native_scorer_on_the_eval_pairs_and_the_sample() {
+    let mut texts: Vec<String> = [
+        include_str!("../../../data/eval/pairs.csv"),
+        include_str!("../../../data/sample.csv"),
+    ]
+    .iter()
+    .flat_map(|file| file.lines().map(str::to_string))
+    .collect();
+    texts.extend([
+        "Café naïve RÉSUMÉ Ærøskøbing ŁÓDŹ straße İstanbul ǅ ﬁne — ok".to_string(),
+        "日本語のテキスト 中文 한국어 русский ТЕКСТ".to_string(),
+        "emoji 🧊 floats 🧊🧊 \u{200b}zero\u{200b}width \"quoted\" back\\slash".to_string(),
+        format!("{}é{}", "A".repeat(70), "b".repeat(70)),
+    ]);
+    let inputs: Vec<Vec<u8>> = texts
+        .windows(2)
+        .enumerate()
+        .map(|(i, pair)| {
+            let question = Question::new(format!("Q{}", i % 7), "", pair[1].as_str(), 2);
+            json(&Answer::new(question, pair[0].as_str(), "test", 1))
+        })
+        .collect();
+    let outputs = run(ANSWER_SCORE, &[], inputs.clone());
+    assert_eq!(outputs.len(), inputs.len());
+    for (input, output) in inputs.iter().zip(&outputs) {
+        let wasm: Answer = serde_json::from_slice(output).unwrap();
+        let native: Answer =
+            serde_json::from_slice(&answerloop_scoring::decide::score_whole_record(
+                input,
+                &answerloop_scoring::Params::default(),
+            ))
+            .unwrap();
+        assert_eq!(
+            wasm.score.map(f32::to_bits),
+            native.score.map(f32::to_bits),
+            "{:?}",
+            wasm.answer
+        );
+        assert_eq!(wasm, native);
+    }
+}
+
 #[test]
 fn answer_score_params_move_the_decision() {
     assert_eq!(

@@ -112,6 +112,11 @@ struct ScoreBench {
     /// Pairs scored by the exact scorer for its figure (it is slow).
     #[arg(long, default_value_t = 64)]
     exact_pairs: usize,
+    /// Answers a question: each question comes back this many times, one
+    /// batch apart, as regenerated answers do (`answer-score` reuses the
+    /// reference's embedding for them). 1: every record a new question.
+    #[arg(long, default_value_t = 1)]
+    attempts: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -674,45 +679,55 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     use answerloop_schema::{Answer, Question};
 
     let questions = dataset::sample().questions;
-    // Distinct records, so no layer can cache its way to a figure.
-    let records: Vec<Record> = (0..args.batch.max(1))
-        .map(|i| {
-            let question = Question::new(
-                format!("Question {i}"),
-                "",
-                text_of(&questions, i, args.text_bytes),
-                1,
-            );
-            let answer = Answer::new(
-                question,
-                text_of(&questions, i + 3, args.text_bytes),
-                "bench",
-                1,
-            );
-            Record {
-                key: None,
-                value: serde_json::to_vec(&answer).expect("an answer serialises"),
-            }
-        })
-        .collect();
+    let batch = args.batch.max(1);
+    let attempts = args.attempts.max(1) as usize;
+    // Every question distinct (its own id), so no layer can cache its way
+    // to a figure; with `--attempts`, each comes back `attempts` times, a
+    // batch apart, as regenerations do.
+    let record = |n: usize| {
+        let round = n / (batch * attempts);
+        let attempt = (n % (batch * attempts)) / batch;
+        let i = round * batch + n % batch;
+        let question = Question::new(
+            format!("Question {i}"),
+            "",
+            text_of(&questions, i, args.text_bytes),
+            1,
+        )
+        .at_attempt(attempt as u32 + 1);
+        let answer = Answer::new(
+            question,
+            text_of(&questions, i + 3 + attempt, args.text_bytes),
+            "bench",
+            1,
+        );
+        Record {
+            key: None,
+            value: serde_json::to_vec(&answer).expect("an answer serialises"),
+        }
+    };
+    let records: Vec<Record> = (0..args.records.max(1)).map(record).collect();
+    let record_bytes = records.iter().map(|r| r.value.len()).sum::<usize>() / records.len();
+    let batches: Vec<Vec<Record>> = records.chunks(batch).map(<[Record]>::to_vec).collect();
+    drop(records);
     let engine = fluvio_smartengine::SmartEngine::new();
-    let batches = args.records.div_ceil(args.batch.max(1));
-    // Records through a chain of `module` in batches; the last batch's
-    // output and the time. Never rebuilt: the engine alone is measured.
+    // Batches through a chain of `module`; its output and the time. Never
+    // rebuilt: the engine alone is measured.
     let run = |module: &answerloop_wasm::SmartModule,
-               records: &[Record]|
-     -> anyhow::Result<(Vec<Record>, f64)> {
+               batches: &[Vec<Record>]|
+     -> anyhow::Result<(Vec<Vec<Record>>, f64)> {
         let spec = ChainSpec::single(module.name, &answerloop_scoring::Params::default());
         let mut chain = WasmChain::build(&engine, &spec)?.recycle_after(u64::MAX);
+        let inputs = batches.to_vec();
         let started = Instant::now();
-        let mut last = Vec::new();
-        for _ in 0..batches {
-            last = chain.process(records.to_vec())?;
+        let mut out = Vec::with_capacity(inputs.len());
+        for records in inputs {
+            out.push(chain.process(records)?);
         }
-        Ok((last, started.elapsed().as_secs_f64()))
+        Ok((out, started.elapsed().as_secs_f64()))
     };
-    let (scored, chain_secs) = run(&answerloop_wasm::ANSWER_SCORE, &records)?;
-    let out = batches * records.len();
+    let (scored, chain_secs) = run(&answerloop_wasm::ANSWER_SCORE, &batches)?;
+    let out: usize = scored.iter().map(Vec::len).sum();
     // The same records, scored, through a SmartModule that only parses
     // them: what the engine and the JSON cost without the scoring.
     let (_, parse_secs) = run(&answerloop_wasm::QUALITY_GATE, &scored)?;
@@ -732,10 +747,12 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     let report = json!({
         "bench": "score",
         "text_bytes": args.text_bytes,
-        "record_bytes": records.iter().map(|r| r.value.len()).sum::<usize>() / records.len(),
+        "record_bytes": record_bytes,
         "records": out,
+        "attempts": attempts,
         "chain_records_per_sec": out as f64 / chain_secs,
-        "parse_only_records_per_sec": (batches * scored.len()) as f64 / parse_secs,
+        "parse_only_records_per_sec": out as f64 / parse_secs,
+        "chain_to_parse_only": parse_secs / chain_secs,
         "exact_pairs": args.exact_pairs,
         "exact_records_per_sec": args.exact_pairs as f64 / exact_secs,
         "speedup": (out as f64 / chain_secs) / (args.exact_pairs as f64 / exact_secs),

@@ -1,0 +1,325 @@
+//! `answer-score`'s work on one record's bytes, done cheaply: what
+//! [`decide::score_record`](crate::decide::score_record) runs.
+//!
+//! Three savings over parsing the whole [`Answer`](answerloop_schema::Answer),
+//! judging it and writing it again, none of which moves a score or a
+//! decision (tests compare them with the plain way, bit for bit):
+//!
+//! - The record is read as an [`AnswerView`]: the texts stay where they are
+//!   in the input, and are copied to the output as they came instead of
+//!   being decoded, allocated and escaped again.
+//! - A reference's embedding is kept, by question id, for the next attempt
+//!   at the same question (the reference never changes between attempts);
+//!   it is used only if the reference's bytes hash the same.
+//! - The tokeniser's and the sums' buffers are reused from record to record.
+//!
+//! A record the view refuses goes the plain way, so it is tagged invalid
+//! with the very error it always was.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use answerloop_schema::view::{AnswerView, BestView, RawStr};
+use rustc_hash::FxHasher;
+
+use crate::decide::{score_whole_record, verdict};
+use crate::semantic::{self, Embedding, Scratch, StaticModel};
+use crate::Params;
+
+/// References kept a generation; at most twice this many are kept (about
+/// 600 bytes each for the built-in table).
+pub const REFERENCES_KEPT: usize = 2048;
+
+/// Scores records one after another, reusing what it can between them.
+#[derive(Debug, Default)]
+pub struct RecordScorer {
+    scratch: Scratch,
+    answer: Vec<f32>,
+    references: ReferenceCache,
+}
+
+impl RecordScorer {
+    /// The record scored (score, verdict and best-so-far written in), or
+    /// the tag of a record that is not an answer.
+    pub fn score_record(&mut self, bytes: &[u8], params: &Params) -> Vec<u8> {
+        let Ok(mut view) = serde_json::from_slice::<AnswerView>(bytes) else {
+            return score_whole_record(bytes, params);
+        };
+        let score = self.score(semantic::model(), &view);
+        let attempt = view.question.attempt;
+        view.score = Some(score);
+        view.verdict = Some(verdict(score, attempt, params));
+        if view.question.best.as_ref().is_none_or(|b| score >= b.score) {
+            view.question.best = Some(BestView {
+                answer: view.answer,
+                score,
+                attempt,
+                model: view.model,
+                provider: view.provider,
+            });
+        }
+        let mut out = Vec::with_capacity(bytes.len() + view.answer.json().len() + 96);
+        match serde_json::to_writer(&mut out, &view) {
+            Ok(()) => out,
+            Err(_) => score_whole_record(bytes, params),
+        }
+    }
+
+    /// The semantic score of the view's answer against its reference: the
+    /// number [`semantic::score`] gives for the two texts.
+    fn score(&mut self, model: &StaticModel<'_>, view: &AnswerView<'_>) -> f32 {
+        self.answer.resize(model.table().dims, 0.0);
+        model.embed_into(&view.answer.text(), &mut self.scratch, &mut self.answer);
+        let answer_norm2 = semantic::norm2(&self.answer);
+        let reference = self.references.embedding(
+            view.question.id.json(),
+            view.question.reference,
+            model,
+            &mut self.scratch,
+        );
+        semantic::cosine_with_norms(
+            &self.answer,
+            answer_norm2,
+            &reference.vector,
+            reference.norm2,
+        )
+    }
+
+    /// References embedded so far, and how many were found kept.
+    pub fn reference_counts(&self) -> (u64, u64) {
+        (self.references.embedded, self.references.reused)
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Reference embeddings by question id, in two generations: when the
+/// current one is full it becomes the previous one and the oldest are
+/// dropped; a hit in the previous one moves back to the current.
+#[derive(Debug, Default)]
+struct ReferenceCache {
+    current: FxMap<Box<str>, Kept>,
+    previous: FxMap<Box<str>, Kept>,
+    embedded: u64,
+    reused: u64,
+}
+
+#[derive(Debug)]
+struct Kept {
+    /// Length and hash of the reference's JSON it was computed from.
+    fingerprint: (usize, u64),
+    embedding: Embedding,
+}
+
+impl ReferenceCache {
+    fn embedding(
+        &mut self,
+        id: &str,
+        reference: RawStr<'_>,
+        model: &StaticModel<'_>,
+        scratch: &mut Scratch,
+    ) -> &Embedding {
+        let json = reference.json();
+        let fingerprint = (json.len(), fx_hash(json.as_bytes()));
+        let kept = self
+            .current
+            .get(id)
+            .is_some_and(|k| k.fingerprint == fingerprint);
+        if kept {
+            self.reused += 1;
+        } else {
+            let kept = match self.previous.remove(id) {
+                Some(k) if k.fingerprint == fingerprint => {
+                    self.reused += 1;
+                    k
+                }
+                _ => {
+                    self.embedded += 1;
+                    Kept {
+                        fingerprint,
+                        embedding: model.embedding(&reference.text(), scratch),
+                    }
+                }
+            };
+            if self.current.len() >= REFERENCES_KEPT && !self.current.contains_key(id) {
+                self.previous = std::mem::take(&mut self.current);
+            }
+            self.current.insert(id.into(), kept);
+        }
+        &self.current[id].embedding
+    }
+}
+
+fn fx_hash(bytes: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use answerloop_schema::{Answer, Best, Question, Verdict};
+
+    /// Texts to score: every line of the eval pairs, the local answers and
+    /// the sample (quotes, punctuation, numbers as they come), and some
+    /// made to be awkward.
+    fn texts() -> Vec<String> {
+        let mut texts: Vec<String> = [
+            include_str!("../../../data/eval/pairs.csv"),
+            include_str!("../../../data/eval/local-answers.csv"),
+            include_str!("../../../data/sample.csv"),
+        ]
+        .iter()
+        .flat_map(|file| file.lines().map(str::to_string))
+        .collect();
+        texts.extend(
+            [
+                "",
+                "   ",
+                "?!...",
+                "Café naïve résumé Ærøskøbing ŁÓDŹ straße İstanbul ǅ ﬁne",
+                "日本語のテキスト 中文 한국어 العربية русский текст",
+                "emoji 🧊 floats 🧊🧊 \u{200b}zero\u{200b}width",
+                "tab\tnew\nline\r\n\"quoted\" back\\slash \u{0007} bell",
+                "unaffordableness antidisestablishmentarianism pneumonoultramicroscopic",
+                "x",
+            ]
+            .map(str::to_string),
+        );
+        texts.push("x".repeat(150));
+        texts.push("water ".repeat(3000));
+        texts
+    }
+
+    fn record(answer: &str, reference: &str, attempt: u32, best: Option<f32>) -> Vec<u8> {
+        let mut question = Question::new("A question?", "", reference, 2).at_attempt(attempt);
+        question.best = best.map(|score| Best {
+            answer: "an earlier answer".into(),
+            score,
+            attempt: 1,
+            model: "m".into(),
+            provider: String::new(),
+        });
+        let mut a = Answer::new(question, answer, "model", 5);
+        a.provider = if attempt % 2 == 0 {
+            "sim#2".into()
+        } else {
+            String::new()
+        };
+        serde_json::to_vec(&a).unwrap()
+    }
+
+    /// The fast path's output against the plain path's: the same answer
+    /// record to the bit (scores compared as f32 bits).
+    fn assert_same(fast: &[u8], plain: &[u8]) {
+        let parse = |b: &[u8]| serde_json::from_slice::<Answer>(b);
+        match (parse(fast), parse(plain)) {
+            (Ok(f), Ok(p)) => {
+                assert_eq!(f, p);
+                assert_eq!(f.score.map(f32::to_bits), p.score.map(f32::to_bits));
+                let value = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+                assert_eq!(value(fast), value(plain));
+            }
+            _ => assert_eq!(fast, plain, "an invalid tag is the very same bytes"),
+        }
+    }
+
+    #[test]
+    fn scores_verdicts_and_best_are_those_of_the_plain_path_bit_for_bit() {
+        let params = Params::default();
+        let mut scorer = RecordScorer::default();
+        let texts = texts();
+        let mut verdicts = std::collections::HashMap::new();
+        for (i, pair) in texts.windows(2).enumerate() {
+            let attempt = (i % 3) as u32 + 1;
+            let best = [None, Some(0.0), Some(0.45), Some(1.0)][i % 4];
+            let bytes = record(&pair[0], &pair[1], attempt, best);
+            let fast = scorer.score_record(&bytes, &params);
+            assert_same(&fast, &score_whole_record(&bytes, &params));
+            let scored: Answer = serde_json::from_slice(&fast).unwrap();
+            *verdicts.entry(scored.verdict.unwrap()).or_insert(0) += 1;
+        }
+        assert!(verdicts.len() == 3, "every verdict came up: {verdicts:?}");
+    }
+
+    #[test]
+    fn a_kept_reference_gives_the_same_score_and_a_changed_one_is_embedded_again() {
+        let params = Params::default();
+        let mut scorer = RecordScorer::default();
+        let reference = "Ice floats because frozen water is less dense than liquid water.";
+        let first = record("Ice is less dense than water.", reference, 1, None);
+        let again = record(
+            "Frozen water is lighter, so it floats.",
+            reference,
+            2,
+            Some(0.3),
+        );
+        for bytes in [&first, &again, &first] {
+            assert_same(
+                &scorer.score_record(bytes, &params),
+                &score_whole_record(bytes, &params),
+            );
+        }
+        assert_eq!(scorer.reference_counts(), (1, 2));
+        // Same question id, another reference: not the kept embedding.
+        let mut edited: Answer = serde_json::from_slice(&first).unwrap();
+        edited.question.reference = "Mortgage rates follow the central bank.".into();
+        let edited = serde_json::to_vec(&edited).unwrap();
+        assert_same(
+            &scorer.score_record(&edited, &params),
+            &score_whole_record(&edited, &params),
+        );
+        assert_eq!(scorer.reference_counts(), (2, 2));
+    }
+
+    #[test]
+    fn the_kept_references_are_bounded() {
+        let params = Params::default();
+        let mut scorer = RecordScorer::default();
+        for i in 0..REFERENCES_KEPT * 3 {
+            let bytes = record("an answer", &format!("reference {i}"), 1, None);
+            scorer.score_record(&bytes, &params);
+        }
+        let kept = scorer.references.current.len() + scorer.references.previous.len();
+        assert!(kept <= 2 * REFERENCES_KEPT, "{kept}");
+    }
+
+    #[test]
+    fn hostile_records_are_tagged_as_the_plain_path_tags_them() {
+        let params = Params::default();
+        let mut scorer = RecordScorer::default();
+        let good = String::from_utf8(record("a", "r", 1, None)).unwrap();
+        let hostile: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\xff\xfe garbage".to_vec(),
+            b"{\"answer\": \"no question\"}".to_vec(),
+            br#"{"title": 42, "reference": []}"#.to_vec(),
+            br#"{"question":{"title":"t","reference":7},"answer":"a","model":"m"}"#.to_vec(),
+            br#"{"question":{"title":"t","reference":"r"},"answer":"a","model":"m","verdict":"maybe"}"#.to_vec(),
+            br#"{"question":{"title":"t","reference":"r","attempt":-1},"answer":"a","model":"m"}"#.to_vec(),
+            good.replace("\"answer\":\"a\"", "\"answer\":\"a\",\"answer\":\"b\"").into_bytes(),
+            good[..good.len() - 1].as_bytes().to_vec(),
+            format!("{good} trailing").into_bytes(),
+            format!("  {good}\n").into_bytes(),
+            good.replace("\"r\"", "\"\\u00e9\\ud83e\\uddca \\\"r\\\"\"").into_bytes(),
+            good.replace("\"r\"", "\"\\ud800\"").into_bytes(),
+            br#"{"question":{"title":"t","reference":"r","best":null,"failed_calls":{"quota":1,"quota":2}},"answer":"a","model":"m","score":null,"extra":{"x":[1,2]}}"#.to_vec(),
+            br#"{"question":{"title":"t","reference":"r","best":{"answer":"b","score":1e400,"attempt":1}},"answer":"a","model":"m"}"#.to_vec(),
+        ];
+        for bytes in &hostile {
+            assert_same(
+                &scorer.score_record(bytes, &params),
+                &score_whole_record(bytes, &params),
+            );
+        }
+        let tag = scorer.score_record(b"{\"answer\": \"no question\"}", &params);
+        let tag: answerloop_schema::InvalidRecord = serde_json::from_slice(&tag).unwrap();
+        assert_eq!(tag.verdict, Verdict::Invalid);
+        assert!(
+            tag.error.contains("missing field `question`"),
+            "{}",
+            tag.error
+        );
+    }
+}
