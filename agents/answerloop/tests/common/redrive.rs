@@ -99,9 +99,12 @@ pub fn check_store(home: &Path) {
     for answer in store.answers() {
         let answer = answer.unwrap();
         assert_eq!(answer.redrives, 1, "{answer:?}");
+        // One call for the first attempt, one a draw for each regenerated
+        // one (best of n by default), counted afresh after the redrive.
+        let draws = answerloop::llm_agent::LlmAgentConfig::default().regenerate_candidates;
         assert_eq!(
             answer.llm_attempts,
-            answer.attempts.max(1),
+            1 + draws * (answer.attempts.max(1) - 1),
             "a fresh count of calls"
         );
         let record = store.redriven(&answer.id).unwrap().unwrap();
