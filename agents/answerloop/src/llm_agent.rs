@@ -268,9 +268,17 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
             )
             .await;
     }
-    let start = question.llm_attempts;
+    // Each draw gets its share of the calls left under the cap (the first
+    // the remainder), so that draws and their retries together stay within it.
+    let share = room / draws;
     let calls = (0..draws).map(|draw| {
         let request = candidate_request(config, question, draw);
+        let budget = if draw == 0 {
+            room - share * (draws - 1)
+        } else {
+            share
+        };
+        let start = config.max_llm_attempts - budget;
         async move {
             let (mut calls, mut failed) = (start, BTreeMap::new());
             let outcome = context.caller.call(&request, &mut calls, &mut failed).await;
