@@ -20,7 +20,7 @@
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -122,7 +122,7 @@ struct Running {
 pub(crate) fn run(
     model: Arc<BatchedModel>,
     options: BatchedOptions,
-    jobs: Arc<Mutex<Receiver<Job>>>,
+    jobs: Receiver<Job>,
 ) -> Result<(), ModelError> {
     let slots = options.slots.max(1);
     let n_ctx = (options.window * slots) as u32;
@@ -154,20 +154,17 @@ pub(crate) fn run(
         let idle = running.iter().all(Option::is_none);
         let mut block = idle;
         while let Some(seq) = running.iter().position(Option::is_none) {
-            let job = {
-                let receiver = jobs.lock().expect("queue poisoned");
-                if block {
-                    match receiver.recv() {
-                        Ok(job) => job,
-                        Err(_) => return Ok(()),
-                    }
-                } else {
-                    match receiver.try_recv() {
-                        Ok(job) => job,
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) if idle => return Ok(()),
-                        Err(TryRecvError::Disconnected) => break,
-                    }
+            let job = if block {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) if idle => return Ok(()),
+                    Err(TryRecvError::Disconnected) => break,
                 }
             };
             if job.reply.is_closed() {
@@ -179,8 +176,10 @@ pub(crate) fn run(
                 Ok(None) => {}
                 Err(e) => return Err(e),
             }
-            if batch.n_tokens() as usize + options.window > options.window + slots {
-                break; // the next prompt may not fit; it waits a step
+            // The batch holds `window + slots` tokens; the next prompt may
+            // take a whole window, so it waits a step unless that is free.
+            if batch.n_tokens() as usize > slots {
+                break;
             }
         }
         if batch.n_tokens() == 0 {

@@ -90,7 +90,6 @@ impl ModelPool {
     /// jobs beyond those.
     pub fn batched(model: Arc<BatchedModel>, options: BatchedOptions, queue: usize) -> Self {
         let (jobs, receiver) = sync_channel::<Job>(queue);
-        let receiver = Arc::new(std::sync::Mutex::new(receiver));
         std::thread::Builder::new()
             .name("model-engine".into())
             .spawn(move || {

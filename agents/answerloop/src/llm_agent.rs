@@ -271,8 +271,11 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
     // Each draw gets its share of the calls left under the cap (the first
     // the remainder), so that draws and their retries together stay within it.
     let share = room / draws;
+    let base = chat_request(config, question);
     let calls = (0..draws).map(|draw| {
-        let request = candidate_request(config, question, draw);
+        // Draw 0 is the single draw's request; the others differ in the seed.
+        let mut request = base.clone();
+        request.seed = request.seed.map(|s| seed::draw_seed(s, draw));
         let budget = if draw == 0 {
             room - share * (draws - 1)
         } else {
@@ -286,6 +289,10 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
         }
     });
     let results = futures::future::join_all(calls).await;
+    // The reference is embedded once for all the draws; each answer's score
+    // is then the cosine `semantic::score` gives.
+    let model = semantic::model();
+    let reference = model.embed(&question.reference);
     let mut best: Option<(f32, CallOutcome)> = None;
     let mut first_failure = None;
     for (outcome, calls, failed) in results {
@@ -295,7 +302,7 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
         }
         match &outcome {
             CallOutcome::Answered { completion, .. } => {
-                let score = semantic::score(&completion.text, &question.reference);
+                let score = semantic::cosine(&model.embed(&completion.text), &reference);
                 if best.as_ref().is_none_or(|(top, _)| score > *top) {
                     best = Some((score, outcome));
                 }
@@ -308,14 +315,6 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
     best.map(|(_, outcome)| outcome)
         .or(first_failure)
         .expect("at least one draw")
-}
-
-/// The request of draw `draw` of a question's attempt: draw 0 is exactly
-/// [`chat_request`]'s, the others differ only in their seed.
-pub fn candidate_request(config: &LlmAgentConfig, question: &Question, draw: u32) -> ChatRequest {
-    let mut request = chat_request(config, question);
-    request.seed = request.seed.map(|s| seed::draw_seed(s, draw));
-    request
 }
 
 /// What the model is asked for `question`: the prompt for its attempt, and

@@ -56,31 +56,23 @@ impl ByteClasses {
 /// The first set bit of `map` at or after `from`, or `len` if none.
 #[inline]
 pub fn next_set(map: &[u64], from: usize, len: usize) -> usize {
-    let mut word = from / 64;
-    if word >= map.len() {
-        return len;
-    }
-    let mut bits = map[word] & (!0u64 << (from % 64));
-    loop {
-        if bits != 0 {
-            return (word * 64 + bits.trailing_zeros() as usize).min(len);
-        }
-        word += 1;
-        if word >= map.len() {
-            return len;
-        }
-        bits = map[word];
-    }
+    next_where(map, from, len, 0)
 }
 
 /// The first clear bit of `map` at or after `from`, or `len` if none.
 #[inline]
 pub fn next_clear(map: &[u64], from: usize, len: usize) -> usize {
+    next_where(map, from, len, !0)
+}
+
+/// The first bit at or after `from` that is set in `map ^ flip`.
+#[inline(always)]
+fn next_where(map: &[u64], from: usize, len: usize, flip: u64) -> usize {
     let mut word = from / 64;
     if word >= map.len() {
         return len;
     }
-    let mut bits = !map[word] & (!0u64 << (from % 64));
+    let mut bits = (map[word] ^ flip) & (!0u64 << (from % 64));
     loop {
         if bits != 0 {
             return (word * 64 + bits.trailing_zeros() as usize).min(len);
@@ -89,7 +81,7 @@ pub fn next_clear(map: &[u64], from: usize, len: usize) -> usize {
         if word >= map.len() {
             return len;
         }
-        bits = !map[word];
+        bits = map[word] ^ flip;
     }
 }
 

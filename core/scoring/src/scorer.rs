@@ -202,7 +202,7 @@ mod tests {
             provider: String::new(),
         });
         let mut a = Answer::new(question, answer, "model", 5);
-        a.provider = if attempt % 2 == 0 {
+        a.provider = if attempt.is_multiple_of(2) {
             "sim#2".into()
         } else {
             String::new()
@@ -299,7 +299,7 @@ mod tests {
             br#"{"question":{"title":"t","reference":"r"},"answer":"a","model":"m","verdict":"maybe"}"#.to_vec(),
             br#"{"question":{"title":"t","reference":"r","attempt":-1},"answer":"a","model":"m"}"#.to_vec(),
             good.replace("\"answer\":\"a\"", "\"answer\":\"a\",\"answer\":\"b\"").into_bytes(),
-            good[..good.len() - 1].as_bytes().to_vec(),
+            good.as_bytes()[..good.len() - 1].to_vec(),
             format!("{good} trailing").into_bytes(),
             format!("  {good}\n").into_bytes(),
             good.replace("\"r\"", "\"\\u00e9\\ud83e\\uddca \\\"r\\\"\"").into_bytes(),

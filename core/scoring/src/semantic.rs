@@ -188,7 +188,7 @@ impl<'a> StaticModel<'a> {
                 } else {
                     &self.pieces
                 };
-                if let Some(id) = vocab.get(word[start..end].as_bytes()) {
+                if let Some(id) = vocab.get(&word.as_bytes()[start..end]) {
                     break Some(id);
                 }
                 end -= 1;
