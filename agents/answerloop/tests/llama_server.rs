@@ -166,13 +166,19 @@ async fn the_sample_is_answered_and_stored_through_llama_server_with_its_token_c
     assert_eq!(summary["dead_letters"], 0, "{summary}");
     // The tokens-per-minute budget was charged the server's usage: every
     // answer came with it, and the completion tokens add up to what the
-    // server says it generated.
+    // server says it generated. A call that failed may have generated
+    // tokens no answer carries: llama-server answers 500 when its chat
+    // parser meets a reply cut inside a UTF-8 sequence at `max_tokens`
+    // (it happened in CI), after generating all of them. So each failed
+    // call may account for up to 48 tokens, and for no more.
     assert_eq!(summary["llm_answers_without_usage"], 0, "{summary}");
     let generated = server.metric("llamacpp:tokens_predicted_total").await;
-    assert_eq!(
-        summary["llm_completion_tokens"].as_f64().unwrap(),
-        generated,
-        "usage.completion_tokens summed vs llama-server's tokens_predicted_total: {summary}"
+    let counted = summary["llm_completion_tokens"].as_f64().unwrap();
+    let failed = summary["llm_failures"].as_f64().unwrap();
+    assert!(
+        counted <= generated && generated - counted <= failed * 48.0,
+        "usage.completion_tokens summed ({counted}) vs llama-server's tokens_predicted_total \
+         ({generated}) with {failed} failed calls: {summary}"
     );
     assert!(
         summary["llm_prompt_tokens"].as_u64().unwrap() > 0,
