@@ -23,7 +23,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -49,14 +49,34 @@ pub struct BatchedOptions {
 }
 
 impl Default for BatchedOptions {
+    /// Eight slots on the threads `--model-threads` names (one unless set).
+    ///
+    /// One thread by default: the pipeline shares the machine (broker,
+    /// SmartModules, HTTP), and llama.cpp's OpenMP threads spin at every
+    /// operation's barrier, so a second thread that must wait for a busy
+    /// core costs far more than it gives (measured: docs/benchmarks.md).
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             slots: 8,
-            threads: cores,
+            threads: model_threads(),
             window: 2048,
         }
     }
+}
+
+/// The KV cache's element type (named as llama.cpp's `--cache-type-k` does).
+pub const KV_CACHE_TYPE: &str = "q8_0";
+
+/// The environment variable `--model-threads` sets.
+pub const MODEL_THREADS_ENV: &str = "ANSWERLOOP_MODEL_THREADS";
+
+/// Threads a generation uses: `ANSWERLOOP_MODEL_THREADS`, else one.
+pub fn model_threads() -> usize {
+    std::env::var(MODEL_THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
 }
 
 /// llama.cpp's backend may be initialised once a process.
@@ -126,11 +146,20 @@ pub(crate) fn run(
 ) -> Result<(), ModelError> {
     let slots = options.slots.max(1);
     let n_ctx = (options.window * slots) as u32;
+    // The KV cache in Q8_0 with flash attention: on the CPU, attention over
+    // an F16 cache costs more than the weights once a sequence holds a few
+    // hundred tokens (eight sequences at 150 tokens: 40 ms a step in F16,
+    // 24 ms in Q8_0, docs/benchmarks.md). Each sequence has its own stream
+    // (not unified), so its attention spans only its own cells.
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch((options.window + slots) as u32)
         .with_n_ubatch(512)
         .with_n_seq_max(slots as u32)
+        .with_kv_unified(false)
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
+        .with_type_k(KvCacheType::Q8_0)
+        .with_type_v(KvCacheType::Q8_0)
         .with_n_threads(options.threads as i32)
         .with_n_threads_batch(options.threads as i32);
     let mut context = model
@@ -138,6 +167,7 @@ pub(crate) fn run(
         .new_context(backend()?, params)
         .map_err(|e| ModelError::Engine(format!("llama.cpp context: {e}")))?;
     let mut batch = LlamaBatch::new(options.window + slots, slots as i32);
+    warm_up(&mut context, &mut batch)?;
     let mut running: Vec<Option<Running>> = (0..slots).map(|_| None).collect();
     loop {
         batch.clear();
@@ -209,6 +239,22 @@ pub(crate) fn run(
             }
         }
     }
+}
+
+/// One decode before the first request, as llama-server does at start: the
+/// first decode of a context allocates its compute buffers and faults in
+/// the weights, which would otherwise land on the first question.
+fn warm_up(context: &mut LlamaContext, batch: &mut LlamaBatch) -> Result<(), ModelError> {
+    batch.clear();
+    add(batch, 0, 0, 0)?;
+    context
+        .decode(batch)
+        .map_err(|e| ModelError::Engine(format!("llama.cpp warm-up decode: {e}")))?;
+    context
+        .clear_kv_cache_seq(Some(0), None, None)
+        .map_err(|e| ModelError::Engine(format!("llama.cpp KV cache: {e}")))?;
+    batch.clear();
+    Ok(())
 }
 
 fn add(batch: &mut LlamaBatch, token: u32, pos: i32, seq: usize) -> Result<(), ModelError> {

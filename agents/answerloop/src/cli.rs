@@ -14,8 +14,9 @@ use crate::commands;
     broker with WASM SmartModules, regenerates weak ones and stores the final answers."
 )]
 pub struct Cli {
-    /// Threads each local-model generation uses (with one, each of two workers
-    /// gets a core: the most answers a second on two cores).
+    /// Threads of the local model: the llama.cpp engine's forward pass (one
+    /// leaves a core to the broker and agents of the same machine), or each
+    /// candle worker's.
     #[arg(
         long,
         global = true,
@@ -43,6 +44,8 @@ impl Cli {
         let threads = self.model_threads.max(1).to_string();
         std::env::set_var("RAYON_NUM_THREADS", &threads);
         std::env::set_var("CANDLE_NUM_THREADS", &threads);
+        // The batched llama.cpp engine reads it when it starts.
+        std::env::set_var(answerloop_models::batched::MODEL_THREADS_ENV, &threads);
     }
 }
 

@@ -120,12 +120,12 @@ struct ScoreBench {
 }
 
 #[derive(Debug, clap::Args)]
-struct ModelBench {
+pub struct ModelBench {
     #[command(flatten)]
     home: crate::cli::HomeArg,
     /// Most tokens generated a run.
     #[arg(long, default_value_t = 128)]
-    tokens: usize,
+    pub tokens: usize,
     /// Runs (over the sample's first questions); figures are totals over all runs.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -135,9 +135,24 @@ struct ModelBench {
     /// Generations in flight at once for the batched figures.
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
-    /// Threads for the batched figures (default: one a core).
+    /// Requests of the batched figures, `--in-flight` of them outstanding
+    /// until all are answered, as the pipeline keeps questions in flight
+    /// (default: four times `--in-flight`; at most the sample's 220).
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Threads for the batched figures (default: the model threads, as the
+    /// pipeline runs the engine).
     #[arg(long)]
     batch_threads: Option<usize>,
+    /// An argument added to llama-server's command line, repeatable (for
+    /// example `--llama-server-arg=--cache-type-k=q8_0`, to compare on the
+    /// engine's cache type).
+    #[arg(
+        long = "llama-server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    pub llama_server_args: Vec<String>,
     /// Leave out llama-server even when it is installed.
     #[arg(long)]
     no_llama_server: bool,
@@ -566,7 +581,7 @@ fn model(args: ModelBench) -> anyhow::Result<ExitCode> {
     let prompts: Vec<String> = dataset::sample()
         .questions
         .iter()
-        .take(args.runs.max(args.in_flight).max(1))
+        .take(args.runs.max(args.requests()).max(1))
         .map(|question| {
             let request =
                 prompt::request(question, RegeneratePrompt::Plain, args.tokens as u32, 0.0);
@@ -603,47 +618,56 @@ fn model(args: ModelBench) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+impl ModelBench {
+    /// Requests of the batched figures.
+    fn requests(&self) -> usize {
+        self.requests
+            .unwrap_or(4 * self.in_flight)
+            .max(self.in_flight)
+            .max(1)
+    }
+}
+
 /// The batched llama.cpp engine and llama-server (when installed) on the
-/// same prompts: one stream on the model threads, then `--in-flight` at once
-/// on `--batch-threads`.
+/// same prompts: one stream on the model threads, then `--requests` with
+/// `--in-flight` of them outstanding, on `--batch-threads`.
 fn engines(
     args: &ModelBench,
     model: &std::path::Path,
     prompts: &[String],
 ) -> anyhow::Result<serde_json::Value> {
     use super::bench_engine::{engine, llama_server, llama_server_binary};
-    let threads: usize = std::env::var("CANDLE_NUM_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(1);
-    let batch_threads = args
-        .batch_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = answerloop_models::batched::model_threads();
+    let batch_threads = args.batch_threads.unwrap_or(threads).max(1);
     let runs = &prompts[..args.runs.max(1).min(prompts.len())];
-    let (single, _) = engine(model, runs, threads, 1, args.tokens)?;
-    let (_, batched) = engine(model, prompts, batch_threads, args.in_flight, args.tokens)?;
+    let requests = &prompts[..args.requests().min(prompts.len())];
+    let single = engine(model, runs, threads, 1, args.tokens)?;
+    let batched = engine(model, requests, batch_threads, args.in_flight, args.tokens)?;
     let mut report = json!({
         "threads": threads,
         "batch_threads": batch_threads,
         "in_flight": args.in_flight,
-        "engine": {"single": single.json(), "in_flight": batched.json()},
+        "requests": requests.len(),
+        "engine": {"single": single.json(), "in_flight": batched.json(),
+            "kv_cache": answerloop_models::batched::KV_CACHE_TYPE},
     });
     let binary = llama_server_binary().filter(|_| !args.no_llama_server);
     if let Some(binary) = binary {
         let handle = tokio::runtime::Handle::current();
-        let (server_single, _) =
-            handle.block_on(llama_server(&binary, model, runs, threads, 1, args.tokens))?;
-        let (_, server_batched) = handle.block_on(llama_server(
+        let server_single =
+            handle.block_on(llama_server(&binary, model, runs, threads, 1, args))?;
+        let server_batched = handle.block_on(llama_server(
             &binary,
             model,
-            prompts,
+            requests,
             batch_threads,
             args.in_flight,
-            args.tokens,
+            args,
         ))?;
         let rate = |t: &super::bench_engine::Throughput| t.tokens as f64 / t.secs.max(1e-9);
         report["llama_server"] = json!({
             "binary": binary.display().to_string(),
+            "extra_args": args.llama_server_args,
             "single": server_single.json(),
             "in_flight": server_batched.json(),
         });

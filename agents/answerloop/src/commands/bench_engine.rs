@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use answerloop_models::batched::{BatchedModel, BatchedOptions};
@@ -34,14 +35,15 @@ impl Throughput {
     }
 }
 
-/// The ChatML prompts of the bench, greedy, `max_tokens` each.
+/// The ChatML prompts of the bench on the batched engine, greedy,
+/// `max_tokens` each, `in_flight` of them outstanding (one: one at a time).
 pub fn engine(
     model: &Path,
     prompts: &[String],
     threads: usize,
     in_flight: usize,
     max_tokens: usize,
-) -> anyhow::Result<(Throughput, Throughput)> {
+) -> anyhow::Result<Throughput> {
     let loaded = Arc::new(BatchedModel::load(model)?);
     let options = BatchedOptions {
         slots: in_flight.max(1),
@@ -53,29 +55,20 @@ pub fn engine(
         max_tokens,
         ..GenerateOptions::default()
     };
-    let handle = tokio::runtime::Handle::current();
-    let run = |prompts: &[String]| -> anyhow::Result<Throughput> {
-        let started = Instant::now();
-        let answers = handle.block_on(futures::future::join_all(
-            prompts.iter().map(|p| pool.generate(p.clone(), generate)),
-        ));
-        let mut tokens = 0;
-        for answer in answers {
-            tokens += answer??.completion_tokens;
-        }
-        Ok(Throughput {
-            tokens,
-            secs: started.elapsed().as_secs_f64(),
-        })
-    };
-    let mut single = Throughput::default();
-    for p in prompts.iter().take(prompts.len().min(3)) {
-        let t = run(std::slice::from_ref(p))?;
-        single.tokens += t.tokens;
-        single.secs += t.secs;
+    let started = Instant::now();
+    let answers: Vec<_> = tokio::runtime::Handle::current().block_on(
+        futures::stream::iter(prompts.iter().map(|p| pool.generate(p.clone(), generate)))
+            .buffer_unordered(in_flight.max(1))
+            .collect(),
+    );
+    let mut tokens = 0;
+    for answer in answers {
+        tokens += answer??.completion_tokens;
     }
-    let batched = run(&prompts[..in_flight.min(prompts.len())])?;
-    Ok((single, batched))
+    Ok(Throughput {
+        tokens,
+        secs: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// `llama-server`: `ANSWERLOOP_LLAMA_SERVER`, else one on the PATH.
@@ -108,6 +101,7 @@ fn start_server(
     model: &Path,
     threads: usize,
     parallel: usize,
+    extra: &[String],
 ) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -128,6 +122,7 @@ fn start_server(
             &threads.to_string(),
         ])
         .args(["--ctx-size", &(2048 * parallel).to_string()])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -138,16 +133,24 @@ fn start_server(
     })
 }
 
-/// llama-server on the same prompts: one at a time, then `in_flight` at once.
+/// llama-server on the same prompts, `in_flight` of them outstanding on as
+/// many slots (one: one at a time).
 pub async fn llama_server(
     binary: &Path,
     model: &Path,
     prompts: &[String],
     threads: usize,
     in_flight: usize,
-    max_tokens: usize,
-) -> anyhow::Result<(Throughput, Throughput)> {
-    let mut server = start_server(binary, model, threads, in_flight.max(1))?;
+    bench: &super::bench::ModelBench,
+) -> anyhow::Result<Throughput> {
+    let max_tokens = bench.tokens;
+    let mut server = start_server(
+        binary,
+        model,
+        threads,
+        in_flight.max(1),
+        &bench.llama_server_args,
+    )?;
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -185,24 +188,18 @@ pub async fn llama_server(
                 .context("llama-server's reply has no tokens_predicted")
         }
     };
-    let run = |prompts: Vec<String>| async {
-        let started = Instant::now();
-        let mut tokens = 0;
-        for n in futures::future::join_all(prompts.into_iter().map(ask)).await {
-            tokens += n?;
-        }
-        anyhow::Ok(Throughput {
-            tokens,
-            secs: started.elapsed().as_secs_f64(),
-        })
-    };
-    let mut single = Throughput::default();
-    for p in prompts.iter().take(prompts.len().min(3)) {
-        let t = run(vec![p.clone()]).await?;
-        single.tokens += t.tokens;
-        single.secs += t.secs;
+    let started = Instant::now();
+    let answers: Vec<_> = futures::stream::iter(prompts.iter().cloned().map(ask))
+        .buffer_unordered(in_flight.max(1))
+        .collect()
+        .await;
+    let mut tokens = 0;
+    for n in answers {
+        tokens += n?;
     }
-    let batched = run(prompts[..in_flight.min(prompts.len())].to_vec()).await?;
     server.child.kill().ok();
-    Ok((single, batched))
+    Ok(Throughput {
+        tokens,
+        secs: started.elapsed().as_secs_f64(),
+    })
 }
