@@ -102,6 +102,9 @@ impl Default for GenerateOptions {
 pub struct Generation {
     pub text: String,
     pub prompt_tokens: usize,
+    /// Of the prompt tokens, those whose KV was copied from an earlier
+    /// prompt rather than computed (the batched engine's prompt cache).
+    pub cached_prompt_tokens: usize,
     pub completion_tokens: usize,
     pub prompt_time: Duration,
     pub generation_time: Duration,
@@ -299,6 +302,7 @@ impl Session<'_> {
         Ok(Generation {
             text: text.trim().to_string(),
             prompt_tokens: prompt_ids.len(),
+            cached_prompt_tokens: 0,
             completion_tokens: generated.len(),
             prompt_time,
             generation_time: started.elapsed(),

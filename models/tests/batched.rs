@@ -139,3 +139,61 @@ async fn streamed_pieces_add_up_to_the_answer() {
     assert_eq!(text, whole.text);
     assert!(pieces > 1, "the answer came in {pieces} piece(s)");
 }
+
+/// A prompt that starts as an earlier one did copies that start's KV from
+/// the prompt cache instead of computing it, and answers exactly as it does
+/// computed whole on a fresh engine; the very same prompt again (as best of
+/// n's draws are) copies all of it but its last token.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cached_prompt_start_changes_no_answer() {
+    let Some(path) = model_file() else { return };
+    let options = GenerateOptions {
+        max_tokens: 24,
+        ..GenerateOptions::default()
+    };
+    let system = "You answer questions from a community question-and-answer site. \
+        Answer the question directly and helpfully in a few plain sentences.";
+    let asked = |q: &str| chat_prompt([("system", system), ("user", q)]);
+    let (first, second) = (asked(QUESTIONS[0]), asked(QUESTIONS[1]));
+
+    let fresh = pool(&path, 2);
+    let whole = fresh
+        .generate(second.clone(), options)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(whole.cached_prompt_tokens, 0, "a fresh engine has no cache");
+
+    let warm = pool(&path, 2);
+    let earlier = warm.generate(first, options).await.unwrap().unwrap();
+    assert_eq!(earlier.cached_prompt_tokens, 0);
+    let copied = warm
+        .generate(second.clone(), options)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        copied.cached_prompt_tokens >= 25 && copied.cached_prompt_tokens < copied.prompt_tokens,
+        "the system prompt's tokens come from the cache: {} of {}",
+        copied.cached_prompt_tokens,
+        copied.prompt_tokens
+    );
+    assert_eq!(
+        copied.text, whole.text,
+        "the cached start changed the answer"
+    );
+    assert_eq!(copied.prompt_tokens, whole.prompt_tokens);
+
+    // The second prompt was not computed whole, so the cache still holds
+    // the first: the first again reuses all of it but its last token.
+    let warm_first = warm
+        .generate(asked(QUESTIONS[0]), options)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        warm_first.cached_prompt_tokens,
+        warm_first.prompt_tokens - 1
+    );
+    assert_eq!(warm_first.text, earlier.text);
+}
