@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use answerloop_schema::Question;
 
 use crate::stream::Rows;
-use crate::{id_number, parse_row, DataError, ReadReport, Row};
+use crate::{id_number, parse_row, DataError, IdSet, ReadReport, Row};
 
 /// The rows of a question set file by question id.
 #[derive(Debug)]
@@ -22,10 +22,10 @@ pub struct RowIndex {
 }
 
 impl RowIndex {
-    /// Index the question set at `path` (read once, row by row), with the
-    /// report on its rows. The same errors as [`crate::Questions`] when it
-    /// is not a question set.
-    pub fn build(path: &Path) -> Result<(Self, ReadReport), DataError> {
+    /// Index the question set at `path` (read once, row by row): its first
+    /// `limit` questions, or all; with the report on the rows read. The
+    /// same errors as [`crate::Questions`] when it is not a question set.
+    pub fn build(path: &Path, limit: Option<usize>) -> Result<(Self, ReadReport), DataError> {
         let source_name = path.display().to_string();
         let open = || {
             std::fs::File::open(path).map_err(|error| DataError::Io {
@@ -35,8 +35,27 @@ impl RowIndex {
         };
         let mut reader = Rows::new(open()?, &source_name)?;
         let mut rows = Vec::new();
-        while let Some((offset, question)) = reader.next_question()? {
-            rows.push((id_number(&question.id), offset));
+        let mut duplicates = 0;
+        match limit {
+            // Counting distinct questions as they come takes a set of them.
+            Some(limit) => {
+                let mut seen = IdSet::new();
+                while seen.len() < limit {
+                    let Some((offset, question)) = reader.next_question()? else {
+                        break;
+                    };
+                    match seen.insert(&question.id) {
+                        true => rows.push((id_number(&question.id), offset)),
+                        false => duplicates += 1,
+                    }
+                }
+            }
+            // Without a limit the repeats are found by sorting: no set.
+            None => {
+                while let Some((offset, question)) = reader.next_question()? {
+                    rows.push((id_number(&question.id), offset));
+                }
+            }
         }
         if rows.is_empty() {
             return Err(reader.nothing_to_answer());
@@ -47,7 +66,7 @@ impl RowIndex {
         rows.dedup_by_key(|(id, _)| *id);
         rows.shrink_to_fit();
         let mut report = reader.report;
-        report.duplicates = before - rows.len();
+        report.duplicates = duplicates + before - rows.len();
         let index = Self {
             rows,
             file: Mutex::new(open()?),

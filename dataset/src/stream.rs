@@ -191,7 +191,9 @@ impl<R: Read> Iterator for Questions<R> {
             Ok(Some(question)) => Some(Ok(question)),
             Ok(None) => {
                 self.done = true;
-                self.seen.is_empty().then(|| Err(self.rows.nothing_to_answer()))
+                self.seen
+                    .is_empty()
+                    .then(|| Err(self.rows.nothing_to_answer()))
             }
             Err(e) => {
                 self.done = true;

@@ -248,7 +248,11 @@ fn the_stream_gives_what_the_whole_file_parser_gave() {
             match (expected, got) {
                 (Ok(expected), Ok(got)) => {
                     assert_eq!(got, expected.questions, "input {i}, limit {limit:?}");
-                    assert_eq!(stream.report(), &expected.report, "input {i}, limit {limit:?}");
+                    assert_eq!(
+                        stream.report(),
+                        &expected.report,
+                        "input {i}, limit {limit:?}"
+                    );
                     assert_eq!(stream.ids().len(), got.len());
                 }
                 (Err(_), Err(e)) => {
@@ -303,7 +307,9 @@ impl std::io::Read for Counting<'_> {
 fn a_limit_reads_one_read_ahead_of_a_large_file_not_the_file() {
     let mut text = String::new();
     for i in 0..100_000 {
-        text.push_str(&format!("3,\"question {i}?\",\"its content\",\"its answer\"\n"));
+        text.push_str(&format!(
+            "3,\"question {i}?\",\"its content\",\"its answer\"\n"
+        ));
     }
     let read = std::rc::Rc::new(std::cell::Cell::new(0));
     let input = Counting {
@@ -373,7 +379,7 @@ fn the_row_index_reads_back_each_question_from_its_row() {
     let text = format!("\u{feff}{SAMPLE_CSV}\"1\",\"Too few\"\n{first}\n");
     std::fs::write(&path, &text).unwrap();
     let expected = parse(text.as_bytes(), "t").unwrap();
-    let (index, report) = RowIndex::build(&path).unwrap();
+    let (index, report) = RowIndex::build(&path, None).unwrap();
     assert_eq!(report, expected.report);
     assert_eq!(index.len(), expected.questions.len());
     for q in expected.questions.iter().rev() {
@@ -386,12 +392,18 @@ fn the_row_index_reads_back_each_question_from_its_row() {
 fn the_row_index_keeps_the_first_of_repeated_questions_and_refuses_non_csv() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.csv");
-    std::fs::write(&path, "1,\"Same?\",\"\",\"first\"\n1,\"same?\",\"\",\"second\"\n").unwrap();
-    let (index, report) = RowIndex::build(&path).unwrap();
+    std::fs::write(
+        &path,
+        "1,\"Same?\",\"\",\"first\"\n1,\"same?\",\"\",\"second\"\n",
+    )
+    .unwrap();
+    let (index, report) = RowIndex::build(&path, None).unwrap();
     assert_eq!((index.len(), report.duplicates), (1, 1));
     let q = index.get(&question_id("Same?")).unwrap().unwrap();
     assert_eq!(q.reference, "first");
+    let (index, _) = RowIndex::build(&path, Some(1)).unwrap();
+    assert_eq!(index.len(), 1);
     std::fs::write(&path, "{\"not\": \"csv\"}\n").unwrap();
-    let err = RowIndex::build(&path).unwrap_err().to_string();
+    let err = RowIndex::build(&path, None).unwrap_err().to_string();
     assert!(err.contains("is not a Yahoo! Answers CSV"), "{err}");
 }
