@@ -314,3 +314,42 @@ impl SimServer {
         self.task.await.unwrap_or(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_question_set_file_is_answered_from_its_rows_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.csv");
+        std::fs::write(
+            &path,
+            "1,\"Why is the sea salty?\",\"Asking.\",\"Rivers carry salts.\"\n\
+             1,\"bad row\"\n\
+             2,\"Is tea healthy?\",\"\",\"In moderation.\"\n",
+        )
+        .unwrap();
+        let (index, _) = RowIndex::build(&path, None).unwrap();
+        let state = SimState::new(SimConfig::default(), Arc::new(index));
+        assert_eq!(state.known_questions(), 2);
+        assert_eq!(
+            state.reference("Is tea healthy?").as_deref(),
+            Some("In moderation.")
+        );
+        assert_eq!(
+            state.reference("Why is the sea salty?\nAsking.").as_deref(),
+            Some("Rivers carry salts.")
+        );
+        assert_eq!(state.reference("Is coffee healthy?"), None);
+        // The same answers as from the questions held in memory.
+        let held = answerloop_dataset::open(&path, None)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let in_memory = SimState::new(SimConfig::default(), references_of(&held));
+        for q in &held {
+            assert_eq!(in_memory.reference(&q.text()), state.reference(&q.text()));
+        }
+    }
+}

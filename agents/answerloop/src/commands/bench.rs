@@ -62,13 +62,18 @@ struct DatasetBench {
     /// Rows of each file, in order, e.g. `100000,1400000`.
     #[arg(long, value_delimiter = ',', default_value = "100000,1400000")]
     rows: Vec<usize>,
-    /// Also send the whole file with `agent traffic`, and hold it parsed
-    /// whole in memory as readers did before they streamed (the baseline).
+    /// Also send the whole file with `agent traffic` (on the embedded
+    /// broker, in the same process), read it through as a stream alone,
+    /// and hold it parsed whole as readers did before they streamed (the
+    /// baseline).
     #[arg(long)]
     whole: bool,
     /// Parse this file whole and exit: the baseline's child process.
     #[arg(long, hide = true, value_name = "CSV")]
     hold: Option<std::path::PathBuf>,
+    /// Stream this file to its end and exit: the reader's child process.
+    #[arg(long, hide = true, value_name = "CSV")]
+    stream: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -392,6 +397,10 @@ async fn dataset_bench(args: DatasetBench) -> anyhow::Result<ExitCode> {
         super::bench_dataset::hold_whole(csv)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(csv) = &args.stream {
+        super::bench_dataset::stream_through(csv)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     anyhow::ensure!(
         !args.rows.is_empty() && args.rows.iter().all(|n| *n >= 10_000),
         "--rows takes sizes of at least 10000, e.g. 100000,1400000"
@@ -419,6 +428,7 @@ async fn dataset_bench(args: DatasetBench) -> anyhow::Result<ExitCode> {
             "traffic_limit_10_rss_ratio": ratio("traffic_limit_10"),
             "llm_sim_rss_ratio": ratio("llm_sim"),
             "traffic_whole_file_rss_ratio": ratio("traffic_whole_file"),
+            "stream_whole_file_rss_ratio": ratio("stream_whole_file"),
             "held_whole_baseline_rss_ratio": ratio("held_whole_baseline"),
         })
     );

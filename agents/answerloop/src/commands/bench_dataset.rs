@@ -252,6 +252,44 @@ pub fn hold_whole(csv: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `bench dataset --stream`: the question set read through to its end as
+/// a stream, nothing else in the process: the reader's own cost.
+pub fn stream_through(csv: &Path) -> anyhow::Result<()> {
+    let mut questions = answerloop_dataset::open(csv, None)?;
+    let mut n = 0usize;
+    for question in questions.by_ref() {
+        question?;
+        n += 1;
+    }
+    let report = questions.report();
+    eprintln!(
+        "streamed {n} questions: {} rows, {} malformed, {} repeats",
+        report.rows,
+        report.malformed.len(),
+        report.duplicates
+    );
+    Ok(())
+}
+
+/// A child that exits by itself: its wall time and peak memory.
+fn measured_run(exe: &Path, home: &Path, args: &[&str]) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let (child, lines) = start(exe, home, args)?;
+    let log: Vec<String> = lines.iter().map(|(_, line)| line).collect();
+    let ended = wait_measured(child)?;
+    anyhow::ensure!(
+        ended.success,
+        "{} failed: {}",
+        args.join(" "),
+        log.join("\n")
+    );
+    Ok(json!({
+        "peak_rss_mb": ended.peak_rss_mb,
+        "elapsed_s": started.elapsed().as_secs_f64(),
+        "log": log.last().map(|l| l.trim()),
+    }))
+}
+
 /// One size: write the file, run each measured process on it.
 pub async fn one_size(dir: &Path, rows: usize, whole: bool) -> anyhow::Result<Value> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
@@ -267,22 +305,20 @@ pub async fn one_size(dir: &Path, rows: usize, whole: bool) -> anyhow::Result<Va
         report["traffic_whole_file"] =
             tokio::task::block_in_place(|| traffic(&exe, &home("traffic-whole"), &csv, None))?;
         let csv_arg = csv.to_str().context("a temporary path that is not UTF-8")?;
-        let started = Instant::now();
-        let (child, lines) = start(
-            &exe,
-            &home("held"),
-            &["bench", "dataset", "--hold", csv_arg],
-        )?;
-        let held = tokio::task::block_in_place(|| -> anyhow::Result<Value> {
-            let log: Vec<String> = lines.iter().map(|(_, line)| line).collect();
-            let ended = wait_measured(child)?;
-            anyhow::ensure!(ended.success, "holding the file failed: {}", log.join("\n"));
-            Ok(json!({
-                "peak_rss_mb": ended.peak_rss_mb,
-                "elapsed_s": started.elapsed().as_secs_f64(),
-            }))
+        report["stream_whole_file"] = tokio::task::block_in_place(|| {
+            measured_run(
+                &exe,
+                &home("stream"),
+                &["bench", "dataset", "--stream", csv_arg],
+            )
         })?;
-        report["held_whole_baseline"] = held;
+        report["held_whole_baseline"] = tokio::task::block_in_place(|| {
+            measured_run(
+                &exe,
+                &home("held"),
+                &["bench", "dataset", "--hold", csv_arg],
+            )
+        })?;
     }
     std::fs::remove_file(&csv)?;
     Ok(report)
