@@ -39,7 +39,7 @@ fn a_limit_stops_the_read_and_a_second_pass_sends_only_what_is_new() {
 
     let log = traffic(&home, &data, Some("3"));
     assert!(
-        log.contains("sent 3 questions (0 were already on the topic"),
+        log.contains("sent 3 questions (0 already on the topic, which held 0)"),
         "{log}"
     );
     assert!(
@@ -49,7 +49,7 @@ fn a_limit_stops_the_read_and_a_second_pass_sends_only_what_is_new() {
 
     let log = traffic(&home, &data, None);
     assert!(
-        log.contains("sent 2 questions (3 were already on the topic"),
+        log.contains("sent 2 questions (3 already on the topic, which held 3)"),
         "{log}"
     );
     assert!(

@@ -150,7 +150,7 @@ async fn run_traffic(
         tracing::warn!("{data_name}: skipped {row}");
     }
     tracing::info!(
-        "traffic agent: sent {sent} questions ({} were already on the topic, of {on_topic} there); \
+        "traffic agent: sent {sent} questions ({} already on the topic, which held {on_topic}); \
          {data_name}: {} distinct questions, {} rows, {} malformed, {} repeats",
         read.skipped,
         read.questions,

@@ -63,7 +63,8 @@ struct DatasetBench {
     #[arg(long, value_delimiter = ',', default_value = "100000,1400000")]
     rows: Vec<usize>,
     /// Also send the whole file with `agent traffic` (on the embedded
-    /// broker, in the same process), read it through as a stream alone,
+    /// broker in the same process, then on a served one), read it through
+    /// as a stream alone,
     /// and hold it parsed whole as readers did before they streamed (the
     /// baseline).
     #[arg(long)]
@@ -428,6 +429,7 @@ async fn dataset_bench(args: DatasetBench) -> anyhow::Result<ExitCode> {
             "traffic_limit_10_rss_ratio": ratio("traffic_limit_10"),
             "llm_sim_rss_ratio": ratio("llm_sim"),
             "traffic_whole_file_rss_ratio": ratio("traffic_whole_file"),
+            "traffic_whole_file_served_broker_rss_ratio": ratio("traffic_whole_file_served_broker"),
             "stream_whole_file_rss_ratio": ratio("stream_whole_file"),
             "held_whole_baseline_rss_ratio": ratio("held_whole_baseline"),
         })

@@ -94,8 +94,19 @@ fn start(
     home: &Path,
     args: &[&str],
 ) -> anyhow::Result<(Child, std::sync::mpsc::Receiver<(Instant, String)>)> {
+    start_with(exe, home, args, &[])
+}
+
+/// [`start`] with more environment variables.
+fn start_with(
+    exe: &Path,
+    home: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Child, std::sync::mpsc::Receiver<(Instant, String)>)> {
     let mut child = Command::new(exe)
         .args(args)
+        .envs(env.iter().copied())
         .env("ANSWERLOOP_HOME", home)
         .env_remove("ANSWERLOOP_CONFIG")
         .env_remove("RUST_LOG")
@@ -138,7 +149,13 @@ fn wait_for_line(
 
 /// `agent traffic` on `csv` (`--limit N`, or the whole file), until it
 /// exits: time to its first question, wall time, peak memory.
-fn traffic(exe: &Path, home: &Path, csv: &Path, limit: Option<usize>) -> anyhow::Result<Value> {
+fn traffic(
+    exe: &Path,
+    home: &Path,
+    csv: &Path,
+    limit: Option<usize>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Value> {
     let csv = csv.to_str().context("a temporary path that is not UTF-8")?;
     let limit = limit.map(|n| n.to_string());
     let mut args = vec!["agent", "traffic", "--data", csv, "--exit-when-done"];
@@ -146,7 +163,7 @@ fn traffic(exe: &Path, home: &Path, csv: &Path, limit: Option<usize>) -> anyhow:
         args.extend(["--limit", limit.as_str()]);
     }
     let started = Instant::now();
-    let (child, lines) = start(exe, home, &args)?;
+    let (child, lines) = start_with(exe, home, &args, env)?;
     let mut seen = Vec::new();
     let first = wait_for_line(
         &lines,
@@ -176,6 +193,42 @@ fn traffic(exe: &Path, home: &Path, csv: &Path, limit: Option<usize>) -> anyhow:
         "elapsed_s": elapsed_s,
         "log": sent.split("traffic agent: ").nth(1).unwrap_or(&sent).trim(),
     }))
+}
+
+/// The whole file sent by `agent traffic` to a broker served by another
+/// process (`broker serve`), so that the traffic process holds only what
+/// traffic holds; the broker server's peak beside it.
+fn traffic_served(exe: &Path, home: &Path, csv: &Path) -> anyhow::Result<Value> {
+    let mut broker = Command::new(exe)
+        .args(["broker", "serve", "--listen", "127.0.0.1:0"])
+        .env("ANSWERLOOP_HOME", home)
+        .env_remove("ANSWERLOOP_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the broker server")?;
+    let mut addr = String::new();
+    BufReader::new(broker.stdout.take().expect("stdout is piped")).read_line(&mut addr)?;
+    let addr = addr.trim().to_string();
+    let sent = match addr.is_empty() {
+        true => Err(anyhow::anyhow!("the broker server did not start")),
+        false => traffic(
+            exe,
+            &home.join("traffic"),
+            csv,
+            None,
+            &[
+                ("ANSWERLOOP_BROKER", "remote"),
+                ("ANSWERLOOP_BROKER_ADDR", addr.as_str()),
+            ],
+        ),
+    };
+    let _ = broker.kill();
+    let broker = wait_measured(broker)?;
+    let mut sent = sent?;
+    sent["broker_server_peak_rss_mb"] = json!(broker.peak_rss_mb);
+    Ok(sent)
 }
 
 /// `llm-sim --data csv`: time until it serves, one question answered from
@@ -299,11 +352,13 @@ pub async fn one_size(dir: &Path, rows: usize, whole: bool) -> anyhow::Result<Va
     let home = |name: &str| -> PathBuf { dir.join(format!("home-{rows}-{name}")) };
     let mut report = json!({ "rows": rows, "file_mb": bytes as f64 / 1e6 });
     report["traffic_limit_10"] =
-        tokio::task::block_in_place(|| traffic(&exe, &home("traffic-limit"), &csv, Some(10)))?;
+        tokio::task::block_in_place(|| traffic(&exe, &home("traffic-limit"), &csv, Some(10), &[]))?;
     report["llm_sim"] = llm_sim(&exe, &home("sim"), &csv, &probe).await?;
     if whole {
         report["traffic_whole_file"] =
-            tokio::task::block_in_place(|| traffic(&exe, &home("traffic-whole"), &csv, None))?;
+            tokio::task::block_in_place(|| traffic(&exe, &home("traffic-whole"), &csv, None, &[]))?;
+        report["traffic_whole_file_served_broker"] =
+            tokio::task::block_in_place(|| traffic_served(&exe, &home("served"), &csv))?;
         let csv_arg = csv.to_str().context("a temporary path that is not UTF-8")?;
         report["stream_whole_file"] = tokio::task::block_in_place(|| {
             measured_run(
