@@ -191,9 +191,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     } else {
         let (data, limit) = (options.data.as_deref(), options.limit);
         let (_, questions) = dataset::open_or_sample(data, limit)?;
-        let send = remaining.clone();
+        // What was final when the run started is still final, and nothing
+        // else is until it is sent: the store answers without a copy of
+        // `remaining` (on a failed lookup the question is sent; the store
+        // agent keeps one answer).
+        let final_store = store.clone();
         let (to_send, reader) = traffic::feed::spawn(questions, move |q| {
-            send.contains(&q.id) && !in_topic.contains(&q.id)
+            !in_topic.contains(&q.id) && !final_store.is_final(&q.id).unwrap_or(false)
         });
         let agents = Agents::start(
             &options,
