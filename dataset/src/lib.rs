@@ -6,18 +6,29 @@
 //! skipped; the rest still load. A file with no usable row at all is an error
 //! that says what the file looked like instead.
 //!
-//! The file is read as a stream, never whole: asked for the first N
-//! questions, the reader stops after the row that gives the Nth, so a
-//! `--limit 10` on the 1.4-million-row training set reads a few rows. The
-//! questions already seen are remembered as 64-bit hashes of their ids,
-//! not as strings.
+//! A user's file is read as a stream, never whole, so the memory a reader
+//! needs grows with the distinct questions (8 bytes each), not with the
+//! file:
+//!
+//! - [`stream`]: [`Questions`], the questions row by row; asked for the
+//!   first N, it stops after the row that gives the Nth.
+//! - [`ids`]: [`IdSet`], question ids as 64-bit numbers, for duplicates and
+//!   questions already sent or stored.
+//! - [`index`]: [`RowIndex`], where each question's row starts, to read
+//!   one question's reference answer back without holding the others.
 
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader, Read};
+pub mod ids;
+pub mod index;
+pub mod stream;
+
+use std::io::Read;
 use std::path::Path;
 
 use answerloop_schema::{category_name, Question};
+
+pub use ids::{id_number, IdSet};
+pub use index::RowIndex;
+pub use stream::Questions;
 
 /// The question set shipped with the binary: original questions and answers
 /// written for this project in the Yahoo! Answers format.
@@ -51,6 +62,8 @@ impl std::fmt::Display for RowError {
     }
 }
 
+/// A question set held whole: for the built-in sample and small sets a
+/// caller writes itself. A user's file is read with [`Questions`].
 #[derive(Debug)]
 pub struct Dataset {
     pub questions: Vec<Question>,
@@ -68,30 +81,40 @@ pub enum DataError {
     NotCsv { source_name: String, why: String },
 }
 
-/// Read the question set at `path`: its first `limit` questions, or all.
-pub fn read_path(path: &Path, limit: Option<usize>) -> Result<Dataset, DataError> {
+/// The question set at `path`, as a stream: its first `limit` questions, or
+/// all.
+pub fn open(path: &Path, limit: Option<usize>) -> Result<Questions<std::fs::File>, DataError> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|error| DataError::Io {
         source_name: name.clone(),
         error,
     })?;
-    parse_first(file, &name, limit)
+    Questions::new(file, &name, limit)
 }
 
+/// Any source of a question set: a user's file or the built-in sample.
+pub type AnyQuestions = Questions<Box<dyn Read + Send>>;
+
 /// The question set at `path`, or the built-in sample when there is none
-/// (its first `limit` questions, or all); with the name to show for it.
-pub fn read_or_sample(
+/// (its first `limit` questions, or all), as a stream; with the name to
+/// show for it.
+pub fn open_or_sample(
     path: Option<&Path>,
     limit: Option<usize>,
-) -> Result<(String, Dataset), DataError> {
-    Ok(match path {
-        Some(path) => (path.display().to_string(), read_path(path, limit)?),
-        None => (
-            SAMPLE_NAME.to_string(),
-            parse_first(SAMPLE_CSV.as_bytes(), SAMPLE_NAME, limit)
-                .expect("the built-in sample parses"),
-        ),
-    })
+) -> Result<(String, AnyQuestions), DataError> {
+    let (name, input): (String, Box<dyn Read + Send>) = match path {
+        Some(path) => {
+            let name = path.display().to_string();
+            let file = std::fs::File::open(path).map_err(|error| DataError::Io {
+                source_name: name.clone(),
+                error,
+            })?;
+            (name, Box::new(file))
+        }
+        None => (SAMPLE_NAME.to_string(), Box::new(SAMPLE_CSV.as_bytes())),
+    };
+    let questions = Questions::new(input, &name, limit)?;
+    Ok((name, questions))
 }
 
 /// The built-in sample question set.
@@ -104,14 +127,12 @@ pub fn sample() -> Dataset {
 /// hostile one, and would make a prompt no model takes.
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 
-/// Parse a Yahoo! Answers CSV from `input`; `source_name` names it in errors.
+/// Parse a Yahoo! Answers CSV from `input` whole; `source_name` names it in
+/// errors. For sets known to be small: a user's file is read with
+/// [`Questions`].
 pub fn parse(input: impl Read, source_name: &str) -> Result<Dataset, DataError> {
     parse_first(input, source_name, None)
 }
-
-/// How much of the file is looked at for NUL bytes before it is taken for
-/// text.
-const SNIFF_BYTES: usize = 4096;
 
 /// [`parse`], stopping once `limit` questions are read.
 pub fn parse_first(
@@ -119,101 +140,21 @@ pub fn parse_first(
     source_name: &str,
     limit: Option<usize>,
 ) -> Result<Dataset, DataError> {
-    let io = |error| DataError::Io {
-        source_name: source_name.to_string(),
-        error,
-    };
-    let not_csv = |why: String| DataError::NotCsv {
-        source_name: source_name.to_string(),
-        why,
-    };
-    let mut input = BufReader::with_capacity(64 * 1024, input);
-    let head = input.fill_buf().map_err(io)?;
-    if head[..head.len().min(SNIFF_BYTES)].contains(&0) {
-        return Err(not_csv("it is a binary file (it holds NUL bytes)".into()));
-    }
-    // A UTF-8 byte order mark (spreadsheet exports) is not part of the class.
-    if head.starts_with(b"\xef\xbb\xbf") {
-        input.consume(3);
-    }
-
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(input);
-    let mut report = ReadReport::default();
-    let mut seen = HashSet::new();
-    let mut questions = Vec::new();
-    for row in reader.byte_records() {
-        if limit.is_some_and(|limit| questions.len() >= limit) {
-            break;
-        }
-        report.rows += 1;
-        let row = match row {
-            Ok(row) => row,
-            // The file could not be read on: not a bad row, a failed read.
-            Err(e) if e.is_io_error() => {
-                let csv::ErrorKind::Io(error) = e.into_kind() else {
-                    unreachable!("an I/O error's kind is Io")
-                };
-                return Err(io(error));
-            }
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                report.malformed.push(RowError {
-                    line,
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        };
-        let line = row.position().map_or(0, |p| p.line());
-        match parse_row(&row) {
-            Ok(Row::Question(q)) => {
-                if seen.insert(id_hash(&q.id)) {
-                    questions.push(*q);
-                } else {
-                    report.duplicates += 1;
-                }
-            }
-            Ok(Row::NoQuestion) => report.no_question += 1,
-            Ok(Row::NoReference) => report.no_reference += 1,
-            Err(reason) => report.malformed.push(RowError { line, reason }),
-        }
-    }
-    if questions.is_empty() && !report.malformed.is_empty() {
-        let first = &report.malformed[0];
-        return Err(not_csv(format!(
-            "none of its {} rows has the four fields class, title, content, best answer \
-             (first problem at {first})",
-            report.rows
-        )));
-    }
-    if questions.is_empty() {
-        return Err(not_csv(format!(
-            "it has no question to answer ({} rows: {} without a question, {} without a best answer)",
-            report.rows, report.no_question, report.no_reference
-        )));
-    }
-    Ok(Dataset { questions, report })
+    let mut stream = Questions::new(input, source_name, limit)?;
+    let questions = stream.by_ref().collect::<Result<Vec<_>, _>>()?;
+    Ok(Dataset {
+        questions,
+        report: stream.into_report(),
+    })
 }
 
-/// A question id as 64 bits: 1.4 million ids collide with a chance of
-/// about one in ten million.
-fn id_hash(id: &str) -> u64 {
-    // The same for every hasher made with `new` in one process.
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    id.hash(&mut hasher);
-    hasher.finish()
-}
-
-enum Row {
+pub(crate) enum Row {
     Question(Box<Question>),
     NoQuestion,
     NoReference,
 }
 
-fn parse_row(row: &csv::ByteRecord) -> Result<Row, String> {
+pub(crate) fn parse_row(row: &csv::ByteRecord) -> Result<Row, String> {
     if row.len() != 4 {
         return Err(format!(
             "expected 4 fields (class, title, content, best answer), found {}",

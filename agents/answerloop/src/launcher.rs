@@ -548,7 +548,7 @@ pub fn write_questions(path: &Path, n: usize) -> anyhow::Result<Vec<Question>> {
     writer.flush()?;
     drop(writer);
     // Read back as the agents will, so the ids are the agents' ids.
-    let questions = answerloop_dataset::read_path(path, None)?.questions;
+    let questions = answerloop_dataset::open(path, None)?.collect::<Result<Vec<_>, _>>()?;
     anyhow::ensure!(
         questions.len() == n,
         "wrote {n} questions but {} read back as distinct",

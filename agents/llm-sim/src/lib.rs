@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use answerloop_dataset::RowIndex;
 use answerloop_schema::{question_id, Question};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -131,11 +132,58 @@ pub struct Request {
     pub fault: Option<FaultKind>,
 }
 
+/// Where the simulator finds a question's reference answer, by question
+/// id: a map for a set held in memory, or a [`RowIndex`] that reads it from
+/// the question set file, so a large set is not held.
+pub trait References: Send + Sync {
+    fn reference(&self, id: &str) -> Option<String>;
+    /// Questions known.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl References for HashMap<String, String> {
+    fn reference(&self, id: &str) -> Option<String> {
+        self.get(id).cloned()
+    }
+
+    fn len(&self) -> usize {
+        HashMap::len(self)
+    }
+}
+
+impl References for RowIndex {
+    fn reference(&self, id: &str) -> Option<String> {
+        match self.get(id) {
+            Ok(question) => question.map(|q| q.reference),
+            Err(e) => {
+                tracing::warn!("llm-sim: {e}");
+                None
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        RowIndex::len(self)
+    }
+}
+
+/// The references of `questions`, held in memory.
+pub fn references_of(questions: &[Question]) -> Arc<dyn References> {
+    let map: HashMap<String, String> = questions
+        .iter()
+        .map(|q| (q.id.clone(), q.reference.clone()))
+        .collect();
+    Arc::new(map)
+}
+
 /// Shared by every request.
 pub struct SimState {
     config: SimConfig,
     /// Reference answers by question id.
-    references: HashMap<String, String>,
+    references: Arc<dyn References>,
     rng: Mutex<StdRng>,
     log: Mutex<Vec<Request>>,
     quota: Option<governor::DefaultDirectRateLimiter>,
@@ -143,11 +191,7 @@ pub struct SimState {
 }
 
 impl SimState {
-    pub fn new(config: SimConfig, questions: &[Question]) -> Self {
-        let references = questions
-            .iter()
-            .map(|q| (q.id.clone(), q.reference.clone()))
-            .collect();
+    pub fn new(config: SimConfig, references: Arc<dyn References>) -> Self {
         let quota = config
             .quota_per_sec
             .and_then(std::num::NonZeroU32::new)
@@ -198,10 +242,13 @@ impl SimState {
     }
 
     /// The reference answer for a question text, if the simulator knows it.
-    fn reference(&self, question_text: &str) -> Option<&str> {
-        self.references
-            .get(&question_id(question_text))
-            .map(String::as_str)
+    fn reference(&self, question_text: &str) -> Option<String> {
+        self.references.reference(&question_id(question_text))
+    }
+
+    /// Questions the simulator knows.
+    pub fn known_questions(&self) -> usize {
+        self.references.len()
     }
 }
 
@@ -214,13 +261,23 @@ pub struct SimServer {
 }
 
 impl SimServer {
-    /// Serve on `listen` (use port 0 for any free port).
+    /// Serve on `listen` (use port 0 for any free port), answering
+    /// `questions`.
     pub async fn start(
         listen: SocketAddr,
         config: SimConfig,
         questions: &[Question],
     ) -> std::io::Result<Self> {
-        let state = Arc::new(SimState::new(config, questions));
+        Self::serve(listen, config, references_of(questions)).await
+    }
+
+    /// Serve on `listen`, answering the questions `references` knows.
+    pub async fn serve(
+        listen: SocketAddr,
+        config: SimConfig,
+        references: Arc<dyn References>,
+    ) -> std::io::Result<Self> {
+        let state = Arc::new(SimState::new(config, references));
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
@@ -255,5 +312,44 @@ impl SimServer {
     /// Serve until the process is told to stop.
     pub async fn wait(self) -> std::io::Result<()> {
         self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_question_set_file_is_answered_from_its_rows_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.csv");
+        std::fs::write(
+            &path,
+            "1,\"Why is the sea salty?\",\"Asking.\",\"Rivers carry salts.\"\n\
+             1,\"bad row\"\n\
+             2,\"Is tea healthy?\",\"\",\"In moderation.\"\n",
+        )
+        .unwrap();
+        let (index, _) = RowIndex::build(&path, None).unwrap();
+        let state = SimState::new(SimConfig::default(), Arc::new(index));
+        assert_eq!(state.known_questions(), 2);
+        assert_eq!(
+            state.reference("Is tea healthy?").as_deref(),
+            Some("In moderation.")
+        );
+        assert_eq!(
+            state.reference("Why is the sea salty?\nAsking.").as_deref(),
+            Some("Rivers carry salts.")
+        );
+        assert_eq!(state.reference("Is coffee healthy?"), None);
+        // The same answers as from the questions held in memory.
+        let held = answerloop_dataset::open(&path, None)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let in_memory = SimState::new(SimConfig::default(), references_of(&held));
+        for q in &held {
+            assert_eq!(in_memory.reference(&q.text()), state.reference(&q.text()));
+        }
     }
 }

@@ -73,13 +73,15 @@ async fn decide(state: &SimState, user: Option<&str>, prompt: &str, key: Option<
         state.stats.over_quota.fetch_add(1, Ordering::Relaxed);
         return Reply::OverQuota(wait);
     }
+    // Looked up before the generator is locked: it may read a file.
+    let reference = state.reference(question_text(user));
     let (delay, reply) = {
         let mut rng = state.rng.lock().expect("rng poisoned");
         let delay = latency(state, &mut *rng);
-        let reply = match state.reference(question_text(user)) {
+        let reply = match reference {
             Some(reference) => {
                 let q = state.config.quality.sample(&mut *rng);
-                text::answer(reference, q, &mut *rng)
+                text::answer(&reference, q, &mut *rng)
             }
             None => {
                 state

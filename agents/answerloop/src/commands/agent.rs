@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use answerloop_schema::{topics, Question};
+use answerloop_schema::topics;
 use answerloop_storage::Store;
 use anyhow::Context;
 use tokio::sync::watch;
@@ -136,20 +136,27 @@ async fn run_traffic(
     role: TrafficArgs,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let questions = dataset::read_or_sample(role.data.as_deref(), role.limit)?
-        .1
-        .questions;
+    let (data_name, questions) = dataset::open_or_sample(role.data.as_deref(), role.limit)?;
     let sent_before = traffic::already_sent(broker.as_ref()).await?;
-    let to_send: Vec<Question> = questions
-        .into_iter()
-        .filter(|q| !sent_before.contains(&q.id))
-        .collect();
+    let on_topic = sent_before.len();
+    let (to_send, reader) = traffic::feed::spawn(questions, move |q| !sent_before.contains(&q.id));
     let (producer, task) = Producer::spawn(broker, topics::QUESTIONS, None, 256);
-    let sent = traffic::run(to_send, producer, role.schedule.schedule(), stop.clone()).await?;
+    let sent = traffic::run(to_send, producer, role.schedule.schedule(), stop.clone()).await;
     task.await.context("the producer task failed")?;
+    // A failed read (or a file with no question) ends the run first.
+    let read = reader.finish().await?;
+    let sent = sent?;
+    for row in read.rows.malformed.iter().take(5) {
+        tracing::warn!("{data_name}: skipped {row}");
+    }
     tracing::info!(
-        "traffic agent: sent {sent} questions ({} were already on the topic)",
-        sent_before.len()
+        "traffic agent: sent {sent} questions ({} already on the topic, which held {on_topic}); \
+         {data_name}: {} distinct questions, {} rows, {} malformed, {} repeats",
+        read.skipped,
+        read.questions,
+        read.rows.rows,
+        read.rows.malformed.len(),
+        read.rows.duplicates,
     );
     if !role.exit_when_done {
         let _ = stop.wait_for(|stop| *stop).await;
@@ -170,15 +177,11 @@ async fn run_llm(
     settings.agent.member = role.member;
     // Only the simulator answers from the question set.
     let specs = settings.providers();
-    let questions = match specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
-        true => {
-            dataset::read_or_sample(role.data.as_deref(), None)?
-                .1
-                .questions
-        }
-        false => Vec::new(),
+    let references = match specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
+        true => providers::sim_references(role.data.as_deref(), None)?,
+        false => answerloop_llm_sim::references_of(&[]),
     };
-    let (providers, sim) = providers::connect(&specs, &role.sim.config()?, &questions).await?;
+    let (providers, sim) = providers::connect(&specs, &role.sim.config()?, references).await?;
     let names: Vec<String> = providers
         .iter()
         .map(|p| format!("{} ({})", p.model(), p.name()))

@@ -1,4 +1,5 @@
-//! `answerloop bench llm|model|score|pipeline`: each prints one JSON object.
+//! `answerloop bench llm|model|score|pipeline|fleet|dataset`: each prints
+//! one JSON object.
 //!
 //! `bench llm`: how much of a provider's capacity the LLM agent's call
 //! policy turns into answers, against llm-sim with a set quota, latency and
@@ -50,6 +51,30 @@ enum BenchWhat {
     /// The pipeline as processes with 1, then more LLM agents sharing the
     /// questions (`--member`), llm-sim with a latency: how the rate grows.
     Fleet(FleetBench),
+    /// The question set's cost as the file grows: peak memory and time to
+    /// the first question of `agent traffic --limit 10` and of llm-sim
+    /// loading it, on synthetic Yahoo! Answers CSVs of each size.
+    Dataset(DatasetBench),
+}
+
+#[derive(Debug, clap::Args)]
+struct DatasetBench {
+    /// Rows of each file, in order, e.g. `100000,1400000`.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1400000")]
+    rows: Vec<usize>,
+    /// Also send the whole file with `agent traffic` (on the embedded
+    /// broker in the same process, then on a served one), read it through
+    /// as a stream alone,
+    /// and hold it parsed whole as readers did before they streamed (the
+    /// baseline).
+    #[arg(long)]
+    whole: bool,
+    /// Parse this file whole and exit: the baseline's child process.
+    #[arg(long, hide = true, value_name = "CSV")]
+    hold: Option<std::path::PathBuf>,
+    /// Stream this file to its end and exit: the reader's child process.
+    #[arg(long, hide = true, value_name = "CSV")]
+    stream: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,6 +217,7 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Score(bench) => tokio::task::spawn_blocking(move || score(bench)).await?,
         BenchWhat::Pipeline(bench) => pipeline(bench).await,
         BenchWhat::Fleet(bench) => fleet(bench).await,
+        BenchWhat::Dataset(bench) => dataset_bench(bench).await,
     }
 }
 
@@ -380,6 +406,50 @@ async fn run_fleet(
         llm_calls: tally.llm_calls,
         peak_rss_mb,
     })
+}
+
+async fn dataset_bench(args: DatasetBench) -> anyhow::Result<ExitCode> {
+    if let Some(csv) = &args.hold {
+        super::bench_dataset::hold_whole(csv)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(csv) = &args.stream {
+        super::bench_dataset::stream_through(csv)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::ensure!(
+        !args.rows.is_empty() && args.rows.iter().all(|n| *n >= 10_000),
+        "--rows takes sizes of at least 10000, e.g. 100000,1400000"
+    );
+    let dir = tempfile::tempdir()?;
+    let mut sizes = Vec::new();
+    for rows in &args.rows {
+        sizes.push(super::bench_dataset::one_size(dir.path(), *rows, args.whole).await?);
+    }
+    let ratio = |key: &str| match (sizes.first(), sizes.last()) {
+        (Some(first), Some(last)) if sizes.len() > 1 => {
+            Some(last[key]["peak_rss_mb"].as_f64()? / first[key]["peak_rss_mb"].as_f64()?)
+        }
+        _ => None,
+    };
+    println!(
+        "{}",
+        json!({
+            "what": "peak resident memory (MB) and seconds to the first question, child processes of this binary",
+            "sizes": sizes,
+            "rows_ratio_last_over_first": match (args.rows.first(), args.rows.last()) {
+                (Some(a), Some(b)) if args.rows.len() > 1 => Some(*b as f64 / *a as f64),
+                _ => None,
+            },
+            "traffic_limit_10_rss_ratio": ratio("traffic_limit_10"),
+            "llm_sim_rss_ratio": ratio("llm_sim"),
+            "traffic_whole_file_rss_ratio": ratio("traffic_whole_file"),
+            "traffic_whole_file_served_broker_rss_ratio": ratio("traffic_whole_file_served_broker"),
+            "stream_whole_file_rss_ratio": ratio("stream_whole_file"),
+            "held_whole_baseline_rss_ratio": ratio("held_whole_baseline"),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `bench fleet`: the pipeline as processes with 1, then N LLM agents

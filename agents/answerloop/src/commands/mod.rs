@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod answers;
 pub mod bench;
+pub mod bench_dataset;
 pub mod bench_engine;
 pub mod broker;
 pub mod chaos;

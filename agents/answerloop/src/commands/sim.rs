@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::traffic::dataset;
 use answerloop_llm_sim::{FaultKind, Quality, SimConfig, SimServer};
 
 /// Simulator knobs, shared by `llm-sim` and `run --llm sim`.
@@ -97,17 +96,17 @@ pub struct SimArgs {
 }
 
 pub async fn execute(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let (_, dataset) = dataset::read_or_sample(args.data.as_deref(), None)?;
+    let references = crate::providers::sim_references(args.data.as_deref(), None)?;
     let mut config = args.knobs.config()?;
     if let Some(var) = &args.require_key_env {
         let key = std::env::var(var)
             .map_err(|_| anyhow::anyhow!("--require-key-env: {var} is not set"))?;
         config.api_key = Some(key);
     }
-    let server = SimServer::start(args.listen, config, &dataset.questions).await?;
+    let known = references.len();
+    let server = SimServer::serve(args.listen, config, references).await?;
     eprintln!(
-        "llm-sim (a test tool, not a model) serving {} questions at {}",
-        dataset.questions.len(),
+        "llm-sim (a test tool, not a model) serving {known} questions at {}",
         server.base_url()
     );
     tokio::select! {

@@ -2,27 +2,30 @@
 //! answered, and produces the rest to `questions` at a chosen arrival process.
 //!
 //! - [`dataset`]: the Yahoo! Answers CSV reader.
+//! - [`feed`]: the question set read ahead of the producer, row by row.
 //! - [`arrival`]: constant, Poisson or burst arrival times from a seed.
 
 pub mod arrival;
+pub mod feed;
 pub use answerloop_dataset as dataset;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use answerloop_broker::producer::{Pending, Producer};
 use answerloop_broker::{Broker, BrokerError, Record};
 use answerloop_schema::clock::now_ms;
 use answerloop_schema::{topics, Question};
 use arrival::Schedule;
-use tokio::sync::watch;
+use dataset::IdSet;
+use tokio::sync::{mpsc, watch};
 
 /// The ids of the questions already on `questions`, across its partitions:
 /// a restarted traffic agent or a resumed run does not send them again.
-pub async fn already_sent(broker: &dyn Broker) -> Result<HashSet<String>, BrokerError> {
-    let mut ids = HashSet::new();
+pub async fn already_sent(broker: &dyn Broker) -> Result<IdSet, BrokerError> {
+    let mut ids = IdSet::new();
     answerloop_broker::scan(broker, topics::QUESTIONS, None, |record| {
         if let Ok(q) = serde_json::from_slice::<Question>(&record.value) {
-            ids.insert(q.id);
+            ids.insert(&q.id);
         }
     })
     .await?;
@@ -34,11 +37,15 @@ pub async fn already_sent(broker: &dyn Broker) -> Result<HashSet<String>, Broker
 /// question: about 25 questions/s on a Fluvio partition with replication 2.
 const IN_FLIGHT: usize = 256;
 
-/// Produce `questions` to the `questions` topic on `schedule`; stops early
-/// when `shutdown` turns true. Returns how many were produced, each durable
-/// by then.
+/// What traffic logs once its first question is queued (`bench dataset`
+/// times it).
+pub const FIRST_QUESTION_LOG: &str = "first question queued";
+
+/// Produce `questions`, as they come, to the `questions` topic on
+/// `schedule`; stops early when `shutdown` turns true. Returns how many were
+/// produced, each durable by then.
 pub async fn run(
-    questions: Vec<Question>,
+    mut questions: mpsc::Receiver<Question>,
     producer: Producer,
     mut schedule: Schedule,
     mut shutdown: watch::Receiver<bool>,
@@ -46,7 +53,14 @@ pub async fn run(
     let start = tokio::time::Instant::now();
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
     let mut sent = 0;
-    for mut question in questions {
+    loop {
+        let mut question = tokio::select! {
+            question = questions.recv() => match question {
+                Some(question) => question,
+                None => break,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
         let due = start + schedule.next_offset();
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
@@ -64,6 +78,12 @@ pub async fn run(
                 .enqueue(Record::keyed(question.id.clone(), value))
                 .await?,
         );
+        if sent == 0 && in_flight.len() == 1 {
+            tracing::info!(
+                "traffic: {FIRST_QUESTION_LOG} after {} ms",
+                start.elapsed().as_millis()
+            );
+        }
     }
     for pending in in_flight {
         pending.durable().await?;

@@ -1,0 +1,146 @@
+//! The question set read on a thread of its own, a bounded channel ahead of
+//! the producer: traffic sends its first question as soon as the first row
+//! is read, and holds a window of rows, never the file.
+
+use std::io::Read;
+
+use answerloop_schema::Question;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::dataset::{DataError, Questions, ReadReport};
+
+/// Questions read ahead of the producer.
+const READ_AHEAD: usize = 1024;
+
+/// What the reader went through.
+#[derive(Debug, Clone, Default)]
+pub struct FeedReport {
+    /// Distinct questions read.
+    pub questions: usize,
+    /// Of those, left out (already sent or final).
+    pub skipped: usize,
+    pub rows: ReadReport,
+}
+
+/// Read `questions` on a blocking thread, keeping those `send` says to
+/// send (the others are counted as skipped): the questions to send, as they
+/// are read, and the reader to wait for once they are taken. The reader
+/// stops when the receiver is dropped.
+pub fn spawn<R: Read + Send + 'static>(
+    mut questions: Questions<R>,
+    send: impl Fn(&Question) -> bool + Send + 'static,
+) -> (mpsc::Receiver<Question>, FeedReader) {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut skipped = 0;
+        for question in questions.by_ref() {
+            let question = question?;
+            if !send(&question) {
+                skipped += 1;
+                continue;
+            }
+            if tx.blocking_send(question).is_err() {
+                break;
+            }
+        }
+        let (ids, rows) = questions.into_parts();
+        Ok(FeedReport {
+            questions: ids.len(),
+            skipped,
+            rows,
+        })
+    });
+    (rx, FeedReader(reader))
+}
+
+/// The reader of [`spawn`], to wait for once its questions are taken.
+pub struct FeedReader(JoinHandle<Result<FeedReport, DataError>>);
+
+impl FeedReader {
+    /// How the read went: the rows' report, or why the file could not be
+    /// read to its end (a failed read, or not a question set).
+    pub async fn finish(self) -> anyhow::Result<FeedReport> {
+        Ok(self.0.await??)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::dataset::{IdSet, SAMPLE_CSV};
+
+    fn questions(text: &str, limit: Option<usize>) -> Questions<std::io::Cursor<Vec<u8>>> {
+        Questions::new(std::io::Cursor::new(text.as_bytes().to_vec()), "t", limit).unwrap()
+    }
+
+    async fn drain(mut rx: mpsc::Receiver<Question>) -> Vec<Question> {
+        let mut out = Vec::new();
+        while let Some(q) = rx.recv().await {
+            out.push(q);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn sends_each_question_once_leaving_out_those_already_sent() {
+        let all = crate::traffic::dataset::sample().questions;
+        let sent: IdSet = all.iter().step_by(3).map(|q| q.id.as_str()).collect();
+        // The sample twice over: every question repeated.
+        let text = format!("{SAMPLE_CSV}{SAMPLE_CSV}");
+        let (rx, reader) = spawn(questions(&text, None), move |q| !sent.contains(&q.id));
+        let got = drain(rx).await;
+        let report = reader.finish().await.unwrap();
+        let expected: Vec<&Question> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, q)| q)
+            .collect();
+        assert_eq!(got.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(report.questions, all.len());
+        assert_eq!(report.skipped, all.len().div_ceil(3));
+        assert_eq!(report.rows.duplicates, all.len());
+    }
+
+    #[tokio::test]
+    async fn malformed_rows_keep_their_line_numbers_and_a_limit_stops_the_read() {
+        let text = "1,\"a?\",\"\",\"x\"\n1,\"too few\"\n1,\"b?\",\"\",\"y\"\n1,\"c?\",\"\",\"z\"\n\"unclosed";
+        let (rx, reader) = spawn(questions(text, Some(2)), |_| true);
+        let titles: Vec<String> = drain(rx).await.into_iter().map(|q| q.title).collect();
+        assert_eq!(titles, ["a?", "b?"]);
+        let report = reader.finish().await.unwrap();
+        assert_eq!(
+            report.rows.rows, 3,
+            "the fourth row and the tail are not read"
+        );
+        let lines: Vec<u64> = report.rows.malformed.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2]);
+    }
+
+    #[tokio::test]
+    async fn a_file_with_no_question_fails_the_reader() {
+        let (rx, reader) = spawn(questions("1,\"only a title\"\n", None), |_| true);
+        assert!(drain(rx).await.is_empty());
+        let err = reader.finish().await.unwrap_err().to_string();
+        assert!(err.contains("t is not a Yahoo! Answers CSV"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_reader_stops_when_the_sender_stops_taking() {
+        let rows = 5 * READ_AHEAD;
+        let text: String = (0..rows)
+            .map(|i| format!("1,\"question {i}?\",\"\",\"answer\"\n"))
+            .collect();
+        let (rx, reader) = spawn(questions(&text, None), |_| true);
+        drop(rx);
+        let report = reader.finish().await.unwrap();
+        // At most a channel's worth ahead of a sender that stopped at once.
+        assert!(
+            report.rows.rows <= READ_AHEAD + 1,
+            "read {} rows",
+            report.rows.rows
+        );
+    }
+}

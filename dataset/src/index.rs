@@ -1,0 +1,124 @@
+//! Where each question's row starts in a question set file, by id: 16
+//! bytes a question instead of the question. A question is read back by
+//! seeking to its row, which is how llm-sim finds a reference answer
+//! without holding the file.
+
+use std::io::{Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Mutex;
+
+use answerloop_schema::Question;
+
+use crate::stream::Rows;
+use crate::{id_number, parse_row, DataError, IdSet, ReadReport, Row};
+
+/// The rows of a question set file by question id.
+#[derive(Debug)]
+pub struct RowIndex {
+    /// (id number, byte offset of its first row), sorted.
+    rows: Vec<(u64, u64)>,
+    file: Mutex<std::fs::File>,
+    source_name: String,
+}
+
+impl RowIndex {
+    /// Index the question set at `path` (read once, row by row): its first
+    /// `limit` questions, or all; with the report on the rows read. The
+    /// same errors as [`crate::Questions`] when it is not a question set.
+    pub fn build(path: &Path, limit: Option<usize>) -> Result<(Self, ReadReport), DataError> {
+        let source_name = path.display().to_string();
+        let open = || {
+            std::fs::File::open(path).map_err(|error| DataError::Io {
+                source_name: source_name.clone(),
+                error,
+            })
+        };
+        let mut reader = Rows::new(open()?, &source_name)?;
+        let mut rows = Vec::new();
+        let mut duplicates = 0;
+        match limit {
+            // Counting distinct questions as they come takes a set of them.
+            Some(limit) => {
+                let mut seen = IdSet::new();
+                while seen.len() < limit {
+                    let Some((offset, question)) = reader.next_question()? else {
+                        break;
+                    };
+                    match seen.insert(&question.id) {
+                        true => rows.push((id_number(&question.id), offset)),
+                        false => duplicates += 1,
+                    }
+                }
+            }
+            // Without a limit the repeats are found by sorting: no set.
+            None => {
+                while let Some((offset, question)) = reader.next_question()? {
+                    rows.push((id_number(&question.id), offset));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Err(reader.nothing_to_answer());
+        }
+        // The first row of each question, as a reader in file order keeps.
+        rows.sort_unstable();
+        let before = rows.len();
+        rows.dedup_by_key(|(id, _)| *id);
+        rows.shrink_to_fit();
+        let mut report = reader.report;
+        report.duplicates = duplicates + before - rows.len();
+        let index = Self {
+            rows,
+            file: Mutex::new(open()?),
+            source_name,
+        };
+        Ok((index, report))
+    }
+
+    /// Distinct questions indexed.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The question with id `id`, read from its row; `None` when the file
+    /// has none (or no longer has it where it was).
+    pub fn get(&self, id: &str) -> Result<Option<Question>, DataError> {
+        let number = id_number(id);
+        let Ok(at) = self.rows.binary_search_by_key(&number, |(id, _)| *id) else {
+            return Ok(None);
+        };
+        let offset = self.rows[at].1;
+        let io = |error| DataError::Io {
+            source_name: self.source_name.clone(),
+            error,
+        };
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(16 * 1024)
+            .from_reader(&mut *file);
+        let mut record = csv::ByteRecord::new();
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) if e.is_io_error() => {
+                let csv::ErrorKind::Io(error) = e.into_kind() else {
+                    unreachable!("an I/O error's kind is Io")
+                };
+                return Err(io(error));
+            }
+            // The file changed under the index.
+            Err(_) => return Ok(None),
+        }
+        Ok(match parse_row(&record) {
+            Ok(Row::Question(q)) if q.id == id => Some(*q),
+            _ => None,
+        })
+    }
+}
