@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use answerloop_schema::Question;
 
 use crate::stream::Rows;
-use crate::{id_number, parse_row, DataError, IdSet, ReadReport, Row};
+use crate::{
+    id_number, io_error, open_file, parse_row, read_failure, DataError, IdSet, ReadReport, Row,
+};
 
 /// The rows of a question set file by question id.
 #[derive(Debug)]
@@ -26,14 +28,8 @@ impl RowIndex {
     /// `limit` questions, or all; with the report on the rows read. The
     /// same errors as [`crate::Questions`] when it is not a question set.
     pub fn build(path: &Path, limit: Option<usize>) -> Result<(Self, ReadReport), DataError> {
-        let source_name = path.display().to_string();
-        let open = || {
-            std::fs::File::open(path).map_err(|error| DataError::Io {
-                source_name: source_name.clone(),
-                error,
-            })
-        };
-        let mut reader = Rows::new(open()?, &source_name)?;
+        let (source_name, file) = open_file(path)?;
+        let mut reader = Rows::new(file, &source_name)?;
         let mut rows = Vec::new();
         let mut duplicates = 0;
         match limit {
@@ -69,7 +65,7 @@ impl RowIndex {
         report.duplicates = duplicates + before - rows.len();
         let index = Self {
             rows,
-            file: Mutex::new(open()?),
+            file: Mutex::new(open_file(path)?.1),
             source_name,
         };
         Ok((index, report))
@@ -92,10 +88,7 @@ impl RowIndex {
             return Ok(None);
         };
         let offset = self.rows[at].1;
-        let io = |error| DataError::Io {
-            source_name: self.source_name.clone(),
-            error,
-        };
+        let io = |error| io_error(&self.source_name, error);
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.seek(SeekFrom::Start(offset)).map_err(io)?;
         let mut reader = csv::ReaderBuilder::new()
@@ -104,17 +97,12 @@ impl RowIndex {
             .buffer_capacity(16 * 1024)
             .from_reader(&mut *file);
         let mut record = csv::ByteRecord::new();
-        match reader.read_byte_record(&mut record) {
+        match reader.read_byte_record(&mut record).map_err(read_failure) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
-            Err(e) if e.is_io_error() => {
-                let csv::ErrorKind::Io(error) = e.into_kind() else {
-                    unreachable!("an I/O error's kind is Io")
-                };
-                return Err(io(error));
-            }
+            Err(Ok(error)) => return Err(io(error)),
             // The file changed under the index.
-            Err(_) => return Ok(None),
+            Err(Err(_)) => return Ok(None),
         }
         Ok(match parse_row(&record) {
             Ok(Row::Question(q)) if q.id == id => Some(*q),

@@ -84,12 +84,36 @@ pub enum DataError {
 /// The question set at `path`, as a stream: its first `limit` questions, or
 /// all.
 pub fn open(path: &Path, limit: Option<usize>) -> Result<Questions<std::fs::File>, DataError> {
-    let name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|error| DataError::Io {
-        source_name: name.clone(),
-        error,
-    })?;
+    let (name, file) = open_file(path)?;
     Questions::new(file, &name, limit)
+}
+
+/// The file at `path` and the name its errors give it.
+pub(crate) fn open_file(path: &Path) -> Result<(String, std::fs::File), DataError> {
+    let name = path.display().to_string();
+    match std::fs::File::open(path) {
+        Ok(file) => Ok((name, file)),
+        Err(error) => Err(io_error(&name, error)),
+    }
+}
+
+pub(crate) fn io_error(source_name: &str, error: std::io::Error) -> DataError {
+    DataError::Io {
+        source_name: source_name.to_string(),
+        error,
+    }
+}
+
+/// The I/O error a CSV read failed with, or the error when the row itself
+/// was at fault.
+pub(crate) fn read_failure(e: csv::Error) -> Result<std::io::Error, csv::Error> {
+    if !e.is_io_error() {
+        return Err(e);
+    }
+    let csv::ErrorKind::Io(error) = e.into_kind() else {
+        unreachable!("an I/O error's kind is Io")
+    };
+    Ok(error)
 }
 
 /// Any source of a question set: a user's file or the built-in sample.
@@ -104,11 +128,7 @@ pub fn open_or_sample(
 ) -> Result<(String, AnyQuestions), DataError> {
     let (name, input): (String, Box<dyn Read + Send>) = match path {
         Some(path) => {
-            let name = path.display().to_string();
-            let file = std::fs::File::open(path).map_err(|error| DataError::Io {
-                source_name: name.clone(),
-                error,
-            })?;
+            let (name, file) = open_file(path)?;
             (name, Box::new(file))
         }
         None => (SAMPLE_NAME.to_string(), Box::new(SAMPLE_CSV.as_bytes())),

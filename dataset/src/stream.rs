@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 
 use answerloop_schema::Question;
 
-use crate::{parse_row, DataError, IdSet, ReadReport, Row, RowError};
+use crate::{io_error, parse_row, read_failure, DataError, IdSet, ReadReport, Row, RowError};
 
 /// How much of the file is looked at for NUL bytes before it is taken for
 /// text.
@@ -62,17 +62,16 @@ impl<R: Read> Rows<R> {
     /// file. An error is a failed read, not a bad row.
     pub(crate) fn next_question(&mut self) -> Result<Option<(u64, Question)>, DataError> {
         loop {
-            match self.reader.read_byte_record(&mut self.record) {
+            match self
+                .reader
+                .read_byte_record(&mut self.record)
+                .map_err(read_failure)
+            {
                 Ok(false) => return Ok(None),
                 Ok(true) => {}
                 // The file could not be read on: not a bad row, a failed read.
-                Err(e) if e.is_io_error() => {
-                    let csv::ErrorKind::Io(error) = e.into_kind() else {
-                        unreachable!("an I/O error's kind is Io")
-                    };
-                    return Err(io_error(&self.source_name, error));
-                }
-                Err(e) => {
+                Err(Ok(error)) => return Err(io_error(&self.source_name, error)),
+                Err(Err(e)) => {
                     self.report.rows += 1;
                     let line = e.position().map_or(0, |p| p.line());
                     self.report.malformed.push(RowError {
@@ -114,13 +113,6 @@ impl<R: Read> Rows<R> {
             source_name: self.source_name.clone(),
             why,
         }
-    }
-}
-
-fn io_error(source_name: &str, error: std::io::Error) -> DataError {
-    DataError::Io {
-        source_name: source_name.to_string(),
-        error,
     }
 }
 

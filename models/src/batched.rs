@@ -268,9 +268,13 @@ fn warm_up(context: &mut LlamaContext, batch: &mut LlamaBatch) -> Result<(), Mod
         .map_err(|e| ModelError::Engine(format!("llama.cpp warm-up decode: {e}")))?;
     context
         .clear_kv_cache_seq(Some(0), None, None)
-        .map_err(|e| ModelError::Engine(format!("llama.cpp KV cache: {e}")))?;
+        .map_err(kv_error)?;
     batch.clear();
     Ok(())
+}
+
+fn kv_error(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Engine(format!("llama.cpp KV cache: {e}"))
 }
 
 fn add(batch: &mut LlamaBatch, token: u32, pos: i32, seq: usize) -> Result<(), ModelError> {
@@ -331,7 +335,7 @@ impl PromptCache {
         };
         context
             .copy_kv_cache_seq(seq as i32, self.seq as i32, None, None)
-            .map_err(|e| ModelError::Engine(format!("llama.cpp KV cache: {e}")))?;
+            .map_err(kv_error)?;
         self.tokens = tokens;
         Ok(())
     }
@@ -370,19 +374,17 @@ fn admit(
         }));
         return Ok(None);
     }
-    let kv_error =
-        |e: &dyn std::fmt::Display| ModelError::Engine(format!("llama.cpp KV cache: {e}"));
     context
         .clear_kv_cache_seq(Some(seq as u32), None, None)
-        .map_err(|e| kv_error(&e))?;
+        .map_err(kv_error)?;
     let reused = cache.reusable(&prompt);
     if reused > 0 {
         context
             .copy_kv_cache_seq(cache.seq as i32, seq as i32, None, None)
-            .map_err(|e| kv_error(&e))?;
+            .map_err(kv_error)?;
         context
             .clear_kv_cache_seq(Some(seq as u32), Some(reused as u32), None)
-            .map_err(|e| kv_error(&e))?;
+            .map_err(kv_error)?;
     } else if cache.next.is_none() {
         cache.next = Some((seq, prompt.clone()));
     }

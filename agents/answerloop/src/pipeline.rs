@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use answerloop_broker::producer::Producer;
 use answerloop_broker::select::BrokerArgs;
 use answerloop_broker::Broker;
-use answerloop_llm::spec::{ProviderKind, ProviderSpec};
+use answerloop_llm::spec::ProviderSpec;
 use answerloop_llm::{LlmStats, Provider};
 use answerloop_llm_sim::SimConfig;
 
@@ -161,10 +161,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
     let specs: Vec<ProviderSpec> = std::iter::once(options.provider.clone())
         .chain(options.fallbacks.iter().cloned())
         .collect();
-    let references = match specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
-        true => providers::sim_references(options.data.as_deref(), options.limit)?,
-        false => answerloop_llm_sim::references_of(&[]),
-    };
+    let references = providers::references_for(&specs, options.data.as_deref(), options.limit)?;
     let (providers, sim) = providers::connect(&specs, &options.sim, references).await?;
     let mut summary = RunSummary {
         questions: ids.len(),

@@ -56,6 +56,19 @@ pub fn sim_references(
     })
 }
 
+/// What llm-sim answers from when one of `specs` names it (see
+/// [`sim_references`]); nothing is read otherwise.
+pub fn references_for(
+    specs: &[ProviderSpec],
+    path: Option<&Path>,
+    limit: Option<usize>,
+) -> anyhow::Result<Arc<dyn References>> {
+    match specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
+        true => sim_references(path, limit),
+        false => Ok(references_of(&[])),
+    }
+}
+
 /// Clients for the models `specs` name, in fallback order, and the
 /// simulator when one of them names it (started here on loopback, once;
 /// `references` are what it can answer). Shut the simulator down when done.

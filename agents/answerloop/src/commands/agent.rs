@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use answerloop_broker::producer::Producer;
 use answerloop_broker::select::{BrokerArgs, BrokerKind};
 use answerloop_broker::{Broker, Member};
-use answerloop_llm::spec::ProviderKind;
 use answerloop_llm::LlmStats;
 use answerloop_telemetry::metrics::MetricsArg;
 
@@ -175,12 +174,8 @@ async fn run_llm(
     let models = super::models::cache(home);
     let mut settings = role.llm.resolve(&file.llm, params, models)?;
     settings.agent.member = role.member;
-    // Only the simulator answers from the question set.
     let specs = settings.providers();
-    let references = match specs.iter().any(|s| s.kind() == ProviderKind::Sim) {
-        true => providers::sim_references(role.data.as_deref(), None)?,
-        false => answerloop_llm_sim::references_of(&[]),
-    };
+    let references = providers::references_for(&specs, role.data.as_deref(), None)?;
     let (providers, sim) = providers::connect(&specs, &role.sim.config()?, references).await?;
     let names: Vec<String> = providers
         .iter()

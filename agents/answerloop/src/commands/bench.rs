@@ -145,12 +145,12 @@ struct ScoreBench {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ModelBench {
+struct ModelBench {
     #[command(flatten)]
     home: crate::cli::HomeArg,
     /// Most tokens generated a run.
     #[arg(long, default_value_t = 128)]
-    pub tokens: usize,
+    tokens: usize,
     /// Runs (over the sample's first questions); figures are totals over all runs.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -177,7 +177,7 @@ pub struct ModelBench {
         value_name = "ARG",
         allow_hyphen_values = true
     )]
-    pub llama_server_args: Vec<String>,
+    llama_server_args: Vec<String>,
     /// Leave out llama-server even when it is installed.
     #[arg(long)]
     no_llama_server: bool,
@@ -693,8 +693,7 @@ impl ModelBench {
     fn requests(&self) -> usize {
         self.requests
             .unwrap_or(4 * self.in_flight)
-            .max(self.in_flight)
-            .max(1)
+            .max(self.in_flight.max(1))
     }
 }
 
@@ -724,16 +723,19 @@ fn engines(
     let binary = llama_server_binary().filter(|_| !args.no_llama_server);
     if let Some(binary) = binary {
         let handle = tokio::runtime::Handle::current();
-        let server_single =
-            handle.block_on(llama_server(&binary, model, runs, threads, 1, args))?;
-        let server_batched = handle.block_on(llama_server(
-            &binary,
-            model,
-            requests,
-            batch_threads,
-            args.in_flight,
-            args,
-        ))?;
+        let server = |prompts, threads, in_flight| {
+            handle.block_on(llama_server(
+                &binary,
+                model,
+                prompts,
+                threads,
+                in_flight,
+                args.tokens,
+                &args.llama_server_args,
+            ))
+        };
+        let server_single = server(runs, threads, 1)?;
+        let server_batched = server(requests, batch_threads, args.in_flight)?;
         let rate = |t: &super::bench_engine::Throughput| t.tokens as f64 / t.secs.max(1e-9);
         report["llama_server"] = json!({
             "binary": binary.display().to_string(),

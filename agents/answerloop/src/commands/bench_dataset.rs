@@ -360,20 +360,13 @@ pub async fn one_size(dir: &Path, rows: usize, whole: bool) -> anyhow::Result<Va
         report["traffic_whole_file_served_broker"] =
             tokio::task::block_in_place(|| traffic_served(&exe, &home("served"), &csv))?;
         let csv_arg = csv.to_str().context("a temporary path that is not UTF-8")?;
-        report["stream_whole_file"] = tokio::task::block_in_place(|| {
-            measured_run(
-                &exe,
-                &home("stream"),
-                &["bench", "dataset", "--stream", csv_arg],
-            )
-        })?;
-        report["held_whole_baseline"] = tokio::task::block_in_place(|| {
-            measured_run(
-                &exe,
-                &home("held"),
-                &["bench", "dataset", "--hold", csv_arg],
-            )
-        })?;
+        for (key, name, flag) in [
+            ("stream_whole_file", "stream", "--stream"),
+            ("held_whole_baseline", "held", "--hold"),
+        ] {
+            let args = ["bench", "dataset", flag, csv_arg];
+            report[key] = tokio::task::block_in_place(|| measured_run(&exe, &home(name), &args))?;
+        }
     }
     std::fs::remove_file(&csv)?;
     Ok(report)

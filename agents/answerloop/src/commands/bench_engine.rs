@@ -55,15 +55,31 @@ pub fn engine(
         max_tokens,
         ..GenerateOptions::default()
     };
+    let requests = prompts.iter().map(|p| {
+        let answer = pool.generate(p.clone(), generate);
+        async move { anyhow::Ok(answer.await??.completion_tokens) }
+    });
+    tokio::runtime::Handle::current().block_on(measure(requests, in_flight))
+}
+
+/// `requests` (each answering with the tokens it generated), `in_flight`
+/// of them outstanding until all are answered: the tokens and the wall
+/// time from the first sent to the last answered.
+async fn measure<F>(
+    requests: impl Iterator<Item = F>,
+    in_flight: usize,
+) -> anyhow::Result<Throughput>
+where
+    F: std::future::Future<Output = anyhow::Result<usize>>,
+{
     let started = Instant::now();
-    let answers: Vec<_> = tokio::runtime::Handle::current().block_on(
-        futures::stream::iter(prompts.iter().map(|p| pool.generate(p.clone(), generate)))
-            .buffer_unordered(in_flight.max(1))
-            .collect(),
-    );
+    let answers: Vec<_> = futures::stream::iter(requests)
+        .buffer_unordered(in_flight.max(1))
+        .collect()
+        .await;
     let mut tokens = 0;
     for answer in answers {
-        tokens += answer??.completion_tokens;
+        tokens += answer?;
     }
     Ok(Throughput {
         tokens,
@@ -141,16 +157,10 @@ pub async fn llama_server(
     prompts: &[String],
     threads: usize,
     in_flight: usize,
-    bench: &super::bench::ModelBench,
+    max_tokens: usize,
+    extra_args: &[String],
 ) -> anyhow::Result<Throughput> {
-    let max_tokens = bench.tokens;
-    let mut server = start_server(
-        binary,
-        model,
-        threads,
-        in_flight.max(1),
-        &bench.llama_server_args,
-    )?;
+    let mut server = start_server(binary, model, threads, in_flight.max(1), extra_args)?;
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -188,18 +198,7 @@ pub async fn llama_server(
                 .context("llama-server's reply has no tokens_predicted")
         }
     };
-    let started = Instant::now();
-    let answers: Vec<_> = futures::stream::iter(prompts.iter().cloned().map(ask))
-        .buffer_unordered(in_flight.max(1))
-        .collect()
-        .await;
-    let mut tokens = 0;
-    for n in answers {
-        tokens += n?;
-    }
+    let throughput = measure(prompts.iter().cloned().map(ask), in_flight).await;
     server.child.kill().ok();
-    Ok(Throughput {
-        tokens,
-        secs: started.elapsed().as_secs_f64(),
-    })
+    throughput
 }
