@@ -169,9 +169,10 @@ struct ModelBench {
     /// pipeline runs the engine).
     #[arg(long)]
     batch_threads: Option<usize>,
-    /// An argument added to llama-server's command line, repeatable (for
-    /// example `--llama-server-arg=--cache-type-k=q8_0`, to compare on the
-    /// engine's cache type).
+    /// An argument added to llama-server's command line, repeatable, one
+    /// word each (llama-server takes no `--flag=value`): for example
+    /// `--llama-server-arg --cache-type-k --llama-server-arg q8_0`, to
+    /// compare on the engine's cache type.
     #[arg(
         long = "llama-server-arg",
         value_name = "ARG",
