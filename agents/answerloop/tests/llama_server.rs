@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -81,10 +80,10 @@ impl LlamaServer {
         panic!("llama-server never listened:\n{}", self.log_text());
     }
 
+    /// The log so far. Read lossily: llama-server logs the text it failed
+    /// to format, which may be cut inside a UTF-8 sequence.
     fn log_text(&self) -> String {
-        let mut text = String::new();
-        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text));
-        text
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
     /// Requests the server started generating for, and requests it dropped
