@@ -3,36 +3,66 @@
 //!
 //! Why not a `HashMap<&str, u32>`: a lookup there hashes the key, probes,
 //! then calls `memcmp`; in WASM (no SIMD group probing, a byte-loop
-//! `memcmp`) the tokeniser spent most of its time there. Here a probe
-//! compares a 32-bit tag first and the bytes only on a tag match. The answer
-//! is the map's: a hit is confirmed on the key's bytes, never on the hash.
+//! `memcmp`) the tokeniser spent most of its time there. Here a slot holds
+//! the key's length and first eight bytes beside its id, so a probe for a
+//! word of up to eight bytes (most words) is one load of one slot, and
+//! settles the lookup without touching the key's bytes elsewhere: the
+//! cache miss on the slot is the only one. A longer key compares the rest
+//! of its bytes too. The answer is the map's: a hit is confirmed on the
+//! key's bytes, never on the hash.
 
 const EMPTY: u32 = u32::MAX;
 
+/// One key of the table: its length, its first eight bytes and its id,
+/// sixteen bytes side by side.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(16))]
+struct Slot {
+    head: u64,
+    len: u32,
+    id: u32,
+}
+
+const VACANT: Slot = Slot {
+    head: 0,
+    len: 0,
+    id: EMPTY,
+};
+
 #[derive(Debug, Clone)]
 pub struct Vocab<'a> {
-    /// Per slot: token id (or [`EMPTY`]) and 32 bits of the key's hash,
-    /// compared before the bytes; side by side, one load a probe.
-    slots: Vec<(u32, u32)>,
-    /// Per slot: the key's bytes.
-    keys: Vec<&'a [u8]>,
+    slots: Vec<Slot>,
+    /// Per slot: the key's bytes after its first eight (empty for most).
+    tails: Vec<&'a [u8]>,
     mask: usize,
 }
 
-/// The word eight bytes at a time (most words are one step), each step a
-/// rotate, an xor and a multiply; the slot index is the product's top bits.
+/// A key's first eight bytes (fewer, zero-padded) as one number.
 #[inline]
-fn hash(bytes: &[u8]) -> u64 {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut h = bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        h = (h.rotate_left(26) ^ word).wrapping_mul(K);
+fn head(bytes: &[u8]) -> u64 {
+    match bytes.get(..8) {
+        Some(eight) => u64::from_le_bytes(eight.try_into().expect("eight bytes")),
+        None => tail(bytes),
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        h = (h.rotate_left(26) ^ tail(rest)).wrapping_mul(K);
+}
+
+/// The key from its head on, eight bytes at a time (most words are one
+/// step), each step a rotate, an xor and a multiply; the slot index is the
+/// product's top bits.
+#[inline]
+fn hash(head: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h = (((bytes.len() as u64).rotate_left(26)) ^ head).wrapping_mul(K);
+    if bytes.len() > 8 {
+        let mut chunks = bytes[8..].chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            h = (h.rotate_left(26) ^ word).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            h = (h.rotate_left(26) ^ tail(rest)).wrapping_mul(K);
+        }
     }
     h
 }
@@ -43,18 +73,22 @@ impl<'a> Vocab<'a> {
     pub fn new(entries: &[(&'a [u8], u32)]) -> Self {
         let size = (entries.len() * 2).max(16).next_power_of_two();
         let mut vocab = Vocab {
-            slots: vec![(EMPTY, 0); size],
-            keys: vec![&[][..]; size],
+            slots: vec![VACANT; size],
+            tails: vec![&[][..]; size],
             mask: size - 1,
         };
         for &(key, id) in entries {
-            let h = hash(key);
-            let mut slot = vocab.slot(h);
-            while vocab.slots[slot].0 != EMPTY && vocab.keys[slot] != key {
+            let first = head(key);
+            let mut slot = vocab.slot(hash(first, key));
+            while vocab.slots[slot].id != EMPTY && !vocab.holds(slot, first, key) {
                 slot = (slot + 1) & vocab.mask;
             }
-            vocab.slots[slot] = (id, (h >> 8) as u32);
-            vocab.keys[slot] = key;
+            vocab.slots[slot] = Slot {
+                head: first,
+                len: key.len() as u32,
+                id,
+            };
+            vocab.tails[slot] = key.get(8..).unwrap_or_default();
         }
         vocab
     }
@@ -64,18 +98,26 @@ impl<'a> Vocab<'a> {
         (h >> 40) as usize & self.mask
     }
 
+    /// Whether `slot` holds `key` (whose head is `first`).
+    #[inline(always)]
+    fn holds(&self, slot: usize, first: u64, key: &[u8]) -> bool {
+        let s = self.slots[slot];
+        s.head == first
+            && s.len as usize == key.len()
+            && (key.len() <= 8 || same_bytes(self.tails[slot], &key[8..]))
+    }
+
     /// The id of `key`, if it is in the table.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<u32> {
-        let h = hash(key);
-        let tag = (h >> 8) as u32;
-        let mut slot = self.slot(h);
+        let first = head(key);
+        let mut slot = self.slot(hash(first, key));
         loop {
-            let (id, slot_tag) = self.slots[slot];
+            let id = self.slots[slot].id;
             if id == EMPTY {
                 return None;
             }
-            if slot_tag == tag && same_bytes(self.keys[slot], key) {
+            if self.holds(slot, first, key) {
                 return Some(id);
             }
             slot = (slot + 1) & self.mask;
