@@ -65,6 +65,11 @@ pub struct Question {
     pub content: String,
     /// The data set's best answer, the yardstick for the score.
     pub reference: String,
+    /// The reference's vector, computed once by the traffic agent so that
+    /// `answer-score` does not embed the reference for every attempt (see
+    /// `answerloop_scoring::carried`); empty when not computed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reference_vector: String,
     /// Yahoo! Answers class, 1 to 10 (0: unknown).
     #[serde(default)]
     pub category: u8,
@@ -122,6 +127,7 @@ impl Question {
             title: title.into(),
             content: content.into(),
             reference: reference.into(),
+            reference_vector: String::new(),
             category,
             attempt: 1,
             llm_attempts: 0,

@@ -132,6 +132,8 @@ pub struct QuestionView<'a> {
     pub content: RawStr<'a>,
     #[serde(borrow)]
     pub reference: RawStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "RawStr::is_empty")]
+    pub reference_vector: RawStr<'a>,
     #[serde(default)]
     pub category: u8,
     #[serde(default = "first_attempt")]

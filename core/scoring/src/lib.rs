@@ -12,6 +12,7 @@
 //! - [`decide`]: the three SmartModules' logic: judge, regenerate, gate.
 //! - [`scorer`]: `answer-score` on a record's bytes without re-encoding it.
 
+pub mod carried;
 pub mod classify;
 pub mod decide;
 pub mod lexical;

@@ -36,6 +36,10 @@ pub struct RecordScorer {
     scratch: Scratch,
     answer: Vec<f32>,
     references: ReferenceCache,
+    /// A carried vector's bytes, decoded.
+    carried: Vec<u8>,
+    /// References read from their carried vectors.
+    carried_read: u64,
 }
 
 impl RecordScorer {
@@ -71,6 +75,19 @@ impl RecordScorer {
         self.answer.resize(model.table().dims, 0.0);
         model.embed_into(&view.answer.text(), &mut self.scratch, &mut self.answer);
         let answer_norm2 = semantic::norm2(&self.answer);
+        let carried = match view.question.reference_vector.text() {
+            text if text.is_empty() => None,
+            text => model.read_carried(&text, &mut self.carried),
+        };
+        if let Some(reference) = &carried {
+            self.carried_read += 1;
+            return semantic::cosine_with_norms(
+                &self.answer,
+                answer_norm2,
+                &reference.vector,
+                reference.norm2,
+            );
+        }
         let reference = self.references.embedding(
             view.question.id.json(),
             view.question.reference,

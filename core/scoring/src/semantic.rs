@@ -30,6 +30,9 @@ pub struct StaticModel<'a> {
     pieces: Vocab<'a>,
     /// The longest piece, in bytes: no match is tried beyond it.
     max_piece: usize,
+    /// A hash of the table's bytes, in hex: which table a carried vector
+    /// was made with (see [`crate::carried`]).
+    fingerprint: String,
 }
 
 /// Buffers reused from text to text, so that scoring a record allocates
@@ -80,11 +83,17 @@ impl<'a> StaticModel<'a> {
             pieces: Vocab::new(&pieces),
             table,
             max_piece,
+            fingerprint: crate::carried::fingerprint(bytes),
         })
     }
 
     pub fn table(&self) -> &Table<'a> {
         &self.table
+    }
+
+    /// Which table this is, for vectors carried in records.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The WordPiece token ids of `text`.
