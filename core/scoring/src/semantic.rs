@@ -12,7 +12,8 @@
 
 use std::sync::OnceLock;
 
-use crate::classify::{any_set, next_clear, next_set, ByteClasses};
+use crate::classify::{next_clear, next_set, ByteClasses, PADDING};
+use crate::vocab::head_mask;
 use crate::table::{Table, TableError};
 use crate::vocab::Vocab;
 
@@ -106,38 +107,47 @@ impl<'a> StaticModel<'a> {
     /// The WordPiece token ids of `text` into `scratch.ids`.
     ///
     /// A word is a run of letters and digits. Runs of ASCII ones (nearly
-    /// all of them) are found from the byte classes and looked up in place,
-    /// lower-cased first only if they hold a capital; a run that touches a
-    /// non-ASCII character goes a char at a time, as BERT's tokenizer would.
+    /// all of them) are found from the byte classes and looked up where
+    /// they lie in the lowered copy of the text, their first eight bytes
+    /// read in one load; a run that touches a non-ASCII character goes a
+    /// char at a time, as BERT's tokenizer would.
     fn tokens_into(&self, text: &str, scratch: &mut Scratch) {
         let Scratch { ids, word, classes } = scratch;
         ids.clear();
         let bytes = text.as_bytes();
         let len = bytes.len();
         classes.fill(bytes);
+        let any_non_ascii = classes.any_non_ascii;
         let mut at = 0;
         while at < len {
             let start = next_set(&classes.alphanumeric, at, len);
-            let non_ascii = next_set(&classes.non_ascii, at, start);
-            if non_ascii < start {
-                at = self.chars_from(text, non_ascii, word, ids);
-                continue;
+            if any_non_ascii {
+                let non_ascii = next_set(&classes.non_ascii, at, start);
+                if non_ascii < start {
+                    at = self.chars_from(text, non_ascii, word, ids);
+                    continue;
+                }
             }
             if start == len {
                 break;
             }
             let end = next_clear(&classes.alphanumeric, start, len);
-            if end < len && !bytes[end].is_ascii() {
+            if any_non_ascii && end < len && !bytes[end].is_ascii() {
                 at = self.chars_from(text, start, word, ids);
                 continue;
             }
-            if any_set(&classes.upper, start, end) {
-                word.clear();
-                word.push_str(&text[start..end]);
-                word.make_ascii_lowercase();
-                self.word_pieces(word, ids);
-            } else {
-                self.word_pieces(&text[start..end], ids);
+            let lowered = &classes.lower[start..end];
+            let eight: [u8; 8] = classes.lower[start..start + PADDING]
+                .try_into()
+                .expect("the lowered text is padded");
+            let head = u64::from_le_bytes(eight) & head_mask(end - start);
+            match self.words.get_by_head(head, lowered) {
+                Some(id) => ids.push(id),
+                // An ASCII word outside the vocabulary: split into pieces.
+                None => match std::str::from_utf8(lowered) {
+                    Ok(lowered) => self.word_pieces(lowered, ids),
+                    Err(_) => unreachable!("ASCII letters and digits are UTF-8"),
+                },
             }
             at = end;
         }

@@ -37,6 +37,17 @@ pub struct Vocab<'a> {
     mask: usize,
 }
 
+/// The bits of a key's first eight bytes that a key of `len` bytes has:
+/// what masks eight bytes read from a longer text down to its head.
+#[inline]
+pub fn head_mask(len: usize) -> u64 {
+    if len >= 8 {
+        !0
+    } else {
+        (1u64 << (8 * len)) - 1
+    }
+}
+
 /// A key's first eight bytes (fewer, zero-padded) as one number.
 #[inline]
 fn head(bytes: &[u8]) -> u64 {
@@ -110,7 +121,14 @@ impl<'a> Vocab<'a> {
     /// The id of `key`, if it is in the table.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<u32> {
-        let first = head(key);
+        self.get_by_head(head(key), key)
+    }
+
+    /// [`Vocab::get`] for a key whose head (its first eight bytes, fewer
+    /// zero-padded, as one little-endian number) the caller read already.
+    #[inline]
+    pub fn get_by_head(&self, first: u64, key: &[u8]) -> Option<u32> {
+        debug_assert_eq!(first, head(key));
         let mut slot = self.slot(hash(first, key));
         loop {
             let id = self.slots[slot].id;
