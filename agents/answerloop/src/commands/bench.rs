@@ -40,8 +40,9 @@ enum BenchWhat {
     /// The local model: prompt and generation tokens per second
     /// (threads: the global --model-threads).
     Model(ModelBench),
-    /// The answer-score chain through fluvio-smartengine, records per second,
-    /// beside the exact scorer's.
+    /// The answer-score chain through fluvio-smartengine, records per second
+    /// (with the reference's vector carried, as traffic sends it, and
+    /// without), beside a parse-only module's and the exact scorer's.
     Score(ScoreBench),
     /// End to end with llm-sim at zero latency: final questions a second in
     /// one process (`run`) and with the broker server and the three agents
@@ -780,18 +781,23 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     let attempts = args.attempts.max(1) as usize;
     // Every question distinct (its own id), so no layer can cache its way
     // to a figure; with `--attempts`, each comes back `attempts` times, a
-    // batch apart, as regenerations do.
-    let record = |n: usize| {
+    // batch apart, as regenerations do. The reference's vector is carried
+    // as the traffic agent carries it, or (`carried` false) left out, as in
+    // a question produced by hand.
+    let record = |n: usize, carried: bool| {
         let round = n / (batch * attempts);
         let attempt = (n % (batch * attempts)) / batch;
         let i = round * batch + n % batch;
-        let question = Question::new(
+        let mut question = Question::new(
             format!("Question {i}"),
             "",
             text_of(&questions, i, args.text_bytes),
             1,
         )
         .at_attempt(attempt as u32 + 1);
+        if carried {
+            crate::traffic::carry_reference_vector(&mut question);
+        }
         let answer = Answer::new(
             question,
             text_of(&questions, i + 3 + attempt, args.text_bytes),
@@ -803,10 +809,15 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
             value: serde_json::to_vec(&answer).expect("an answer serialises"),
         }
     };
-    let records: Vec<Record> = (0..args.records.max(1)).map(record).collect();
-    let record_bytes = records.iter().map(|r| r.value.len()).sum::<usize>() / records.len();
-    let batches: Vec<Vec<Record>> = records.chunks(batch).map(<[Record]>::to_vec).collect();
-    drop(records);
+    let batches_of = |carried: bool| -> (Vec<Vec<Record>>, usize) {
+        let records: Vec<Record> = (0..args.records.max(1))
+            .map(|n| record(n, carried))
+            .collect();
+        let bytes = records.iter().map(|r| r.value.len()).sum::<usize>() / records.len();
+        (records.chunks(batch).map(<[Record]>::to_vec).collect(), bytes)
+    };
+    let (batches, record_bytes) = batches_of(true);
+    let (uncarried, uncarried_bytes) = batches_of(false);
     let engine = fluvio_smartengine::SmartEngine::new();
     // Batches through a chain of `module`; its output and the time. Never
     // rebuilt: the engine alone is measured.
@@ -825,6 +836,7 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     };
     let (scored, chain_secs) = run(&answerloop_wasm::ANSWER_SCORE, &batches)?;
     let out: usize = scored.iter().map(Vec::len).sum();
+    let (_, uncarried_secs) = run(&answerloop_wasm::ANSWER_SCORE, &uncarried)?;
     // The same records, scored, through a SmartModule that only parses
     // them: what the engine and the JSON cost without the scoring.
     let (_, parse_secs) = run(&answerloop_wasm::QUALITY_GATE, &scored)?;
@@ -848,6 +860,8 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
         "records": out,
         "attempts": attempts,
         "chain_records_per_sec": out as f64 / chain_secs,
+        "uncarried_record_bytes": uncarried_bytes,
+        "chain_uncarried_records_per_sec": out as f64 / uncarried_secs,
         "parse_only_records_per_sec": out as f64 / parse_secs,
         "chain_to_parse_only": parse_secs / chain_secs,
         "exact_pairs": args.exact_pairs,
