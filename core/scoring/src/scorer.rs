@@ -102,6 +102,11 @@ impl RecordScorer {
         )
     }
 
+    /// References read from the vectors their records carried.
+    pub fn carried_read(&self) -> u64 {
+        self.carried_read
+    }
+
     /// References embedded so far, and how many were found kept.
     pub fn reference_counts(&self) -> (u64, u64) {
         (self.references.embedded, self.references.reused)

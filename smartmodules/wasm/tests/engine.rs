@@ -82,27 +82,7 @@ fn answer_score_matches_the_native_scorer() {
 /// records to the bit.
 #[test]
 fn answer_score_matches_the_native_scorer_on_the_eval_pairs_and_the_sample() {
-    let mut texts: Vec<String> = [
-        include_str!("../../../data/eval/pairs.csv"),
-        include_str!("../../../data/sample.csv"),
-    ]
-    .iter()
-    .flat_map(|file| file.lines().map(str::to_string))
-    .collect();
-    texts.extend([
-        "Café naïve RÉSUMÉ Ærøskøbing ŁÓDŹ straße İstanbul ǅ ﬁne — ok".to_string(),
-        "日本語のテキスト 中文 한국어 русский ТЕКСТ".to_string(),
-        "emoji 🧊 floats 🧊🧊 \u{200b}zero\u{200b}width \"quoted\" back\\slash".to_string(),
-        format!("{}é{}", "A".repeat(70), "b".repeat(70)),
-    ]);
-    let inputs: Vec<Vec<u8>> = texts
-        .windows(2)
-        .enumerate()
-        .map(|(i, pair)| {
-            let question = Question::new(format!("Q{}", i % 7), "", pair[1].as_str(), 2);
-            json(&Answer::new(question, pair[0].as_str(), "test", 1))
-        })
-        .collect();
+    let inputs = eval_and_sample_records(false);
     let outputs = run(ANSWER_SCORE, &[], inputs.clone());
     assert_eq!(outputs.len(), inputs.len());
     for (input, output) in inputs.iter().zip(&outputs) {
@@ -121,6 +101,63 @@ fn answer_score_matches_the_native_scorer_on_the_eval_pairs_and_the_sample() {
         );
         assert_eq!(wasm, native);
     }
+}
+
+/// With the reference's vector carried (as traffic sends it), the module
+/// reads it, as the native scorer does, to the bit; the scores move from
+/// the text's by less than 1e-4.
+#[test]
+fn answer_score_reads_a_carried_reference_vector_as_the_native_scorer_does() {
+    let inputs = eval_and_sample_records(true);
+    let outputs = run(ANSWER_SCORE, &[], inputs.clone());
+    assert_eq!(outputs.len(), inputs.len());
+    let params = answerloop_scoring::Params::default();
+    let mut native = answerloop_scoring::scorer::RecordScorer::default();
+    let mut moved = 0;
+    for (input, output) in inputs.iter().zip(&outputs) {
+        let wasm: Answer = serde_json::from_slice(output).unwrap();
+        let fast: Answer = serde_json::from_slice(&native.score_record(input, &params)).unwrap();
+        let text: Answer =
+            serde_json::from_slice(&answerloop_scoring::decide::score_whole_record(input, &params))
+                .unwrap();
+        assert_eq!(wasm.score.map(f32::to_bits), fast.score.map(f32::to_bits));
+        let (carried, from_text) = (wasm.score.unwrap(), text.score.unwrap());
+        assert!((carried - from_text).abs() < 1e-4, "{carried} {from_text}");
+        moved += usize::from(carried.to_bits() != from_text.to_bits());
+    }
+    assert_eq!(native.carried_read(), inputs.len() as u64);
+    assert!(moved > 0, "some scores differ from the text's in their last bits");
+}
+
+/// An answer record for each neighbouring pair of lines of the eval pairs
+/// and the sample (and some awkward texts), with or without the
+/// reference's carried vector.
+fn eval_and_sample_records(carried: bool) -> Vec<Vec<u8>> {
+    let mut texts: Vec<String> = [
+        include_str!("../../../data/eval/pairs.csv"),
+        include_str!("../../../data/sample.csv"),
+    ]
+    .iter()
+    .flat_map(|file| file.lines().map(str::to_string))
+    .collect();
+    texts.extend([
+        "Café naïve RÉSUMÉ Ærøskøbing ŁÓDŹ straße İstanbul ǅ ﬁne — ok".to_string(),
+        "日本語のテキスト 中文 한국어 русский ТЕКСТ".to_string(),
+        "emoji 🧊 floats 🧊🧊 \u{200b}zero\u{200b}width \"quoted\" back\\slash".to_string(),
+        format!("{}é{}", "A".repeat(70), "b".repeat(70)),
+    ]);
+    texts
+        .windows(2)
+        .enumerate()
+        .map(|(i, pair)| {
+            let mut question = Question::new(format!("Q{}", i % 7), "", pair[1].as_str(), 2);
+            if carried {
+                question.reference_vector =
+                    answerloop_scoring::semantic::model().carried_vector(&question.reference);
+            }
+            json(&Answer::new(question, pair[0].as_str(), "test", 1))
+        })
+        .collect()
 }
 
 #[test]
