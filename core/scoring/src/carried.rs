@@ -30,7 +30,11 @@ impl StaticModel<'_> {
         let mut bytes = Vec::with_capacity(4 + 2 * vector.len());
         bytes.extend_from_slice(&scale.to_le_bytes());
         for x in &vector {
-            let q = if scale > 0.0 { (x / scale).round() } else { 0.0 };
+            let q = if scale > 0.0 {
+                (x / scale).round()
+            } else {
+                0.0
+            };
             bytes.extend_from_slice(&(q.clamp(-STEPS, STEPS) as i16).to_le_bytes());
         }
         format!("{KIND}:{}:{}", self.fingerprint(), base64::encode(&bytes))
@@ -83,8 +87,7 @@ pub fn fingerprint(table: &[u8]) -> String {
 /// Base64 (the standard alphabet, no padding), all the carried vectors
 /// need: a few hundred bytes each way.
 mod base64 {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     pub fn encode(bytes: &[u8]) -> String {
         let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);

@@ -41,8 +41,7 @@ impl ByteClasses {
         let mut at = 0;
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         while at + 16 <= bytes.len() {
-            let (alnum, high) =
-                simd::classify16(&bytes[at..at + 16], &mut self.lower[at..at + 16]);
+            let (alnum, high) = simd::classify16(&bytes[at..at + 16], &mut self.lower[at..at + 16]);
             let (word, shift) = (at / 64, at % 64);
             self.alphanumeric[word] |= u64::from(alnum) << shift;
             self.non_ascii[word] |= u64::from(high) << shift;

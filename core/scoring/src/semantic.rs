@@ -13,8 +13,8 @@
 use std::sync::OnceLock;
 
 use crate::classify::{next_clear, next_set, ByteClasses, PADDING};
-use crate::vocab::head_mask;
 use crate::table::{Table, TableError};
+use crate::vocab::head_mask;
 use crate::vocab::Vocab;
 
 /// The committed table (about 3.9 MB), built into every binary that scores.

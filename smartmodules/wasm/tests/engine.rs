@@ -117,16 +117,20 @@ fn answer_score_reads_a_carried_reference_vector_as_the_native_scorer_does() {
     for (input, output) in inputs.iter().zip(&outputs) {
         let wasm: Answer = serde_json::from_slice(output).unwrap();
         let fast: Answer = serde_json::from_slice(&native.score_record(input, &params)).unwrap();
-        let text: Answer =
-            serde_json::from_slice(&answerloop_scoring::decide::score_whole_record(input, &params))
-                .unwrap();
+        let text: Answer = serde_json::from_slice(&answerloop_scoring::decide::score_whole_record(
+            input, &params,
+        ))
+        .unwrap();
         assert_eq!(wasm.score.map(f32::to_bits), fast.score.map(f32::to_bits));
         let (carried, from_text) = (wasm.score.unwrap(), text.score.unwrap());
         assert!((carried - from_text).abs() < 1e-4, "{carried} {from_text}");
         moved += usize::from(carried.to_bits() != from_text.to_bits());
     }
     assert_eq!(native.carried_read(), inputs.len() as u64);
-    assert!(moved > 0, "some scores differ from the text's in their last bits");
+    assert!(
+        moved > 0,
+        "some scores differ from the text's in their last bits"
+    );
 }
 
 /// An answer record for each neighbouring pair of lines of the eval pairs

@@ -814,7 +814,10 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
             .map(|n| record(n, carried))
             .collect();
         let bytes = records.iter().map(|r| r.value.len()).sum::<usize>() / records.len();
-        (records.chunks(batch).map(<[Record]>::to_vec).collect(), bytes)
+        (
+            records.chunks(batch).map(<[Record]>::to_vec).collect(),
+            bytes,
+        )
     };
     let (batches, record_bytes) = batches_of(true);
     let (uncarried, uncarried_bytes) = batches_of(false);
