@@ -93,12 +93,6 @@ fn next_where(map: &[u64], from: usize, len: usize, flip: u64) -> usize {
     }
 }
 
-/// Whether any bit of `map` in `from..to` is set.
-#[inline]
-pub fn any_set(map: &[u64], from: usize, to: usize) -> bool {
-    from < to && next_set(map, from, to) < to
-}
-
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd {
     use core::arch::wasm32::*;
@@ -147,6 +141,5 @@ mod tests {
         assert_eq!(next_clear(&classes.alphanumeric, 0, len), 3);
         assert_eq!(next_set(&classes.non_ascii, 0, len), 5);
         assert_eq!(next_set(&classes.non_ascii, len, len), len);
-        assert!(any_set(&classes.non_ascii, 5, 6) && !any_set(&classes.non_ascii, 0, 5));
     }
 }
