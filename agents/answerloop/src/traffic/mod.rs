@@ -102,3 +102,21 @@ pub async fn run(
     }
     Ok(sent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_carries_a_reference_vector_answer_score_reads() {
+        let model = answerloop_scoring::semantic::model();
+        let mut question = Question::new("Why?", "", "Ice is less dense than water.", 1);
+        carry_reference_vector(&mut question);
+        let mut bytes = Vec::new();
+        let read = model
+            .read_carried(&question.reference_vector, &mut bytes)
+            .expect("a vector of the built-in table");
+        assert_eq!(read.vector.len(), model.table().dims);
+        assert!(read.norm2 > 0.0);
+    }
+}
