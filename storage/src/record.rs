@@ -50,7 +50,8 @@ impl StoredAnswer {
         let score = answer.score?;
         let q = &answer.question;
         let accepted = answer.verdict == Some(Verdict::Accept);
-        let (text, best_score, attempt, model, provider) = match (&q.best, accepted) {
+        let best = answer.resolved_best();
+        let (text, best_score, attempt, model, provider) = match (&best, accepted) {
             (Some(best), false) => (
                 &best.answer,
                 best.score,

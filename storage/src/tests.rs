@@ -75,6 +75,18 @@ fn an_exhausted_question_stores_its_best_attempt_flagged() {
 }
 
 #[test]
+fn an_exhausted_question_whose_last_attempt_was_its_best_stores_that_answer() {
+    let mut answer = scored("q", "the last and best", 0.35, Verdict::Exhausted, 3);
+    answer.provider = "sim#2".into();
+    // As answer-score writes it: the best is this record's own attempt.
+    answer.question.best = Some(Best::own_attempt(0.35, 3));
+    let a = StoredAnswer::from_final(&answer, 200).unwrap();
+    assert_eq!(a.answer, "the last and best");
+    assert_eq!((a.score, a.attempt), (0.35, 3));
+    assert_eq!((a.model.as_str(), a.provider.as_str()), ("m", "sim#2"));
+}
+
+#[test]
 fn an_accepted_answer_stores_itself() {
     let a = StoredAnswer::from_final(&scored("q", "good", 0.8, Verdict::Accept, 2), 200).unwrap();
     assert_eq!((a.answer.as_str(), a.score, a.attempt), ("good", 0.8, 2));

@@ -159,16 +159,37 @@ impl Question {
 }
 
 /// The best answer seen so far for a question.
+///
+/// In a scored answer record, a best of the record's own attempt holds only
+/// its score and attempt: its text, model and provider are the record's
+/// (`answer-score` writes it so, not to copy the answer twice);
+/// [`Answer::resolved_best`] fills them in. Everywhere else (a question
+/// sent back for another attempt, the store) a best is whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Best {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub answer: String,
     pub score: f32,
     pub attempt: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model: String,
     /// The provider that gave it, as the LLM agent names it (`openai`, `llm-sim#2`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub provider: String,
+}
+
+impl Best {
+    /// The best of a scored answer record that is the record's own
+    /// attempt: its score and attempt, the rest left to the record.
+    pub fn own_attempt(score: f32, attempt: u32) -> Best {
+        Best {
+            answer: String::new(),
+            score,
+            attempt,
+            model: String::new(),
+            provider: String::new(),
+        }
+    }
 }
 
 /// Wall-clock marks (ms since the Unix epoch) for latency accounting.
@@ -241,6 +262,19 @@ impl Answer {
             score: None,
             verdict: None,
         }
+    }
+
+    /// The question's best so far, whole: a best of this record's own
+    /// attempt left without its text (see [`Best`]) gets the record's
+    /// answer, model and provider.
+    pub fn resolved_best(&self) -> Option<Best> {
+        let mut best = self.question.best.clone()?;
+        if best.attempt == self.question.attempt && best.answer.is_empty() {
+            best.answer = self.answer.clone();
+            best.model = self.model.clone();
+            best.provider = self.provider.clone();
+        }
+        Some(best)
     }
 }
 

@@ -155,11 +155,11 @@ pub struct QuestionView<'a> {
 /// [`Best`](crate::Best), borrowed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BestView<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, skip_serializing_if = "RawStr::is_empty")]
     pub answer: RawStr<'a>,
     pub score: f32,
     pub attempt: u32,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, skip_serializing_if = "RawStr::is_empty")]
     pub model: RawStr<'a>,
     #[serde(borrow, default, skip_serializing_if = "RawStr::is_empty")]
     pub provider: RawStr<'a>,

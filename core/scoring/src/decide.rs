@@ -13,21 +13,15 @@ use crate::scorer::RecordScorer;
 use crate::{semantic, Params};
 
 /// Score an answer against its reference, record the verdict, and fold this
-/// attempt into the question's best-so-far.
+/// attempt into the question's best-so-far (as its score and attempt: the
+/// text is the record's, see [`Best`]).
 pub fn judge(answer: &mut Answer, params: &Params) {
     let score = semantic::score(&answer.answer, &answer.question.reference);
     answer.score = Some(score);
     answer.verdict = Some(verdict(score, answer.question.attempt, params));
-    let this = Best {
-        answer: answer.answer.clone(),
-        score,
-        attempt: answer.question.attempt,
-        model: answer.model.clone(),
-        provider: answer.provider.clone(),
-    };
     let best = &mut answer.question.best;
     if best.as_ref().is_none_or(|b| score >= b.score) {
-        *best = Some(this);
+        *best = Some(Best::own_attempt(score, answer.question.attempt));
     }
 }
 
@@ -50,6 +44,7 @@ pub fn regenerate(answer: &Answer, params: &Params) -> Option<Question> {
         return None;
     }
     let mut next = answer.question.clone();
+    next.best = answer.resolved_best();
     next.attempt += 1;
     next.not_before_ms = None;
     Some(next)
@@ -142,15 +137,31 @@ mod tests {
 
     #[test]
     fn judge_keeps_the_best_attempt() {
-        let p = Params::default();
+        let p = Params {
+            threshold: 0.99,
+            ..Params::default()
+        };
         let mut first = answer("Ice is less dense.", 1);
+        first.model = "first-model".into();
         judge(&mut first, &p);
-        let mut second = answer(BAD, 2);
-        second.question.best = first.question.best.clone();
+        let own = first.question.best.clone().unwrap();
+        assert_eq!(
+            (own.answer.as_str(), own.attempt),
+            ("", 1),
+            "not copied twice"
+        );
+        let resolved = first.resolved_best().unwrap();
+        assert_eq!(resolved.answer, "Ice is less dense.");
+        assert_eq!(resolved.model, "first-model");
+
+        let next = regenerate(&first, &p).expect("rejected at 0.99");
+        assert_eq!(next.best.as_ref().unwrap().answer, "Ice is less dense.");
+        let mut second = Answer::new(next, BAD, "second-model", 1);
         judge(&mut second, &p);
-        let best = second.question.best.unwrap();
+        let best = second.resolved_best().unwrap();
         assert_eq!(best.attempt, 1);
         assert_eq!(best.answer, "Ice is less dense.");
+        assert_eq!(best.model, "first-model");
     }
 
     #[test]

@@ -55,11 +55,11 @@ impl RecordScorer {
         view.verdict = Some(verdict(score, attempt, params));
         if view.question.best.as_ref().is_none_or(|b| score >= b.score) {
             view.question.best = Some(BestView {
-                answer: view.answer,
+                answer: RawStr::empty(),
                 score,
                 attempt,
-                model: view.model,
-                provider: view.provider,
+                model: RawStr::empty(),
+                provider: RawStr::empty(),
             });
         }
         let mut out = Vec::with_capacity(bytes.len() + view.answer.json().len() + 96);

@@ -64,7 +64,7 @@ fn answer_score_gives_accept_regenerate_and_exhausted() {
     assert_eq!(scored(BAD, 1, &[]).verdict, Some(Verdict::Regenerate));
     let exhausted = scored(BAD, 3, &[]);
     assert_eq!(exhausted.verdict, Some(Verdict::Exhausted));
-    assert_eq!(exhausted.question.best.unwrap().answer, BAD);
+    assert_eq!(exhausted.resolved_best().unwrap().answer, BAD);
 }
 
 #[test]
