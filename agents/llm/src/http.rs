@@ -65,7 +65,7 @@ impl HttpClient {
             .await
             .map_err(|e| self.transport_error(&e, url))?;
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
+        let headers = owned(response.headers());
         let text = response
             .text()
             .await
@@ -99,6 +99,21 @@ impl HttpClient {
             format!("{what}: {url}: {detail}"),
         )
     }
+}
+
+/// The headers copied: hyper's header values share the connection's read
+/// buffer, so a reply kept a while (see [`crate::inflight`]) with them would
+/// hold on to the whole buffer, kilobytes a reply.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let mut copy = reqwest::header::HeaderValue::from_bytes(value.as_bytes())
+                .expect("the bytes of a header value are a header value");
+            copy.set_sensitive(value.is_sensitive());
+            (name.clone(), copy)
+        })
+        .collect()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

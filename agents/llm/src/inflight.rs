@@ -14,7 +14,9 @@
 //!   that polls for it takes as a cancel);
 //! - a retry of the same request (the same body: the same question, attempt
 //!   and seed) waits for that answer instead of sending a copy, and a
-//!   finished answer is kept as long for the retry that takes it;
+//!   finished answer nobody has taken yet is kept as long for the retry
+//!   that takes it (an answer taken is let go at once: kept for minutes,
+//!   every reply of a busy agent would pile up in memory);
 //! - requests in flight, those whose caller stopped waiting included, can
 //!   be capped (`max`, `--max-in-flight`): set to the server's
 //!   `--parallel`, the server never queues ours at all. No cap by default:
@@ -50,7 +52,8 @@ impl InFlightConfig {
     }
 }
 
-type Running<T> = Mutex<HashMap<String, watch::Receiver<Option<T>>>>;
+/// By key: which request it is (a number of its own) and its answer.
+type Running<T> = Mutex<HashMap<String, (u64, watch::Receiver<Option<T>>)>>;
 
 /// The requests in flight at one server, by key (the request body).
 pub struct InFlight<T> {
@@ -59,6 +62,8 @@ pub struct InFlight<T> {
     running: Arc<Running<T>>,
     /// How long a finished answer waits for a retry to take it.
     keep: Duration,
+    /// The number the next request started gets.
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl<T: Clone + Send + Sync + 'static> InFlight<T> {
@@ -67,6 +72,7 @@ impl<T: Clone + Send + Sync + 'static> InFlight<T> {
             permits: max.map(|max| Arc::new(Semaphore::new(max.max(1)))),
             running: Arc::default(),
             keep,
+            next: Default::default(),
         }
     }
 
@@ -78,14 +84,14 @@ impl<T: Clone + Send + Sync + 'static> InFlight<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let mut answer = self.join_or_start(&key, send);
+        let (request, mut answer) = self.join_or_start(&key, send);
         let value = match tokio::time::timeout(wait, answer.wait_for(Option::is_some)).await {
             Ok(Ok(value)) => value.clone(),
             // The wait passed, or the task ended without an answer (the
             // runtime is stopping).
             Ok(Err(_)) | Err(_) => return None,
         };
-        forget(&self.running, &key, &answer);
+        forget(&self.running, &key, request);
         value
     }
 
@@ -94,20 +100,23 @@ impl<T: Clone + Send + Sync + 'static> InFlight<T> {
         self.running.lock().expect("in-flight map poisoned").len()
     }
 
-    fn join_or_start<F, Fut>(&self, key: &str, send: F) -> watch::Receiver<Option<T>>
+    /// The request for `key` (its number and its answer to come): the one
+    /// in flight, or one started now.
+    fn join_or_start<F, Fut>(&self, key: &str, send: F) -> (u64, watch::Receiver<Option<T>>)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
         let mut running = self.running.lock().expect("in-flight map poisoned");
-        if let Some(answer) = running.get(key) {
+        if let Some((request, answer)) = running.get(key) {
             tracing::debug!("a retry waits for its request still in flight");
-            return answer.clone();
+            return (*request, answer.clone());
         }
         let (sender, answer) = watch::channel(None);
-        running.insert(key.to_string(), answer.clone());
+        let number = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        running.insert(key.to_string(), (number, answer.clone()));
         let (permits, map, keep) = (self.permits.clone(), self.running.clone(), self.keep);
-        let (key, mine, request) = (key.to_string(), answer.clone(), send());
+        let (key, request) = (key.to_string(), send());
         tokio::spawn(async move {
             let permit = match permits {
                 Some(permits) => Some(permits.acquire_owned().await.expect("never closed")),
@@ -116,17 +125,26 @@ impl<T: Clone + Send + Sync + 'static> InFlight<T> {
             let value = request.await;
             drop(permit);
             let _ = sender.send(Some(value));
-            tokio::time::sleep(keep).await;
-            forget(&map, &key, &mine);
+            // Kept until a caller took it (then no receiver is left: the
+            // map's went with `forget`, the caller's when it returned) or
+            // `keep` passed.
+            tokio::select! {
+                _ = tokio::time::sleep(keep) => {}
+                _ = sender.closed() => {}
+            }
+            forget(&map, &key, number);
         });
-        answer
+        (number, answer)
     }
 }
 
-/// Remove `key` if it is still the request `answer` belongs to.
-fn forget<T>(running: &Running<T>, key: &str, answer: &watch::Receiver<Option<T>>) {
+/// Remove `key` if it is still the request numbered `request`.
+fn forget<T>(running: &Running<T>, key: &str, request: u64) {
     let mut running = running.lock().expect("in-flight map poisoned");
-    if running.get(key).is_some_and(|a| a.same_channel(answer)) {
+    if running
+        .get(key)
+        .is_some_and(|(number, _)| *number == request)
+    {
         running.remove(key);
     }
 }
@@ -214,6 +232,23 @@ mod tests {
         let second = in_flight.run("q2".into(), WAIT, || server.request(2)).await;
         assert_eq!(second, None);
         assert_eq!(server.got(), 2, "q2 went to the server beside q1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_taken_is_let_go_at_once_not_kept_for_keep() {
+        let in_flight = InFlight::new(None, Duration::from_secs(600));
+        let reply = Arc::new(vec![0u8; 4096]);
+        let kept = Arc::downgrade(&reply);
+        let answered = in_flight
+            .run("q1".into(), WAIT, move || async move { reply })
+            .await;
+        assert_eq!(answered.as_deref().map(Vec::len), Some(4096));
+        drop(answered);
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(kept.upgrade().is_none(), "the reply is still held");
+        assert_eq!(in_flight.in_flight(), 0);
     }
 
     #[tokio::test(start_paused = true)]
