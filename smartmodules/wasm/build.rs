@@ -16,9 +16,10 @@ const TRANSFORM_TARGET: &str = "wasm32-wasip1";
 const TRANSFORMS: [&str; 1] = ["answer-score-transform"];
 /// Crates whose sources end up in the `.wasm` (relative to the workspace):
 /// a change to any rebuilds them.
-const WASM_SOURCES: [&str; 6] = [
+const WASM_SOURCES: [&str; 7] = [
     "core/schema",
     "core/scoring",
+    "smartmodules/entry",
     "smartmodules/answer-score",
     "smartmodules/regenerate",
     "smartmodules/quality-gate",

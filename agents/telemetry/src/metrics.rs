@@ -61,8 +61,6 @@ pub struct Metrics {
     pub smartmodule_records_err: Family<Labels<1>, Counter>,
     pub smartmodule_fuel_used: Family<Labels<1>, Counter>,
     pub smartmodule_cpu_seconds: Family<Labels<1>, Seconds>,
-    /// Chains rebuilt to free what the SmartModule ABI leaks, by chain.
-    pub smartmodule_chain_rebuilds: Family<Labels<1>, Counter>,
 }
 
 /// The process's metrics.
@@ -102,7 +100,6 @@ impl Metrics {
             smartmodule_records_err: Family::default(),
             smartmodule_fuel_used: Family::default(),
             smartmodule_cpu_seconds: Family::default(),
-            smartmodule_chain_rebuilds: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         let r = &mut registry;
@@ -175,11 +172,6 @@ impl Metrics {
             "smartmodule_cpu_seconds",
             "CPU time in a SmartModule (fluvio-smartengine)",
             m.smartmodule_cpu_seconds.clone(),
-        );
-        r.register(
-            "smartmodule_chain_rebuilds",
-            "SmartModule chains rebuilt to free the output buffers the SmartModule ABI leaks",
-            m.smartmodule_chain_rebuilds.clone(),
         );
         Self {
             registry: Mutex::new(registry),

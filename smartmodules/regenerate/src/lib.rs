@@ -6,8 +6,9 @@
 use std::sync::OnceLock;
 
 use answerloop_scoring::{decide, Params};
+use answerloop_smartmodule_entry::Out;
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
-use fluvio_smartmodule::{eyre, smartmodule, RecordData, Result, SmartModuleRecord};
+use fluvio_smartmodule::{eyre, smartmodule, Result, SmartModuleRecord};
 
 static PARAMS: OnceLock<Params> = OnceLock::new();
 
@@ -19,9 +20,35 @@ fn init(params: SmartModuleExtraParams) -> Result<()> {
         .map_err(|_| eyre!("regenerate initialised twice"))
 }
 
-#[smartmodule(filter_map)]
-pub fn filter_map(record: &SmartModuleRecord) -> Result<Option<(Option<RecordData>, RecordData)>> {
+/// The engine's entry point for a batch (see `answerloop-smartmodule-entry`:
+/// the macro's `#[smartmodule(filter_map)]` without its leak).
+///
+/// # Safety
+///
+/// Called by the engine with the batch it put into this module's memory.
+#[cfg(target_arch = "wasm32")]
+#[unsafe(no_mangle)]
+pub unsafe fn filter_map(ptr: *mut u8, len: usize, version: i16) -> i32 {
+    use fluvio_smartmodule::dataplane::smartmodule::SmartModuleKind;
+    // SAFETY: the engine's arguments, passed on.
+    unsafe {
+        answerloop_smartmodule_entry::transform(
+            ptr,
+            len,
+            version,
+            SmartModuleKind::FilterMap,
+            next_attempt,
+        )
+    }
+}
+
+/// The next question for a rejected answer with attempts left.
+pub fn next_attempt(record: &SmartModuleRecord) -> Result<Out> {
     let params = PARAMS.get().copied().unwrap_or_default();
-    Ok(decide::regenerate_record(record.value.as_ref(), &params)
-        .map(|question| (record.key.clone(), question.into())))
+    Ok(
+        match decide::regenerate_record(record.value.as_ref(), &params) {
+            Some(question) => Out::Set(record.key.clone(), question.into()),
+            None => Out::Drop,
+        },
+    )
 }

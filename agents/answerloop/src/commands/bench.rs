@@ -828,7 +828,7 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
                batches: &[Vec<Record>]|
      -> anyhow::Result<(Vec<Vec<Record>>, f64)> {
         let spec = ChainSpec::single(module.name, &answerloop_scoring::Params::default());
-        let mut chain = WasmChain::build(&engine, &spec)?.recycle_after(u64::MAX);
+        let mut chain = WasmChain::build(&engine, &spec)?;
         let inputs = batches.to_vec();
         let started = Instant::now();
         let mut out = Vec::with_capacity(inputs.len());
