@@ -21,21 +21,7 @@ fn init(params: SmartModuleExtraParams) -> Result<()> {
         .map_err(|_| eyre!("answer-score initialised twice"))
 }
 
-/// The engine's entry point for a batch (see `answerloop-smartmodule-entry`:
-/// the macro's `#[smartmodule(map)]` without its leak).
-///
-/// # Safety
-///
-/// Called by the engine with the batch it put into this module's memory.
-#[cfg(target_arch = "wasm32")]
-#[unsafe(no_mangle)]
-pub unsafe fn map(ptr: *mut u8, len: usize, version: i16) -> i32 {
-    use fluvio_smartmodule::dataplane::smartmodule::SmartModuleKind;
-    // SAFETY: the engine's arguments, passed on.
-    unsafe {
-        answerloop_smartmodule_entry::transform(ptr, len, version, SmartModuleKind::Map, score)
-    }
-}
+answerloop_smartmodule_entry::entry!(map, Map, score);
 
 /// Score one answer record.
 pub fn score(record: &SmartModuleRecord) -> Result<Out> {

@@ -20,8 +20,9 @@
 use std::sync::Mutex;
 
 use fluvio_smartmodule::dataplane::core::{Decoder, Encoder};
+pub use fluvio_smartmodule::dataplane::smartmodule::SmartModuleKind;
 use fluvio_smartmodule::dataplane::smartmodule::{
-    SmartModuleInput, SmartModuleKind, SmartModuleOutput, SmartModuleTransformErrorStatus,
+    SmartModuleInput, SmartModuleOutput, SmartModuleTransformErrorStatus,
     SmartModuleTransformRuntimeError,
 };
 use fluvio_smartmodule::{RecordData, Result, SmartModuleRecord};
@@ -34,6 +35,28 @@ pub enum Out {
     Keep,
     /// Passed on with this key and value.
     Set(Option<RecordData>, RecordData),
+}
+
+/// Export the function the engine calls for a batch, `map`, `filter` or
+/// `filter_map` (the name tells the engine the module's kind), running
+/// `each` over its records through [`transform`]:
+/// `entry!(map, Map, score)`.
+#[macro_export]
+macro_rules! entry {
+    ($name:ident, $kind:ident, $each:path) => {
+        /// The engine's entry point for a batch (`answerloop-smartmodule-entry`:
+        /// the macro's code without its leak).
+        ///
+        /// # Safety
+        ///
+        /// Called by the engine with the batch it put into this module's memory.
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub unsafe fn $name(ptr: *mut u8, len: usize, version: i16) -> i32 {
+            // SAFETY: the engine's arguments, passed on.
+            unsafe { $crate::transform(ptr, len, version, $crate::SmartModuleKind::$kind, $each) }
+        }
+    };
 }
 
 /// The last call's output, until the next call frees it.

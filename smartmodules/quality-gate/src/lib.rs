@@ -20,21 +20,7 @@ fn init(params: SmartModuleExtraParams) -> Result<()> {
         .map_err(|_| eyre!("quality-gate initialised twice"))
 }
 
-/// The engine's entry point for a batch (see `answerloop-smartmodule-entry`:
-/// the macro's `#[smartmodule(filter)]` without its leak).
-///
-/// # Safety
-///
-/// Called by the engine with the batch it put into this module's memory.
-#[cfg(target_arch = "wasm32")]
-#[unsafe(no_mangle)]
-pub unsafe fn filter(ptr: *mut u8, len: usize, version: i16) -> i32 {
-    use fluvio_smartmodule::dataplane::smartmodule::SmartModuleKind;
-    // SAFETY: the engine's arguments, passed on.
-    unsafe {
-        answerloop_smartmodule_entry::transform(ptr, len, version, SmartModuleKind::Filter, gate)
-    }
-}
+answerloop_smartmodule_entry::entry!(filter, Filter, gate);
 
 /// Whether a scored record goes on to the store agent.
 pub fn gate(record: &SmartModuleRecord) -> Result<Out> {

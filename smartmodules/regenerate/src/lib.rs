@@ -20,27 +20,7 @@ fn init(params: SmartModuleExtraParams) -> Result<()> {
         .map_err(|_| eyre!("regenerate initialised twice"))
 }
 
-/// The engine's entry point for a batch (see `answerloop-smartmodule-entry`:
-/// the macro's `#[smartmodule(filter_map)]` without its leak).
-///
-/// # Safety
-///
-/// Called by the engine with the batch it put into this module's memory.
-#[cfg(target_arch = "wasm32")]
-#[unsafe(no_mangle)]
-pub unsafe fn filter_map(ptr: *mut u8, len: usize, version: i16) -> i32 {
-    use fluvio_smartmodule::dataplane::smartmodule::SmartModuleKind;
-    // SAFETY: the engine's arguments, passed on.
-    unsafe {
-        answerloop_smartmodule_entry::transform(
-            ptr,
-            len,
-            version,
-            SmartModuleKind::FilterMap,
-            next_attempt,
-        )
-    }
-}
+answerloop_smartmodule_entry::entry!(filter_map, FilterMap, next_attempt);
 
 /// The next question for a rejected answer with attempts left.
 pub fn next_attempt(record: &SmartModuleRecord) -> Result<Out> {
