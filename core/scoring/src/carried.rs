@@ -58,10 +58,12 @@ impl Width {
     }
 }
 
-/// The width exact vectors are written with: 16 bits. 8 bits halve the
-/// string (520 characters against 1,030) but moved scores on the eval
-/// pairs by up to 2.4e-3 and flipped a decision near the threshold; 16 bits
-/// move them by less than 1e-4 (docs/benchmarks.md, `answerloop eval carried`).
+/// The width exact vectors are written with: 16 bits, so that the score is
+/// the original metric's to within 6e-6 on the eval pairs (smaller than
+/// embedding a text alone or in a batch moves it). 8 bits halve the string
+/// (520 characters against 1,030) and decided the same on all 760 pairs,
+/// but moved scores by up to 1.6e-3 (`answerloop eval carried`,
+/// docs/scoring.md).
 pub const EXACT_WIDTH: Width = Width::I16;
 
 /// `vector` as it is carried: `<kind>:<model>:<base64>`, components
