@@ -104,7 +104,7 @@ impl FeedReader {
     /// How the read went: the rows' report, or why the file could not be
     /// read to its end (a failed read, or not a question set).
     pub async fn finish(self) -> anyhow::Result<FeedReport> {
-        Ok(self.0.await??)
+        self.0.await?
     }
 }
 
