@@ -95,3 +95,36 @@ fn an_unknown_scorer_is_refused_by_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("minilm") && err.contains("exact"), "{err}");
 }
+
+/// `bench score --scorer exact` runs the chain over records carrying both
+/// exact vectors, and checks that the chain scored them by their cosine.
+#[test]
+fn bench_score_measures_the_chain_on_records_carrying_exact_vectors() {
+    let Some(cache) = installed_or_skip(&MINILM) else {
+        return;
+    };
+    let v = json_from(with_models(&cache).args([
+        "bench",
+        "score",
+        "--scorer",
+        "exact",
+        "--records",
+        "300",
+        "--batch",
+        "100",
+        "--text-bytes",
+        "120",
+        "--exact-pairs",
+        "1",
+    ]));
+    assert_eq!(v["scorer"], "exact", "{v}");
+    assert_eq!(v["records"], 300, "{v}");
+    let (carried, plain) = (
+        v["record_bytes"].as_u64().unwrap(),
+        v["uncarried_record_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        carried > plain + 2_000,
+        "two exact vectors: {carried} against {plain}"
+    );
+}
