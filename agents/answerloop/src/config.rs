@@ -432,6 +432,8 @@ impl LlmArgs {
             sample_seed,
             batch: defaults.batch,
             member: Default::default(),
+            // Loaded by the commands that take `--scorer`.
+            exact: None,
         };
         Ok(LlmSettings {
             provider,

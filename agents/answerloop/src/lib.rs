@@ -10,6 +10,8 @@
 //!   `regenerate`.
 //! - [`store`]: the store agent; takes `answers` through `answer-score`
 //!   and `quality-gate`, and `dead-letters`, into the answer store.
+//! - [`exact`]: `--scorer exact`, the transformer's embeddings computed
+//!   by traffic and the LLM agent and carried in the records.
 //! - [`chains`]: those SmartModule chains, and why scoring heads them.
 //! - [`intake`]: the consume loop the agents share (bounded concurrency,
 //!   commit behind finished work).
@@ -36,6 +38,7 @@ pub mod chaos;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod exact;
 pub mod home;
 pub mod intake;
 pub mod launcher;

@@ -21,10 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use answerloop_schema::{topics, Answer, DeadLetter, InvalidRecord, Question};
+use answerloop_scoring::carried::{self, ExactBuffers};
 use answerloop_scoring::{semantic, Params};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::chains;
+use crate::exact::ExactEmbedder;
 use crate::intake::{Intake, Ready};
 use answerloop_broker::producer::Producer;
 use answerloop_broker::{Broker, Member, Record};
@@ -75,6 +77,10 @@ pub struct LlmAgentConfig {
     /// The share of the questions this agent answers (`--member K/M`):
     /// LLM agents that share a topic split its keys.
     pub member: Member,
+    /// With `--scorer exact`: embeds each answer, carried in the record as
+    /// `answer_vector` for `answer-score`. In `answerloop run` the traffic
+    /// agent embeds the references with it too.
+    pub exact: Option<Arc<ExactEmbedder>>,
 }
 
 impl Default for LlmAgentConfig {
@@ -93,6 +99,7 @@ impl Default for LlmAgentConfig {
             sample_seed: seed::DEFAULT_SAMPLE_SEED,
             batch: 64,
             member: Member::ALONE,
+            exact: None,
         }
     }
 }
@@ -211,7 +218,7 @@ async fn answer(
         let wait = due.saturating_sub(now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
-    let outcome = ask(&context, &mut question).await;
+    let (outcome, vector) = ask(&context, &mut question).await;
     drop(permit);
     match outcome {
         CallOutcome::Answered {
@@ -223,6 +230,12 @@ async fn answer(
             let latency_ms = latency.as_millis() as u64;
             let mut answer = Answer::new(question, completion.text, completion.model, latency_ms);
             answer.provider = provider;
+            if let Some(exact) = &context.config.exact {
+                answer.answer_vector = match vector {
+                    Some(vector) => vector,
+                    None => answer_vector(exact, &answer).await,
+                };
+            }
             let value = serde_json::to_vec(&answer)?;
             let key = answer.question.id.clone();
             context.answers.send(Record::keyed(key, value)).await?;
@@ -245,9 +258,11 @@ async fn answer(
 /// attempt at a temperature above 0, `regenerate_candidates` times at once
 /// (each draw from its own seed, within the question's cap on LLM calls),
 /// keeping the answer the scorer rates highest against the reference: the
-/// same score `answer-score` then gives it. Draws that fail are counted
-/// like any failed call; only when none answers does a failure decide.
-async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
+/// same score `answer-score` then gives it (with `--scorer exact`, the
+/// draws are embedded together, and the kept one's vector is returned for
+/// its record). Draws that fail are counted like any failed call; only when
+/// none answers does a failure decide.
+async fn ask(context: &Context, question: &mut Question) -> (CallOutcome, Option<String>) {
     let config = &context.config;
     let room = config
         .max_llm_attempts
@@ -259,7 +274,7 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
     };
     if draws == 1 {
         let request = chat_request(config, question);
-        return context
+        let outcome = context
             .caller
             .call(
                 &request,
@@ -267,6 +282,7 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
                 &mut question.failed_calls,
             )
             .await;
+        return (outcome, None);
     }
     // Each draw gets its share of the calls left under the cap (the first
     // the remainder), so that draws and their retries together stay within it.
@@ -289,11 +305,7 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
         }
     });
     let results = futures::future::join_all(calls).await;
-    // The reference is embedded once for all the draws; each answer's score
-    // is then the cosine `semantic::score` gives.
-    let model = semantic::model();
-    let reference = model.embed(&question.reference);
-    let mut best: Option<(f32, CallOutcome)> = None;
+    let mut answered = Vec::new();
     let mut first_failure = None;
     for (outcome, calls, failed) in results {
         question.llm_attempts += calls;
@@ -302,19 +314,73 @@ async fn ask(context: &Context, question: &mut Question) -> CallOutcome {
         }
         match &outcome {
             CallOutcome::Answered { completion, .. } => {
-                let score = semantic::cosine(&model.embed(&completion.text), &reference);
-                if best.as_ref().is_none_or(|(top, _)| score > *top) {
-                    best = Some((score, outcome));
-                }
+                answered.push((completion.text.clone(), outcome));
             }
             _ => {
                 first_failure.get_or_insert(outcome);
             }
         }
     }
-    best.map(|(_, outcome)| outcome)
-        .or(first_failure)
-        .expect("at least one draw")
+    let texts: Vec<String> = answered.iter().map(|(text, _)| text.clone()).collect();
+    let mut scored = score_draws(config.exact.as_deref(), question, texts).await;
+    let mut best: Option<(f32, usize)> = None;
+    for (i, (score, _)) in scored.iter().enumerate() {
+        if best.is_none_or(|(top, _)| *score > top) {
+            best = Some((*score, i));
+        }
+    }
+    match best {
+        Some((_, i)) => {
+            let outcome = answered.swap_remove(i).1;
+            (outcome, scored.swap_remove(i).1)
+        }
+        None => (first_failure.expect("at least one draw"), None),
+    }
+}
+
+/// Each draw's score against the question's reference, as `answer-score`
+/// will score it, with its carried exact vector when `exact` gave one:
+/// with `--scorer exact` (and the reference's exact vector carried) the
+/// cosine of the vectors, all draws embedded in one request; otherwise the
+/// static score, the reference embedded once.
+async fn score_draws(
+    exact: Option<&ExactEmbedder>,
+    question: &Question,
+    texts: Vec<String>,
+) -> Vec<(f32, Option<String>)> {
+    if let Some(exact) = exact.filter(|_| !question.reference_vector.is_empty()) {
+        if let Ok(vectors) = exact.vectors(texts.clone()).await {
+            let mut buffers = ExactBuffers::default();
+            let scores: Option<Vec<f32>> = vectors
+                .iter()
+                .map(|v| carried::exact_score(v, &question.reference_vector, &mut buffers))
+                .collect();
+            if let Some(scores) = scores {
+                return scores
+                    .into_iter()
+                    .zip(vectors.into_iter().map(Some))
+                    .collect();
+            }
+        }
+    }
+    let model = semantic::model();
+    let reference = model.embed(&question.reference);
+    texts
+        .iter()
+        .map(|text| (semantic::cosine(&model.embed(text), &reference), None))
+        .collect()
+}
+
+/// The answer's carried exact vector; empty (so `answer-score` scores it
+/// with the static table) if the embedder failed, which is logged.
+async fn answer_vector(exact: &ExactEmbedder, answer: &Answer) -> String {
+    match exact.vectors(vec![answer.answer.clone()]).await {
+        Ok(mut vectors) => vectors.pop().unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(question = %answer.question.id, error = %e, "no exact vector for the answer: answer-score falls back to the static scorer");
+            String::new()
+        }
+    }
 }
 
 /// What the model is asked for `question`: the prompt for its attempt, and

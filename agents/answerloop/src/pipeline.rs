@@ -193,9 +193,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunSummary> {
         // `remaining` (on a failed lookup the question is sent; the store
         // agent keeps one answer).
         let final_store = store.clone();
-        let (to_send, reader) = traffic::feed::spawn(questions, move |q| {
-            !in_topic.contains(&q.id) && !final_store.is_final(&q.id).unwrap_or(false)
-        });
+        // With `--scorer exact`, traffic embeds the references with the
+        // LLM agent's embedder: one model loaded for the run.
+        let exact = options.agent.exact.clone();
+        let (to_send, reader) = traffic::feed::spawn(
+            questions,
+            move |q| !in_topic.contains(&q.id) && !final_store.is_final(&q.id).unwrap_or(false),
+            exact,
+        );
         let agents = Agents::start(
             &options,
             broker.clone(),

@@ -233,6 +233,12 @@ impl Verdict {
 pub struct Answer {
     pub question: Question,
     pub answer: String,
+    /// The answer's sentence embedding, computed by the LLM agent with
+    /// `--scorer exact` (`exact:<model>:<base64>`, see
+    /// `answerloop_scoring::carried`); `answer-score` takes the cosine with
+    /// the reference's carried vector. Empty when not computed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub answer_vector: String,
     pub model: String,
     /// The provider that answered, as the LLM agent names it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -256,6 +262,7 @@ impl Answer {
         Self {
             question,
             answer: answer.into(),
+            answer_vector: String::new(),
             model: model.into(),
             provider: String::new(),
             latency_ms,

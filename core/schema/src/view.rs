@@ -109,6 +109,8 @@ pub struct AnswerView<'a> {
     pub question: QuestionView<'a>,
     #[serde(borrow)]
     pub answer: RawStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "RawStr::is_empty")]
+    pub answer_vector: RawStr<'a>,
     #[serde(borrow)]
     pub model: RawStr<'a>,
     #[serde(borrow, default, skip_serializing_if = "RawStr::is_empty")]
@@ -182,6 +184,7 @@ mod tests {
         question.not_before_ms = Some(5);
         question.trace.answered_ms = Some(9);
         question.redrives = 1;
+        question.reference_vector = "static:0a1b2c3d:AAAA/+".into();
         question.best = Some(Best {
             answer: "an \"earlier\" one".into(),
             score: 0.25,
@@ -191,6 +194,7 @@ mod tests {
         });
         let mut answer = Answer::new(question, "the answer\u{2028}", "model", 7);
         answer.provider = "prov".into();
+        answer.answer_vector = "exact:m:AAAA/+".into();
         answer.score = Some(0.5);
         answer.verdict = Some(Verdict::Accept);
         answer

@@ -1,71 +1,211 @@
-//! A text's static vector carried in its record, so that the broker does
-//! not embed the same text again: the traffic agent embeds each question's
-//! reference once, natively, and every attempt's answer record brings it to
-//! `answer-score`, which then embeds only the answer.
+//! A text's vector carried in its record, so that the broker does not
+//! embed the same text again, or could not embed it at all.
 //!
-//! The vector travels as one JSON string, `static:<table>:<base64>`:
-//! `<table>` names the table it was computed with (a hash of its bytes), so
-//! a vector from another table is never mixed with this one's; the base64
-//! holds the vector's scale (f32) and its components as 16-bit integers
-//! (`component ≈ q × scale`, `scale = max |component| / 32767`). A
-//! component moves by at most half a step, 1/65534 of the largest one, so a
-//! cosine moves by less than 1e-4 (a test bounds it on the eval pairs and
-//! the sample). A string that is not one of these (another table, damaged,
-//! made by hand) is ignored, and the reference is embedded from its text.
+//! A carried vector is one JSON string, `<kind>:<model>:<base64>`:
+//!
+//! - `static:<table>:…` — the static table's vector of a reference,
+//!   computed once by the traffic agent; `answer-score` then embeds only the
+//!   answer. `<table>` names the table it was computed with (a hash of its
+//!   bytes), so a vector from another table is never mixed with this one's.
+//! - `exact:all-MiniLM-L6-v2:…` — the transformer's sentence embedding
+//!   (`--scorer exact`), computed natively by the traffic agent for the
+//!   reference and by the LLM agent for the answer: a transformer cannot run
+//!   per record inside a SmartModule, but the cosine of two carried vectors
+//!   can. See [`exact_score`].
+//!
+//! The base64 holds the vector's scale (f32) and its components as 16- or
+//! 8-bit integers (`component ≈ q × scale`, `scale = max |component| /
+//! steps`); which width is told by the length, the dimensions being the
+//! model's. With 16 bits a component moves by at most half a step, 1/65534
+//! of the largest one, so a cosine moves by less than 1e-4 (a test bounds
+//! it on the eval pairs and the sample). A string that is not one of these
+//! (another table or model, damaged, made by hand) is ignored, and the
+//! score falls back to the static scorer on the texts.
 
 use crate::semantic::{norm2, Embedding, StaticModel};
 
 /// What a carried static vector starts with.
-const KIND: &str = "static";
+const STATIC: &str = "static";
 
-/// Largest quantised component.
-const STEPS: f32 = 32767.0;
+/// What a carried exact vector starts with.
+pub const EXACT: &str = "exact";
+
+/// The one model exact vectors are read for, and its dimensions.
+pub const EXACT_MODEL: &str = "all-MiniLM-L6-v2";
+pub const EXACT_DIMS: usize = 384;
+
+/// How wide a carried component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    I8,
+    I16,
+}
+
+impl Width {
+    fn bytes(self) -> usize {
+        match self {
+            Width::I8 => 1,
+            Width::I16 => 2,
+        }
+    }
+
+    /// Largest quantised component.
+    fn steps(self) -> f32 {
+        match self {
+            Width::I8 => 127.0,
+            Width::I16 => 32767.0,
+        }
+    }
+}
+
+/// The width exact vectors are written with: 16 bits, so that the score is
+/// the original metric's to within 6e-6 on the eval pairs (smaller than
+/// embedding a text alone or in a batch moves it). 8 bits halve the string
+/// (520 characters against 1,030) and decided the same on all 760 pairs,
+/// but moved scores by up to 1.6e-3 (`answerloop eval carried`,
+/// docs/scoring.md).
+pub const EXACT_WIDTH: Width = Width::I16;
+
+/// `vector` as it is carried: `<kind>:<model>:<base64>`, components
+/// quantised to `width`.
+pub fn encode(kind: &str, model: &str, vector: &[f32], width: Width) -> String {
+    let max = vector.iter().fold(
+        0.0f32,
+        |m, x| if x.is_finite() { m.max(x.abs()) } else { m },
+    );
+    let steps = width.steps();
+    let scale = if max > 0.0 { max / steps } else { 0.0 };
+    let mut bytes = Vec::with_capacity(4 + width.bytes() * vector.len());
+    bytes.extend_from_slice(&scale.to_le_bytes());
+    for x in vector {
+        let q = if scale > 0.0 && x.is_finite() {
+            (x / scale).round().clamp(-steps, steps)
+        } else {
+            0.0
+        };
+        match width {
+            Width::I8 => bytes.push(q as i8 as u8),
+            Width::I16 => bytes.extend_from_slice(&(q as i16).to_le_bytes()),
+        }
+    }
+    format!("{kind}:{model}:{}", base64::encode(&bytes))
+}
+
+/// A carried vector's scale and raw components (`dims` of them, 8 or 16
+/// bits each), decoded into `bytes`, if it is `<kind>:<model>:` and whole.
+fn decode<'b>(
+    carried: &str,
+    kind: &str,
+    model: &str,
+    dims: usize,
+    bytes: &'b mut Vec<u8>,
+) -> Option<Quantised<'b>> {
+    let rest = carried.strip_prefix(kind)?.strip_prefix(':')?;
+    let data = rest.strip_prefix(model)?.strip_prefix(':')?;
+    base64::decode_into(data, bytes)?;
+    let width = match bytes.len().checked_sub(4)? {
+        n if n == dims => Width::I8,
+        n if n == 2 * dims => Width::I16,
+        _ => return None,
+    };
+    let scale = f32::from_le_bytes(bytes[..4].try_into().ok()?);
+    if !scale.is_finite() || scale < 0.0 {
+        return None;
+    }
+    Some(Quantised {
+        scale,
+        width,
+        data: &bytes[4..],
+    })
+}
+
+/// A decoded carried vector, still quantised.
+struct Quantised<'b> {
+    scale: f32,
+    width: Width,
+    data: &'b [u8],
+}
+
+impl Quantised<'_> {
+    /// The integer components.
+    fn components(&self) -> impl Iterator<Item = i32> + '_ {
+        let width = self.width.bytes();
+        self.data.chunks_exact(width).map(move |q| match q {
+            [b] => i32::from(*b as i8),
+            [lo, hi] => i32::from(i16::from_le_bytes([*lo, *hi])),
+            _ => unreachable!("chunks of one or two bytes"),
+        })
+    }
+
+    fn vector(&self) -> Vec<f32> {
+        self.components().map(|q| q as f32 * self.scale).collect()
+    }
+}
 
 impl StaticModel<'_> {
     /// `text`'s vector as it is carried in a record.
     pub fn carried_vector(&self, text: &str) -> String {
-        let vector = self.embed(text);
-        let max = vector.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let scale = if max > 0.0 { max / STEPS } else { 0.0 };
-        let mut bytes = Vec::with_capacity(4 + 2 * vector.len());
-        bytes.extend_from_slice(&scale.to_le_bytes());
-        for x in &vector {
-            let q = if scale > 0.0 {
-                (x / scale).round()
-            } else {
-                0.0
-            };
-            bytes.extend_from_slice(&(q.clamp(-STEPS, STEPS) as i16).to_le_bytes());
-        }
-        format!("{KIND}:{}:{}", self.fingerprint(), base64::encode(&bytes))
+        encode(STATIC, self.fingerprint(), &self.embed(text), Width::I16)
     }
 
     /// The [`Embedding`] a carried vector stands for, if it was made with
     /// this table and is whole; `None` for anything else.
     pub fn read_carried(&self, carried: &str, bytes: &mut Vec<u8>) -> Option<Embedding> {
-        let rest = carried.strip_prefix(KIND)?.strip_prefix(':')?;
-        let (table, data) = rest.split_once(':')?;
-        if table != self.fingerprint() {
-            return None;
-        }
-        base64::decode_into(data, bytes)?;
         let dims = self.table().dims;
-        if bytes.len() != 4 + 2 * dims {
-            return None;
-        }
-        let scale = f32::from_le_bytes(bytes[..4].try_into().ok()?);
-        if !scale.is_finite() || scale < 0.0 {
-            return None;
-        }
-        let vector: Vec<f32> = bytes[4..]
-            .chunks_exact(2)
-            .map(|q| f32::from(i16::from_le_bytes([q[0], q[1]])) * scale)
-            .collect();
+        let quantised = decode(carried, STATIC, self.fingerprint(), dims, bytes)?;
+        let vector = quantised.vector();
         Some(Embedding {
             norm2: norm2(&vector),
             vector,
         })
     }
+}
+
+/// A sentence embedding of [`EXACT_MODEL`] as it is carried in a record.
+pub fn exact_vector(vector: &[f32]) -> String {
+    encode(EXACT, EXACT_MODEL, vector, EXACT_WIDTH)
+}
+
+/// The exact scorer's score from two carried vectors: the cosine of the
+/// answer's and the reference's embeddings, clamped to [0, 1] as
+/// `MiniLm::score` clamps it; 0 when either is the zero vector (an empty
+/// text). `None` unless both are whole [`EXACT_MODEL`] vectors: the caller
+/// then scores with the static table.
+///
+/// The scales cancel in a cosine, so it is computed from the integer
+/// components, summed exactly in 64 bits: the same number on every
+/// platform, in WASM and natively.
+pub fn exact_score(answer: &str, reference: &str, bytes: &mut ExactBuffers) -> Option<f32> {
+    if answer.is_empty() || reference.is_empty() {
+        return None;
+    }
+    let a = decode(answer, EXACT, EXACT_MODEL, EXACT_DIMS, &mut bytes.answer)?;
+    let r = decode(
+        reference,
+        EXACT,
+        EXACT_MODEL,
+        EXACT_DIMS,
+        &mut bytes.reference,
+    )?;
+    let (mut dot, mut na, mut nr) = (0i64, 0i64, 0i64);
+    for (x, y) in a.components().zip(r.components()) {
+        let (x, y) = (i64::from(x), i64::from(y));
+        dot += x * y;
+        na += x * x;
+        nr += y * y;
+    }
+    if na == 0 || nr == 0 || a.scale == 0.0 || r.scale == 0.0 {
+        return Some(0.0);
+    }
+    let cosine = dot as f64 / ((na as f64).sqrt() * (nr as f64).sqrt());
+    Some(cosine.clamp(0.0, 1.0) as f32)
+}
+
+/// The bytes of two carried vectors, reused from record to record.
+#[derive(Debug, Default)]
+pub struct ExactBuffers {
+    answer: Vec<u8>,
+    reference: Vec<u8>,
 }
 
 /// A table's name in carried vectors: 32 bits of a hash of its bytes, in
@@ -226,5 +366,111 @@ mod tests {
         let empty = m.carried_vector("");
         let read = m.read_carried(&empty, &mut bytes).unwrap();
         assert_eq!(read.norm2, 0.0, "no tokens: the zero vector, scored 0");
+    }
+    /// Unit vectors of the exact model's size, made up but not regular:
+    /// each a different mix of a few frequencies.
+    fn unit_vectors(n: usize) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|k| {
+                let v: Vec<f32> = (0..super::EXACT_DIMS)
+                    .map(|i| {
+                        let (i, k) = (i as f32, k as f32);
+                        (i * 0.37 + k).sin() + 0.5 * (i * (0.11 + k * 0.013)).cos()
+                    })
+                    .collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter().map(|x| x / norm).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_exact_score_is_the_cosine_of_the_vectors_within_1e_4() {
+        let vectors = unit_vectors(40);
+        let mut buffers = super::ExactBuffers::default();
+        let mut worst = 0.0f32;
+        for pair in vectors.windows(2) {
+            let plain = crate::semantic::cosine(&pair[0], &pair[1]);
+            let (a, r) = (super::exact_vector(&pair[0]), super::exact_vector(&pair[1]));
+            assert!(a.starts_with("exact:all-MiniLM-L6-v2:"), "{a:.30}");
+            let carried = super::exact_score(&a, &r, &mut buffers).unwrap();
+            worst = worst.max((carried - plain).abs());
+        }
+        assert!(worst < 1e-4, "largest change {worst}");
+        assert!(worst > 0.0, "the vectors are quantised");
+        let v = &vectors[0];
+        let same = super::exact_vector(v);
+        let score = super::exact_score(&same, &same, &mut buffers).unwrap();
+        assert!((score - 1.0).abs() < 1e-6, "{score}");
+        let opposite = super::exact_vector(&v.iter().map(|x| -x).collect::<Vec<_>>());
+        assert_eq!(
+            super::exact_score(&opposite, &same, &mut buffers),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn eight_bit_exact_vectors_are_read_and_score_close() {
+        let vectors = unit_vectors(2);
+        let mut buffers = super::ExactBuffers::default();
+        let narrow = |v: &[f32]| super::encode("exact", "all-MiniLM-L6-v2", v, super::Width::I8);
+        let (a, r) = (narrow(&vectors[0]), narrow(&vectors[1]));
+        assert!(a.len() < super::exact_vector(&vectors[0]).len() * 6 / 10);
+        let score = super::exact_score(&a, &r, &mut buffers).unwrap();
+        let plain = crate::semantic::cosine(&vectors[0], &vectors[1]);
+        assert!((score - plain).abs() < 1e-2, "{score} {plain}");
+    }
+
+    #[test]
+    fn an_empty_text_vector_scores_0() {
+        let mut buffers = super::ExactBuffers::default();
+        let zero = super::exact_vector(&[0.0; super::EXACT_DIMS]);
+        let some = super::exact_vector(&unit_vectors(1)[0]);
+        assert_eq!(super::exact_score(&zero, &some, &mut buffers), Some(0.0));
+        assert_eq!(super::exact_score(&some, &zero, &mut buffers), Some(0.0));
+    }
+
+    #[test]
+    fn an_exact_vector_of_another_model_or_damaged_is_not_scored() {
+        let mut buffers = super::ExactBuffers::default();
+        let v = &unit_vectors(1)[0];
+        let good = super::exact_vector(v);
+        assert!(super::exact_score(&good, &good, &mut buffers).is_some());
+        let other_model = good.replacen("all-MiniLM-L6-v2", "all-MiniLM-L12-v2", 1);
+        let other_dims = super::encode("exact", "all-MiniLM-L6-v2", &v[..100], super::Width::I16);
+        let static_one = crate::semantic::model().carried_vector("Ice floats.");
+        let nan_scale = {
+            let mut bytes = f32::NAN.to_le_bytes().to_vec();
+            bytes.extend(std::iter::repeat_n(1u8, 2 * super::EXACT_DIMS));
+            format!("exact:all-MiniLM-L6-v2:{}", super::base64::encode(&bytes))
+        };
+        let cut = &good[..good.len() - 4];
+        let longer = format!("{good}AAAA");
+        let junk = good.replace('A', "*");
+        for bad in [
+            "",
+            "exact",
+            "exact::",
+            "exact:all-MiniLM-L6-v2:",
+            "exact:all-MiniLM-L6-v2",
+            other_model.as_str(),
+            other_dims.as_str(),
+            static_one.as_str(),
+            nan_scale.as_str(),
+            cut,
+            longer.as_str(),
+            junk.as_str(),
+        ] {
+            assert_eq!(
+                super::exact_score(bad, &good, &mut buffers),
+                None,
+                "{bad:.40}"
+            );
+            assert_eq!(
+                super::exact_score(&good, bad, &mut buffers),
+                None,
+                "{bad:.40}"
+            );
+        }
     }
 }

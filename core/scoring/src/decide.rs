@@ -9,6 +9,7 @@ use answerloop_schema::{Answer, Best, InvalidRecord, Question, Scored, Verdict};
 
 use std::cell::RefCell;
 
+use crate::carried::{self, ExactBuffers};
 use crate::scorer::RecordScorer;
 use crate::{semantic, Params};
 
@@ -16,12 +17,37 @@ use crate::{semantic, Params};
 /// attempt into the question's best-so-far (as its score and attempt: the
 /// text is the record's, see [`Best`]).
 pub fn judge(answer: &mut Answer, params: &Params) {
-    let score = semantic::score(&answer.answer, &answer.question.reference);
+    let score = score(answer);
     answer.score = Some(score);
     answer.verdict = Some(verdict(score, answer.question.attempt, params));
     let best = &mut answer.question.best;
     if best.as_ref().is_none_or(|b| score >= b.score) {
         *best = Some(Best::own_attempt(score, answer.question.attempt));
+    }
+}
+
+/// The answer's score: the cosine of the answer's and the reference's
+/// carried exact vectors when it has both, else the static score of the
+/// answer's text against the reference's carried static vector, or its text
+/// (the numbers [`RecordScorer`] gives, to the bit).
+pub fn score(answer: &Answer) -> f32 {
+    let (text, question) = (&answer.answer, &answer.question);
+    let exact = carried::exact_score(
+        &answer.answer_vector,
+        &question.reference_vector,
+        &mut ExactBuffers::default(),
+    );
+    if let Some(score) = exact {
+        return score;
+    }
+    let model = semantic::model();
+    match model.read_carried(&question.reference_vector, &mut Vec::new()) {
+        Some(reference) => {
+            let vector = model.embed(text);
+            let norm2 = semantic::norm2(&vector);
+            semantic::cosine_with_norms(&vector, norm2, &reference.vector, reference.norm2)
+        }
+        None => model.score(text, &question.reference),
     }
 }
 

@@ -11,6 +11,9 @@
 //! - [`params`]: `threshold` and `max_attempts`, as SmartModule init params.
 //! - [`decide`]: the three SmartModules' logic: judge, regenerate, gate.
 //! - [`scorer`]: `answer-score` on a record's bytes without re-encoding it.
+//! - [`carried`]: vectors carried in the records (the reference's static
+//!   vector; both texts' exact all-MiniLM-L6-v2 vectors with `--scorer
+//!   exact`), and the exact score from them.
 
 pub mod carried;
 pub mod classify;

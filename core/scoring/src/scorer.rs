@@ -13,6 +13,10 @@
 //!   it is used only if the reference's bytes hash the same.
 //! - The tokeniser's and the sums' buffers are reused from record to record.
 //!
+//! When the record carries exact vectors for both the answer and the
+//! reference (`--scorer exact`), the score is their cosine
+//! ([`carried::exact_score`]), as in the plain way, and nothing is embedded.
+//!
 //! A record the view refuses goes the plain way, so it is tagged invalid
 //! with the very error it always was.
 
@@ -22,6 +26,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use answerloop_schema::view::{AnswerView, BestView, RawStr};
 use rustc_hash::FxHasher;
 
+use crate::carried::{self, ExactBuffers};
 use crate::decide::{score_whole_record, verdict};
 use crate::semantic::{self, Embedding, Scratch, StaticModel};
 use crate::Params;
@@ -40,6 +45,10 @@ pub struct RecordScorer {
     carried: Vec<u8>,
     /// References read from their carried vectors.
     carried_read: u64,
+    /// Two carried exact vectors' bytes, decoded.
+    exact: ExactBuffers,
+    /// Records scored from their exact vectors.
+    exact_read: u64,
 }
 
 impl RecordScorer {
@@ -69,9 +78,21 @@ impl RecordScorer {
         }
     }
 
-    /// The semantic score of the view's answer against its reference: the
-    /// number [`semantic::score`] gives for the two texts.
+    /// The score of the view's answer against its reference: the cosine of
+    /// their exact vectors when both are carried, else the number
+    /// [`semantic::score`] gives for the two texts.
     fn score(&mut self, model: &StaticModel<'_>, view: &AnswerView<'_>) -> f32 {
+        if !view.answer_vector.is_empty() {
+            let exact = carried::exact_score(
+                &view.answer_vector.text(),
+                &view.question.reference_vector.text(),
+                &mut self.exact,
+            );
+            if let Some(score) = exact {
+                self.exact_read += 1;
+                return score;
+            }
+        }
         self.answer.resize(model.table().dims, 0.0);
         model.embed_into(&view.answer.text(), &mut self.scratch, &mut self.answer);
         let answer_norm2 = semantic::norm2(&self.answer);
@@ -105,6 +126,11 @@ impl RecordScorer {
     /// References read from the vectors their records carried.
     pub fn carried_read(&self) -> u64 {
         self.carried_read
+    }
+
+    /// Records scored from their carried exact vectors.
+    pub fn exact_read(&self) -> u64 {
+        self.exact_read
     }
 
     /// References embedded so far, and how many were found kept.
@@ -343,5 +369,76 @@ mod tests {
             "{}",
             tag.error
         );
+    }
+    /// A made-up unit vector of the exact model's size for `text`: the
+    /// scorer only reads vectors, it never computes them.
+    fn exact_of(text: &str) -> String {
+        let seed = fx_hash(text.as_bytes()) as f32 / u64::MAX as f32;
+        let v: Vec<f32> = (0..carried::EXACT_DIMS)
+            .map(|i| (i as f32 * (0.1 + seed) + seed * 7.0).sin() + 0.3)
+            .collect();
+        carried::exact_vector(&v)
+    }
+
+    fn with_vectors(bytes: &[u8], answer: Option<String>, reference: Option<String>) -> Vec<u8> {
+        let mut a: Answer = serde_json::from_slice(bytes).unwrap();
+        a.answer_vector = answer.unwrap_or_default();
+        a.question.reference_vector = reference.unwrap_or_default();
+        serde_json::to_vec(&a).unwrap()
+    }
+
+    #[test]
+    fn records_carrying_exact_vectors_score_their_cosine_as_the_plain_path_does() {
+        let params = Params::default();
+        let mut scorer = RecordScorer::default();
+        let texts = texts();
+        for (i, pair) in texts.windows(2).enumerate().step_by(7) {
+            let plain = record(&pair[0], &pair[1], (i % 3) as u32 + 1, None);
+            let (a, r) = (exact_of(&pair[0]), exact_of(&pair[1]));
+            let bytes = with_vectors(&plain, Some(a.clone()), Some(r.clone()));
+            let fast = scorer.score_record(&bytes, &params);
+            assert_same(&fast, &score_whole_record(&bytes, &params));
+            let scored: Answer = serde_json::from_slice(&fast).unwrap();
+            let expected = carried::exact_score(&a, &r, &mut ExactBuffers::default());
+            assert_eq!(scored.score, expected);
+            assert_eq!(scored.answer_vector, a, "the vector is passed on");
+        }
+        assert!(scorer.exact_read() > 50);
+        assert_eq!(scorer.reference_counts(), (0, 0), "nothing embedded");
+    }
+
+    #[test]
+    fn a_lone_foreign_or_damaged_exact_vector_falls_back_to_the_static_score() {
+        let params = Params::default();
+        let mut scorer = RecordScorer::default();
+        let (answer, reference) = ("Ice is less dense than water.", "Ice floats on water.");
+        let plain = record(answer, reference, 1, None);
+        let good = exact_of(answer);
+        let static_reference = semantic::model().carried_vector(reference);
+        let foreign = good.replacen("MiniLM-L6", "MiniLM-L12", 1);
+        let damaged = good[..good.len() - 3].to_string();
+        for (a, r) in [
+            (Some(good.clone()), None),
+            (None, Some(good.clone())),
+            (Some(good.clone()), Some(static_reference)),
+            (Some(foreign.clone()), Some(good.clone())),
+            (Some(good.clone()), Some(foreign)),
+            (Some(damaged), Some(good.clone())),
+            (
+                Some("exact:all-MiniLM-L6-v2:\\u0000".into()),
+                Some(good.clone()),
+            ),
+        ] {
+            let bytes = with_vectors(&plain, a.clone(), r.clone());
+            let fast = scorer.score_record(&bytes, &params);
+            assert_same(&fast, &score_whole_record(&bytes, &params));
+            let scored: Answer = serde_json::from_slice(&fast).unwrap();
+            let score = scored.score.unwrap();
+            assert!(
+                (score - semantic::score(answer, reference)).abs() < 1e-4,
+                "{a:.30?} / {r:.30?}: {score}"
+            );
+        }
+        assert_eq!(scorer.exact_read(), 0);
     }
 }

@@ -117,12 +117,14 @@ fn answer_score_reads_a_carried_reference_vector_as_the_native_scorer_does() {
     for (input, output) in inputs.iter().zip(&outputs) {
         let wasm: Answer = serde_json::from_slice(output).unwrap();
         let fast: Answer = serde_json::from_slice(&native.score_record(input, &params)).unwrap();
-        let text: Answer = serde_json::from_slice(&answerloop_scoring::decide::score_whole_record(
-            input, &params,
-        ))
+        let plain: Answer = serde_json::from_slice(
+            &answerloop_scoring::decide::score_whole_record(input, &params),
+        )
         .unwrap();
         assert_eq!(wasm.score.map(f32::to_bits), fast.score.map(f32::to_bits));
-        let (carried, from_text) = (wasm.score.unwrap(), text.score.unwrap());
+        assert_eq!(wasm.score.map(f32::to_bits), plain.score.map(f32::to_bits));
+        let from_text = answerloop_scoring::semantic::score(&wasm.answer, &wasm.question.reference);
+        let carried = wasm.score.unwrap();
         assert!((carried - from_text).abs() < 1e-4, "{carried} {from_text}");
         moved += usize::from(carried.to_bits() != from_text.to_bits());
     }
@@ -131,6 +133,59 @@ fn answer_score_reads_a_carried_reference_vector_as_the_native_scorer_does() {
         moved > 0,
         "some scores differ from the text's in their last bits"
     );
+}
+
+/// With exact vectors carried for the answer and the reference (`--scorer
+/// exact`), the module scores their cosine, the native scorer's number to
+/// the bit; a vector of another model, or damaged, falls back to the static
+/// score in the module as natively.
+#[test]
+fn answer_score_scores_carried_exact_vectors_as_the_native_scorer_does() {
+    use answerloop_scoring::carried;
+    let inputs = eval_and_sample_records(false);
+    let unit = |seed: usize| -> Vec<f32> {
+        (0..carried::EXACT_DIMS)
+            .map(|i| ((i * 31 + seed * 17) as f32 * 0.013).sin() + (seed % 5) as f32 * 0.1)
+            .collect()
+    };
+    let inputs: Vec<Vec<u8>> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let mut a: Answer = serde_json::from_slice(bytes).unwrap();
+            a.answer_vector = carried::exact_vector(&unit(i));
+            a.question.reference_vector = carried::exact_vector(&unit(i + 1));
+            match i % 10 {
+                7 => a.answer_vector = a.answer_vector.replacen("L6", "L12", 1),
+                8 => a.question.reference_vector.truncate(100),
+                9 => a.answer_vector.clear(),
+                _ => {}
+            }
+            json(&a)
+        })
+        .collect();
+    let outputs = run(ANSWER_SCORE, &[], inputs.clone());
+    assert_eq!(outputs.len(), inputs.len());
+    let params = answerloop_scoring::Params::default();
+    let mut native = answerloop_scoring::scorer::RecordScorer::default();
+    for (i, (input, output)) in inputs.iter().zip(&outputs).enumerate() {
+        let wasm: Answer = serde_json::from_slice(output).unwrap();
+        let fast: Answer = serde_json::from_slice(&native.score_record(input, &params)).unwrap();
+        assert_eq!(wasm, fast);
+        assert_eq!(wasm.score.map(f32::to_bits), fast.score.map(f32::to_bits));
+        let exact = carried::exact_score(
+            &wasm.answer_vector,
+            &wasm.question.reference_vector,
+            &mut Default::default(),
+        );
+        let text = answerloop_scoring::semantic::score(&wasm.answer, &wasm.question.reference);
+        match i % 10 {
+            7..=9 => assert_eq!(wasm.score, Some(text), "record {i}: the static score"),
+            _ => assert_eq!(wasm.score, exact, "record {i}: the exact vectors' cosine"),
+        }
+    }
+    let exact = inputs.len() as u64 - (0..inputs.len()).filter(|i| i % 10 >= 7).count() as u64;
+    assert_eq!(native.exact_read(), exact);
 }
 
 /// An answer record for each neighbouring pair of lines of the eval pairs

@@ -25,6 +25,7 @@ use answerloop_telemetry::metrics::MetricsArg;
 use super::sim::SimKnobs;
 use crate::cli::HomeArg;
 use crate::config::{FileConfig, LlmArgs, ScoringArgs};
+use crate::exact::ScorerArg;
 use crate::home::Home;
 use crate::traffic::arrival::ScheduleArgs;
 use crate::traffic::dataset;
@@ -66,6 +67,8 @@ struct TrafficArgs {
     /// Exit once the question set is sent instead of waiting for a signal.
     #[arg(long)]
     exit_when_done: bool,
+    #[command(flatten)]
+    scorer: ScorerArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +82,8 @@ struct LlmRoleArgs {
     data: Option<PathBuf>,
     #[command(flatten)]
     scoring: ScoringArgs,
+    #[command(flatten)]
+    scorer: ScorerArg,
     #[command(flatten)]
     llm: LlmArgs,
     #[command(flatten)]
@@ -109,7 +114,7 @@ pub async fn execute(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
     let broker = args.broker.connect(&home.broker()).await?;
     broker.create_topics(&topics::ALL).await?;
     match args.role {
-        Role::Traffic(role) => run_traffic(broker, role, stop).await?,
+        Role::Traffic(role) => run_traffic(broker, &args.home, role, stop).await?,
         Role::Llm(role) => run_llm(broker, &args.home, &file, *role, stop).await?,
         Role::Store(role) => {
             let config = store::StoreAgentConfig {
@@ -132,13 +137,16 @@ pub async fn execute(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_traffic(
     broker: Arc<dyn Broker>,
+    home: &HomeArg,
     role: TrafficArgs,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (data_name, questions) = dataset::open_or_sample(role.data.as_deref(), role.limit)?;
+    let exact = role.scorer.embedder(&super::models::cache(home))?;
     let sent_before = traffic::already_sent(broker.as_ref()).await?;
     let on_topic = sent_before.len();
-    let (to_send, reader) = traffic::feed::spawn(questions, move |q| !sent_before.contains(&q.id));
+    let (to_send, reader) =
+        traffic::feed::spawn(questions, move |q| !sent_before.contains(&q.id), exact);
     let (producer, task) = Producer::spawn(broker, topics::QUESTIONS, None, 256);
     let sent = traffic::run(to_send, producer, role.schedule.schedule(), stop.clone()).await;
     task.await.context("the producer task failed")?;
@@ -172,8 +180,9 @@ async fn run_llm(
 ) -> anyhow::Result<()> {
     let params = role.scoring.resolve(&file.scoring)?;
     let models = super::models::cache(home);
-    let mut settings = role.llm.resolve(&file.llm, params, models)?;
+    let mut settings = role.llm.resolve(&file.llm, params, models.clone())?;
     settings.agent.member = role.member;
+    settings.agent.exact = role.scorer.embedder(&models)?;
     let specs = settings.providers();
     let references = providers::references_for(&specs, role.data.as_deref(), None)?;
     let (providers, sim) = providers::connect(&specs, &role.sim.config()?, references).await?;

@@ -143,6 +143,12 @@ struct ScoreBench {
     /// reference's embedding for them). 1: every record a new question.
     #[arg(long, default_value_t = 1)]
     attempts: u32,
+    /// The vectors the records carry: the reference's static vector, as
+    /// traffic carries it by default; or (`exact`) the answer's and the
+    /// reference's all-MiniLM-L6-v2 vectors, as `--scorer exact` carries
+    /// them (each distinct text embedded once, before the clock starts).
+    #[arg(long, value_enum, default_value = "static")]
+    scorer: crate::exact::ScorerKind,
 }
 
 #[derive(Debug, clap::Args)]
@@ -779,6 +785,21 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     let questions = dataset::sample().questions;
     let batch = args.batch.max(1);
     let attempts = args.attempts.max(1) as usize;
+    let cache = super::models::cache(&args.home);
+    crate::providers::ensure_model(&cache, &answerloop_models::MINILM)?;
+    let exact = answerloop_models::MiniLm::load(&cache)?;
+    // The texts start at a question of the sample: one vector for each.
+    let exact_vectors = match args.scorer {
+        crate::exact::ScorerKind::Static => None,
+        crate::exact::ScorerKind::Exact => {
+            let texts: Vec<String> = (0..questions.len())
+                .map(|i| text_of(&questions, i, args.text_bytes))
+                .collect();
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Some(crate::exact::carried_vectors(&exact, &texts)?)
+        }
+    };
+    let exact_of = |from: usize| exact_vectors.as_ref().map(|v| v[from % v.len()].clone());
     // Every question distinct (its own id), so no layer can cache its way
     // to a figure; with `--attempts`, each comes back `attempts` times, a
     // batch apart, as regenerations do. The reference's vector is carried
@@ -796,14 +817,18 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
         )
         .at_attempt(attempt as u32 + 1);
         if carried {
+            question.reference_vector = exact_of(i).unwrap_or_default();
             crate::traffic::carry_reference_vector(&mut question);
         }
-        let answer = Answer::new(
+        let mut answer = Answer::new(
             question,
             text_of(&questions, i + 3 + attempt, args.text_bytes),
             "bench",
             1,
         );
+        if carried {
+            answer.answer_vector = exact_of(i + 3 + attempt).unwrap_or_default();
+        }
         Record {
             key: None,
             value: serde_json::to_vec(&answer).expect("an answer serialises"),
@@ -839,14 +864,25 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     };
     let (scored, chain_secs) = run(&answerloop_wasm::ANSWER_SCORE, &batches)?;
     let out: usize = scored.iter().map(Vec::len).sum();
+    if exact_vectors.is_some() {
+        // The chain took the exact path: its score is the vectors' cosine.
+        let first: Answer = serde_json::from_slice(&scored[0][0].value)?;
+        let cosine = answerloop_scoring::carried::exact_score(
+            &first.answer_vector,
+            &first.question.reference_vector,
+            &mut Default::default(),
+        );
+        anyhow::ensure!(
+            first.score.is_some() && first.score == cosine,
+            "the chain did not score the exact vectors: {:?} against {cosine:?}",
+            first.score
+        );
+    }
     let (_, uncarried_secs) = run(&answerloop_wasm::ANSWER_SCORE, &uncarried)?;
     // The same records, scored, through a SmartModule that only parses
     // them: what the engine and the JSON cost without the scoring.
     let (_, parse_secs) = run(&answerloop_wasm::QUALITY_GATE, &scored)?;
 
-    let cache = super::models::cache(&args.home);
-    crate::providers::ensure_model(&cache, &answerloop_models::MINILM)?;
-    let exact = answerloop_models::MiniLm::load(&cache)?;
     let started = Instant::now();
     for i in 0..args.exact_pairs {
         exact.score(
@@ -858,6 +894,10 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
 
     let report = json!({
         "bench": "score",
+        "scorer": match args.scorer {
+            crate::exact::ScorerKind::Static => "static",
+            crate::exact::ScorerKind::Exact => "exact",
+        },
         "text_bytes": args.text_bytes,
         "record_bytes": record_bytes,
         "records": out,

@@ -33,6 +33,7 @@ pub struct EvalArgs {
     what: EvalWhat,
 }
 
+mod carried;
 mod regenerate;
 
 #[derive(Debug, clap::Subcommand)]
@@ -40,6 +41,9 @@ enum EvalWhat {
     /// Regeneration strategies compared on the same questions: acceptance
     /// and mean score by attempt, and what regenerating added.
     Regenerate(Box<regenerate::RegenerateArgs>),
+    /// `--scorer exact`'s carried vectors against `score --exact`: decision
+    /// agreement, score error, and the embedding's cost per answer.
+    Carried(carried::CarriedArgs),
     /// Fidelity of the semantic and lexical scores to the exact scorer.
     Scorer {
         #[command(flatten)]
@@ -99,6 +103,7 @@ pub fn pairs() -> anyhow::Result<Vec<Pair>> {
 pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let (home, json, table) = match args.what {
         EvalWhat::Regenerate(args) => return regenerate::execute(*args).await,
+        EvalWhat::Carried(args) => return carried::execute(args),
         EvalWhat::Scorer { home, json, table } => (home, json, table),
     };
     let candidate: &'static semantic::StaticModel<'static> = match table {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::sim::SimKnobs;
 use crate::cli::HomeArg;
 use crate::config::{FileConfig, LlmArgs, ScoringArgs};
+use crate::exact::ScorerArg;
 use crate::home::Home;
 use crate::pipeline::{self, RunOptions, RunSummary};
 use crate::traffic::arrival::ScheduleArgs;
@@ -35,6 +36,8 @@ pub struct RunArgs {
     #[command(flatten)]
     scoring: ScoringArgs,
     #[command(flatten)]
+    scorer: ScorerArg,
+    #[command(flatten)]
     broker: BrokerArgs,
     #[command(flatten)]
     metrics: MetricsArg,
@@ -54,7 +57,8 @@ pub async fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     file.onto(&mut args.broker);
     let params = args.scoring.resolve(&file.scoring)?;
     let models = super::models::cache(&args.home);
-    let settings = args.llm.resolve(&file.llm, params, models)?;
+    let mut settings = args.llm.resolve(&file.llm, params, models.clone())?;
+    settings.agent.exact = args.scorer.embedder(&models)?;
     // Broker flags that do not go together are refused before anything starts.
     args.broker.kind()?;
 
