@@ -11,6 +11,8 @@
 //! - [`minilm`]: all-MiniLM-L6-v2 sentence embeddings, the original
 //!   project's scorer, as the exact reference for answerloop's own score.
 //! - [`distill`]: the static embedding table distilled from MiniLM.
+//! - [`requantise`]: the packaged weights in the format the engine batches
+//!   best (Q4_0), made once by llama.cpp's quantizer.
 //! - [`pool`]: model workers on their own threads, off the async executor,
 //!   behind a bounded queue.
 
@@ -19,6 +21,7 @@ pub mod cache;
 pub mod distill;
 pub mod minilm;
 pub mod pool;
+pub mod requantise;
 pub mod smollm;
 
 pub use cache::{sha256_hex, FetchError, ModelCache, ModelPackage, MINILM, SMOLLM2};
