@@ -11,15 +11,21 @@
 //! - [`minilm`]: all-MiniLM-L6-v2 sentence embeddings, the original
 //!   project's scorer, as the exact reference for answerloop's own score.
 //! - [`distill`]: the static embedding table distilled from MiniLM.
+//! - [`corpus`], [`teacher`], [`learn`]: the table's vectors fitted to
+//!   MiniLM's sentence embeddings of a corpus kept apart from the
+//!   evaluation data.
 //! - [`pool`]: model workers on their own threads, off the async executor,
 //!   behind a bounded queue.
 
 pub mod batched;
 pub mod cache;
+pub mod corpus;
 pub mod distill;
+pub mod learn;
 pub mod minilm;
 pub mod pool;
 pub mod smollm;
+pub mod teacher;
 
 pub use cache::{sha256_hex, FetchError, ModelCache, ModelPackage, MINILM, SMOLLM2};
 pub use minilm::MiniLm;

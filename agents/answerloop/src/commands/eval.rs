@@ -55,6 +55,11 @@ enum EvalWhat {
         /// (a candidate from `answerloop models distill`).
         #[arg(long, value_name = "FILE")]
         table: Option<std::path::PathBuf>,
+        /// Also write every pair's scores to this CSV file (kind, half,
+        /// exact, semantic, lexical, answer, reference), to see which pairs
+        /// the scorers disagree on.
+        #[arg(long, value_name = "FILE")]
+        dump: Option<std::path::PathBuf>,
     },
 }
 
@@ -101,10 +106,15 @@ pub fn pairs() -> anyhow::Result<Vec<Pair>> {
 }
 
 pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let (home, json, table) = match args.what {
+    let (home, json, table, dump) = match args.what {
         EvalWhat::Regenerate(args) => return regenerate::execute(*args).await,
         EvalWhat::Carried(args) => return carried::execute(args),
-        EvalWhat::Scorer { home, json, table } => (home, json, table),
+        EvalWhat::Scorer {
+            home,
+            json,
+            table,
+            dump,
+        } => (home, json, table, dump),
     };
     let candidate: &'static semantic::StaticModel<'static> = match table {
         Some(path) => {
@@ -151,6 +161,9 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
             (kind.to_string(), json!({"pairs": idx.len(), "exact": mean(&exact), "semantic": mean(&fast), "lexical": mean(&words)}))
         })
         .collect();
+    if let Some(path) = dump {
+        write_dump(&path, &pairs, &exact, &fast, &words)?;
+    }
     let semantic_report = report(&fast);
     let result = json!({
         "pairs": pairs.len(),
@@ -170,6 +183,45 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&result)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every pair's scores as CSV; `half` says whether the pair calibrates the
+/// threshold (even positions) or is held out (odd).
+fn write_dump(
+    path: &std::path::Path,
+    pairs: &[Pair],
+    exact: &[f32],
+    semantic: &[f32],
+    lexical: &[f32],
+) -> anyhow::Result<()> {
+    let mut out = csv::Writer::from_path(path)?;
+    out.write_record([
+        "kind",
+        "half",
+        "exact",
+        "semantic",
+        "lexical",
+        "answer",
+        "reference",
+    ])?;
+    for (i, p) in pairs.iter().enumerate() {
+        let half = if i % 2 == 0 {
+            "calibration"
+        } else {
+            "held-out"
+        };
+        out.write_record([
+            p.kind.as_str(),
+            half,
+            &exact[i].to_string(),
+            &semantic[i].to_string(),
+            &lexical[i].to_string(),
+            &p.answer,
+            &p.reference,
+        ])?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// The exact scores, embedding each distinct text once.
