@@ -42,6 +42,10 @@ pub struct LearnOptions {
     pub seed: u64,
     /// One block in `holdout_every` of 64 consecutive texts is held out.
     pub holdout_every: usize,
+    /// Subtract the training embeddings' mean before projecting, so the
+    /// static vectors learn the teacher's embeddings less what all texts
+    /// share (centred PCA); otherwise the projection is uncentred.
+    pub centre: bool,
 }
 
 impl Default for LearnOptions {
@@ -53,6 +57,7 @@ impl Default for LearnOptions {
             batch: 128,
             seed: 17,
             holdout_every: 20,
+            centre: false,
         }
     }
 }
@@ -114,8 +119,15 @@ pub fn learn(
         .collect();
 
     // 1. The target space, from the training texts only.
-    let (basis, energy_kept) = top_directions(problem, &train, dims);
-    let targets = project(problem, &basis);
+    let space = TargetSpace::fit(
+        problem.teacher,
+        problem.teacher_dims,
+        &train,
+        dims,
+        options.centre,
+    );
+    let energy_kept = space.energy_kept;
+    let targets = space.project(problem.teacher);
 
     // 2. The start, mapped.
     let map = linear_map(problem, &targets, &train);
@@ -229,28 +241,63 @@ fn mean_cosine(
     total / which.len().max(1) as f64
 }
 
-/// The `dims` directions (teacher_dims × dims) keeping most of the
-/// training targets' energy, and the share they keep.
-fn top_directions(problem: &Problem<'_>, train: &[usize], dims: usize) -> (DMatrix<f64>, f64) {
-    let td = problem.teacher_dims;
-    let rows = DMatrix::<f32>::from_fn(train.len(), td, |r, c| problem.teacher[train[r] * td + c]);
-    let moment = (rows.transpose() * &rows).map(f64::from);
-    let eigen = SymmetricEigen::new(moment);
-    let mut order: Vec<usize> = (0..td).collect();
-    order.sort_by(|a, b| eigen.eigenvalues[*b].total_cmp(&eigen.eigenvalues[*a]));
-    let dims = dims.min(td);
-    let total: f64 = eigen.eigenvalues.iter().sum();
-    let kept: f64 = order[..dims].iter().map(|i| eigen.eigenvalues[*i]).sum();
-    let basis = DMatrix::from_fn(td, dims, |r, c| eigen.eigenvectors[(r, order[c])]);
-    (basis, kept / total)
+/// Where `learn` sends the teacher's embeddings: less a mean (zero unless
+/// centred), onto the `dims` directions that keep most of the training
+/// texts' energy.
+pub struct TargetSpace {
+    /// teacher_dims × dims.
+    pub basis: DMatrix<f64>,
+    pub mean: Vec<f32>,
+    /// Share of the (centred) energy the directions keep.
+    pub energy_kept: f64,
 }
 
-/// Every text's target: its teacher embedding in the basis, `texts × dims`.
-fn project(problem: &Problem<'_>, basis: &DMatrix<f64>) -> Vec<f32> {
-    let td = problem.teacher_dims;
-    let all = DMatrix::<f32>::from_row_slice(problem.teacher.len() / td, td, problem.teacher);
-    let projected = all * basis.map(|x| x as f32);
-    row_major(&projected)
+impl TargetSpace {
+    /// Fit to the rows `train` of `teacher` (`teacher_dims` wide).
+    pub fn fit(
+        teacher: &[f32],
+        teacher_dims: usize,
+        train: &[usize],
+        dims: usize,
+        centre: bool,
+    ) -> Self {
+        let td = teacher_dims;
+        let mut mean = vec![0.0f32; td];
+        if centre {
+            let mut sum = vec![0.0f64; td];
+            for &i in train {
+                for (m, x) in sum.iter_mut().zip(&teacher[i * td..(i + 1) * td]) {
+                    *m += f64::from(*x);
+                }
+            }
+            let n = train.len().max(1) as f64;
+            mean = sum.iter().map(|m| (m / n) as f32).collect();
+        }
+        let rows =
+            DMatrix::<f32>::from_fn(train.len(), td, |r, c| teacher[train[r] * td + c] - mean[c]);
+        let moment = (rows.transpose() * &rows).map(f64::from);
+        let eigen = SymmetricEigen::new(moment);
+        let mut order: Vec<usize> = (0..td).collect();
+        order.sort_by(|a, b| eigen.eigenvalues[*b].total_cmp(&eigen.eigenvalues[*a]));
+        let dims = dims.min(td);
+        let total: f64 = eigen.eigenvalues.iter().sum();
+        let kept: f64 = order[..dims].iter().map(|i| eigen.eigenvalues[*i]).sum();
+        let basis = DMatrix::from_fn(td, dims, |r, c| eigen.eigenvectors[(r, order[c])]);
+        Self {
+            basis,
+            mean,
+            energy_kept: kept / total,
+        }
+    }
+
+    /// Embeddings (rows, teacher_dims wide) in the space, row by row.
+    pub fn project(&self, teacher: &[f32]) -> Vec<f32> {
+        let td = self.mean.len();
+        let all = DMatrix::<f32>::from_fn(teacher.len() / td, td, |r, c| {
+            teacher[r * td + c] - self.mean[c]
+        });
+        row_major(&(all * self.basis.map(|x| x as f32)))
+    }
 }
 
 /// A matrix's entries row by row.

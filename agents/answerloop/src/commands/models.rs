@@ -10,6 +10,8 @@ use crate::cli::HomeArg;
 
 mod learn;
 
+pub use learn::read_corpus;
+
 #[derive(Debug, clap::Args)]
 pub struct ModelsArgs {
     #[command(flatten)]

@@ -66,6 +66,10 @@ pub struct LearnArgs {
     /// Texts a mini-batch.
     #[arg(long, default_value_t = LearnOptions::default().batch)]
     batch: usize,
+    /// Centre the teacher's embeddings before projecting them (learn
+    /// what distinguishes texts, not what they all share).
+    #[arg(long)]
+    centre: bool,
     /// Hold out one block of 64 texts in N (0: none).
     #[arg(long, default_value_t = LearnOptions::default().holdout_every)]
     holdout_every: usize,
@@ -136,6 +140,7 @@ pub fn learn(cache: &ModelCache, args: &LearnArgs) -> anyhow::Result<()> {
         l2: args.l2,
         batch: args.batch,
         holdout_every: args.holdout_every,
+        centre: args.centre,
         ..LearnOptions::default()
     };
     let problem = Problem {
@@ -168,10 +173,11 @@ pub fn learn(cache: &ModelCache, args: &LearnArgs) -> anyhow::Result<()> {
         "teacher_package": MINILM.requirement,
         "teacher_sha256": MINILM.artifacts[0].sha256,
         "licence": MINILM.licence,
-        "method": "answerloop models learn (Tokenlearn-style): token vectors fitted by Adam so that their sum's cosine with the teacher's mean-pooled, normalised sentence embedding (uncentred PCA of the corpus's embeddings) is high; started from the table below mapped by least squares; L2 pull to it; int8 per-token scale",
+        "method": "answerloop models learn (Tokenlearn-style): token vectors fitted by Adam so that their sum's cosine with the teacher's mean-pooled, normalised sentence embedding (PCA of the corpus's embeddings, see centre) is high; started from the table below mapped by least squares; L2 pull to it; int8 per-token scale",
         "start": serde_json::from_str::<serde_json::Value>(table.provenance).ok().and_then(|p| p["command"].as_str().map(str::to_string)),
         "corpus": format!("{}: {} texts, sha256 {}", file_name(&args.corpus), texts.len(), answerloop_models::sha256_hex(texts.join("\n").as_bytes())),
         "dims": dims,
+        "centre": args.centre,
         "energy_kept": learned.energy_kept,
         "holdout": {"cosine": report.holdout_cosine, "start_cosine": learned.start_cosine, "pair_spearman": rho, "pair_agreement": agree},
         "command": command_line(args),
@@ -210,6 +216,9 @@ fn command_line(args: &LearnArgs) -> String {
         args.batch,
         args.holdout_every
     );
+    if args.centre {
+        line.push_str(" --centre");
+    }
     if let Some(limit) = args.limit {
         line.push_str(&format!(" --limit {limit}"));
     }
