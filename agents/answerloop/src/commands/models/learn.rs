@@ -173,7 +173,7 @@ pub fn learn(cache: &ModelCache, args: &LearnArgs) -> anyhow::Result<()> {
         "teacher_package": MINILM.requirement,
         "teacher_sha256": MINILM.artifacts[0].sha256,
         "licence": MINILM.licence,
-        "method": "answerloop models learn (Tokenlearn-style): token vectors fitted by Adam so that their sum's cosine with the teacher's mean-pooled, normalised sentence embedding (PCA of the corpus's embeddings, see centre) is high; started from the table below mapped by least squares; L2 pull to it; int8 per-token scale",
+        "method": "answerloop models learn (Tokenlearn-style): token vectors fitted by Adam so that their sum's cosine with the teacher's mean-pooled, normalised sentence embedding (PCA of the corpus's embeddings, see centre) is high; started from `start`, mapped by least squares, with an L2 pull to it; int8 per-token scale",
         "start": serde_json::from_str::<serde_json::Value>(table.provenance).ok().and_then(|p| p["command"].as_str().map(str::to_string)),
         "corpus": format!("{}: {} texts, sha256 {}", file_name(&args.corpus), texts.len(), answerloop_models::sha256_hex(texts.join("\n").as_bytes())),
         "dims": dims,
