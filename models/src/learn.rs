@@ -67,7 +67,7 @@ const BLOCK: usize = 64;
 
 /// Whether text `i` is held out.
 pub fn held_out(i: usize, every: usize) -> bool {
-    every > 0 && (i / BLOCK) % every == 0
+    every > 0 && (i / BLOCK).is_multiple_of(every)
 }
 
 /// The training problem: a start table, texts as token ids, teacher

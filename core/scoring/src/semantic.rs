@@ -1,6 +1,6 @@
 //! The semantic score that runs inside WASM: static token embeddings
-//! distilled from all-MiniLM-L6-v2 (see `answerloop models distill` and
-//! docs/scoring.md). A text's vector is the importance-weighted sum of its
+//! distilled from all-MiniLM-L6-v2 and fitted to its sentence embeddings
+//! (see `answerloop models distill`, `models learn` and docs/scoring.md). A text's vector is the importance-weighted sum of its
 //! WordPiece tokens' vectors; the score is the cosine of the answer's and the
 //! reference's vectors, clamped to [0, 1].
 //!
