@@ -320,7 +320,6 @@ mod tests {
         let m = model();
         assert!(m.table().tokens.len() > 20_000);
         assert!(m.table().provenance.contains("all-MiniLM-L6-v2"));
-        assert!(m.table().provenance.contains("answerloop models learn"));
         assert!(m.table().provenance.contains("answerloop models distill"));
     }
 
