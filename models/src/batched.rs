@@ -20,7 +20,7 @@
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
@@ -46,21 +46,38 @@ pub struct BatchedOptions {
     pub threads: usize,
     /// Tokens a slot holds: prompt plus generation.
     pub window: usize,
+    /// Engines, each a thread with a context of its own and its share of
+    /// the slots, taking requests from one queue.
+    pub engines: usize,
 }
 
 impl Default for BatchedOptions {
-    /// Eight slots on the threads `--model-threads` names (one unless set).
+    /// Eight slots on the threads `--model-threads` names (one unless set),
+    /// in the engines `--model-engines` names (one unless set).
     ///
     /// One thread by default: the pipeline shares the machine (broker,
     /// SmartModules, HTTP), and llama.cpp's OpenMP threads spin at every
     /// operation's barrier, so a second thread that must wait for a busy
     /// core costs far more than it gives (measured: docs/benchmarks.md).
+    /// A second core is better used by a second engine of one thread: the
+    /// two never wait for each other.
     fn default() -> Self {
         Self {
             slots: 8,
             threads: model_threads(),
             window: 2048,
+            engines: model_engines(),
         }
+    }
+}
+
+impl BatchedOptions {
+    /// The slots of engine `index` (of [`engines`](Self::engines)): the
+    /// slots shared out as evenly as they go, at least one each.
+    pub fn slots_of(&self, index: usize) -> usize {
+        let engines = self.engines.max(1);
+        let slots = self.slots.max(engines);
+        slots / engines + usize::from(index < slots % engines)
     }
 }
 
@@ -70,9 +87,22 @@ pub const KV_CACHE_TYPE: &str = "q8_0";
 /// The environment variable `--model-threads` sets.
 pub const MODEL_THREADS_ENV: &str = "ANSWERLOOP_MODEL_THREADS";
 
+/// The environment variable `--model-engines` sets.
+pub const MODEL_ENGINES_ENV: &str = "ANSWERLOOP_MODEL_ENGINES";
+
 /// Threads a generation uses: `ANSWERLOOP_MODEL_THREADS`, else one.
 pub fn model_threads() -> usize {
-    std::env::var(MODEL_THREADS_ENV)
+    positive_env(MODEL_THREADS_ENV)
+}
+
+/// Engines the local model runs: `ANSWERLOOP_MODEL_ENGINES`, else one.
+pub fn model_engines() -> usize {
+    positive_env(MODEL_ENGINES_ENV)
+}
+
+/// A positive count from the environment, else one.
+fn positive_env(name: &str) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
@@ -80,7 +110,7 @@ pub fn model_threads() -> usize {
 }
 
 /// llama.cpp's backend may be initialised once a process.
-fn backend() -> Result<&'static LlamaBackend, ModelError> {
+pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -119,6 +149,22 @@ impl BatchedModel {
     }
 }
 
+impl BatchedModel {
+    /// The GGUF's file type (`general.file_type`: 2 is Q4_0, 3 is Q4_1).
+    pub fn file_type(&self) -> Option<u32> {
+        self.model
+            .meta_val_str("general.file_type")
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    /// The weights' size in bytes.
+    pub fn size(&self) -> u64 {
+        self.model.size()
+    }
+}
+
 /// One generation in a slot.
 struct Running {
     job: Job,
@@ -140,13 +186,41 @@ struct Running {
     finished: bool,
 }
 
-/// Run the engine on this thread until every sender of `jobs` is gone.
+/// The requests, one queue for every engine of a pool.
+#[derive(Clone)]
+pub(crate) struct Queue(Arc<Mutex<Receiver<Job>>>);
+
+impl Queue {
+    pub(crate) fn new(jobs: Receiver<Job>) -> Self {
+        Self(Arc::new(Mutex::new(jobs)))
+    }
+
+    /// The next request, waiting for it; `None` once every sender is gone.
+    fn wait(&self) -> Option<Job> {
+        self.0.lock().expect("request queue poisoned").recv().ok()
+    }
+
+    /// A request if one is waiting. While another engine holds the queue
+    /// it is idle and waiting for the next request, so that one is its:
+    /// this engine, busy, takes nothing.
+    fn poll(&self) -> Result<Job, TryRecvError> {
+        match self.0.try_lock() {
+            Ok(jobs) => jobs.try_recv(),
+            Err(TryLockError::WouldBlock) => Err(TryRecvError::Empty),
+            Err(TryLockError::Poisoned(_)) => Err(TryRecvError::Disconnected),
+        }
+    }
+}
+
+/// Run engine `index` of `options.engines` on this thread until every
+/// sender of `jobs` is gone.
 pub(crate) fn run(
     model: Arc<BatchedModel>,
     options: BatchedOptions,
-    jobs: Receiver<Job>,
+    index: usize,
+    jobs: Queue,
 ) -> Result<(), ModelError> {
-    let slots = options.slots.max(1);
+    let slots = options.slots_of(index);
     // One sequence a slot, and one more for the prompt cache.
     let cache_seq = slots;
     let n_ctx = (options.window * (slots + 1)) as u32;
@@ -190,12 +264,12 @@ pub(crate) fn run(
         let mut block = idle;
         while let Some(seq) = running.iter().position(Option::is_none) {
             let job = if block {
-                match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => return Ok(()),
+                match jobs.wait() {
+                    Some(job) => job,
+                    None => return Ok(()),
                 }
             } else {
-                match jobs.try_recv() {
+                match jobs.poll() {
                     Ok(job) => job,
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) if idle => return Ok(()),
@@ -251,7 +325,7 @@ pub(crate) fn run(
                 context
                     .clear_kv_cache_seq(Some(seq as u32), None, None)
                     .ok();
-                finish(&model, r);
+                finish(&model, r, index);
             }
         }
     }
@@ -461,8 +535,8 @@ fn step(model: &BatchedModel, r: &mut Running, token: u32) -> Result<bool, Model
     Ok(r.generated.len() >= r.job.options.max_tokens)
 }
 
-/// Answer the job of a finished generation.
-fn finish(model: &BatchedModel, r: Running) {
+/// Answer the job of a generation `engine` finished.
+fn finish(model: &BatchedModel, r: Running, engine: usize) {
     let now = Instant::now();
     let first = r.first_token.unwrap_or(now);
     let result = model
@@ -477,6 +551,7 @@ fn finish(model: &BatchedModel, r: Running) {
             prompt_time: first - r.admitted,
             generation_time: now.checked_duration_since(first).unwrap_or(Duration::ZERO),
             finished: r.finished,
+            engine,
         });
     if let Some(pieces) = &r.job.pieces {
         if !r.unsent.is_empty() {

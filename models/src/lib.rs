@@ -14,6 +14,8 @@
 //! - [`corpus`], [`teacher`], [`learn`]: the table's vectors fitted to
 //!   MiniLM's sentence embeddings of a corpus kept apart from the
 //!   evaluation data.
+//! - [`requantise`]: the packaged weights in the format the engine batches
+//!   best (Q4_0), made once by llama.cpp's quantizer.
 //! - [`pool`]: model workers on their own threads, off the async executor,
 //!   behind a bounded queue.
 
@@ -24,6 +26,7 @@ pub mod distill;
 pub mod learn;
 pub mod minilm;
 pub mod pool;
+pub mod requantise;
 pub mod smollm;
 pub mod teacher;
 

@@ -85,23 +85,27 @@ impl ModelPool {
         }
     }
 
-    /// Start the batched llama.cpp engine on one thread, decoding up to
-    /// `options.slots` generations together, with room for `queue` waiting
-    /// jobs beyond those.
+    /// Start the batched llama.cpp engines (`options.engines`, a thread
+    /// each), decoding up to `options.slots` generations together between
+    /// them, with room for `queue` waiting jobs beyond those.
     pub fn batched(model: Arc<BatchedModel>, options: BatchedOptions, queue: usize) -> Self {
         let (jobs, receiver) = sync_channel::<Job>(queue);
-        std::thread::Builder::new()
-            .name("model-engine".into())
-            .spawn(move || {
-                if let Err(e) = crate::batched::run(model, options, receiver) {
-                    tracing::error!(error = %e, "the local model's engine stopped");
-                }
-            })
-            .expect("spawning the model engine");
+        let receiver = crate::batched::Queue::new(receiver);
+        for index in 0..options.engines.max(1) {
+            let (model, receiver) = (model.clone(), receiver.clone());
+            std::thread::Builder::new()
+                .name(format!("model-engine-{index}"))
+                .spawn(move || {
+                    if let Err(e) = crate::batched::run(model, options, index, receiver) {
+                        tracing::error!(error = %e, "the local model's engine {index} stopped");
+                    }
+                })
+                .expect("spawning a model engine");
+        }
         Self {
             jobs,
             queue,
-            workers: options.slots.max(1),
+            workers: options.slots.max(options.engines).max(1),
         }
     }
 

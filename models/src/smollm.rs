@@ -110,6 +110,8 @@ pub struct Generation {
     pub generation_time: Duration,
     /// Whether generation stopped at `<|im_end|>` rather than at `max_tokens`.
     pub finished: bool,
+    /// The engine of the batched pool that decoded it (0 on candle).
+    pub engine: usize,
 }
 
 /// The loaded model: weights (shared by every session) and tokenizer.
@@ -307,6 +309,7 @@ impl Session<'_> {
             prompt_time,
             generation_time: started.elapsed(),
             finished,
+            engine: 0,
         })
     }
 }

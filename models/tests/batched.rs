@@ -13,16 +13,23 @@ use answerloop_models::smollm::chat_prompt;
 use answerloop_models::{GenerateOptions, ModelError, SMOLLM2};
 use common::installed_or_skip;
 
+/// The GGUF the engine runs (the packaged one requantised).
 fn model_file() -> Option<PathBuf> {
-    Some(installed_or_skip(&SMOLLM2)?.main_file(&SMOLLM2))
+    let packaged = installed_or_skip(&SMOLLM2)?.main_file(&SMOLLM2);
+    Some(answerloop_models::requantise::engine_file(&packaged).unwrap())
 }
 
 fn pool(path: &Path, slots: usize) -> ModelPool {
+    pool_of_engines(path, slots, 1)
+}
+
+fn pool_of_engines(path: &Path, slots: usize, engines: usize) -> ModelPool {
     let model = Arc::new(BatchedModel::load(path).unwrap());
     let options = BatchedOptions {
         slots,
         threads: 1,
         window: 512,
+        engines,
     };
     ModelPool::batched(model, options, 16)
 }
@@ -57,6 +64,33 @@ async fn answers_decoded_together_equal_the_answers_decoded_alone() {
         assert_eq!(a.completion_tokens, t.completion_tokens);
         assert_eq!(a.prompt_tokens, t.prompt_tokens);
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_engines_share_the_requests_and_answer_as_one_engine_does() {
+    let Some(path) = model_file() else { return };
+    let options = GenerateOptions {
+        max_tokens: 24,
+        ..GenerateOptions::default()
+    };
+    let one = futures_join(&pool(&path, 4), options).await;
+    let two = futures_join(&pool_of_engines(&path, 4, 2), options).await;
+    for (a, b) in one.iter().zip(&two) {
+        assert_eq!(
+            a.text, b.text,
+            "the engine that decoded it changed an answer"
+        );
+        assert_eq!(a.completion_tokens, b.completion_tokens);
+    }
+    assert!(one.iter().all(|g| g.engine == 0));
+    let mut engines: Vec<usize> = two.iter().map(|g| g.engine).collect();
+    engines.sort();
+    engines.dedup();
+    assert_eq!(
+        engines,
+        [0, 1],
+        "four requests in flight reach both engines"
+    );
 }
 
 /// The questions all in flight at once.

@@ -24,6 +24,17 @@ pub struct Cli {
         default_value_t = 1
     )]
     pub model_threads: usize,
+    /// Engines of the local model (llama.cpp): each a thread of
+    /// `--model-threads` with its own context, the slots shared out among
+    /// them. Two engines of one thread use two cores without the spinning
+    /// of one engine's two threads waiting for each other.
+    #[arg(
+        long,
+        global = true,
+        env = "ANSWERLOOP_MODEL_ENGINES",
+        default_value_t = 1
+    )]
+    pub model_engines: usize,
     /// Log lines on stderr as plain text or JSON; `RUST_LOG` picks the level.
     #[arg(
         long,
@@ -46,6 +57,10 @@ impl Cli {
         std::env::set_var("CANDLE_NUM_THREADS", &threads);
         // The batched llama.cpp engine reads it when it starts.
         std::env::set_var(answerloop_models::batched::MODEL_THREADS_ENV, &threads);
+        std::env::set_var(
+            answerloop_models::batched::MODEL_ENGINES_ENV,
+            self.model_engines.max(1).to_string(),
+        );
     }
 }
 

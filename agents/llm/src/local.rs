@@ -68,7 +68,9 @@ impl Local {
                 Ok(Self::with_model(Arc::new(model), config))
             }
             LocalEngine::Llama => {
-                let model = BatchedModel::load(path).map_err(permanent)?;
+                let weights =
+                    answerloop_models::requantise::engine_file(path).map_err(permanent)?;
+                let model = BatchedModel::load(&weights).map_err(permanent)?;
                 let options = BatchedOptions {
                     slots: config.workers.max(1),
                     ..BatchedOptions::default()

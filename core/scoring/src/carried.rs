@@ -136,10 +136,6 @@ impl Quantised<'_> {
             _ => unreachable!("chunks of one or two bytes"),
         })
     }
-
-    fn vector(&self) -> Vec<f32> {
-        self.components().map(|q| q as f32 * self.scale).collect()
-    }
 }
 
 impl StaticModel<'_> {
@@ -151,13 +147,24 @@ impl StaticModel<'_> {
     /// The [`Embedding`] a carried vector stands for, if it was made with
     /// this table and is whole; `None` for anything else.
     pub fn read_carried(&self, carried: &str, bytes: &mut Vec<u8>) -> Option<Embedding> {
+        let mut vector = Vec::new();
+        let norm2 = self.read_carried_into(carried, bytes, &mut vector)?;
+        Some(Embedding { vector, norm2 })
+    }
+
+    /// [`read_carried`](Self::read_carried) into a buffer the caller keeps:
+    /// the vector is written into `vector`, its squared norm returned.
+    pub fn read_carried_into(
+        &self,
+        carried: &str,
+        bytes: &mut Vec<u8>,
+        vector: &mut Vec<f32>,
+    ) -> Option<f64> {
         let dims = self.table().dims;
         let quantised = decode(carried, STATIC, self.fingerprint(), dims, bytes)?;
-        let vector = quantised.vector();
-        Some(Embedding {
-            norm2: norm2(&vector),
-            vector,
-        })
+        vector.clear();
+        vector.extend(quantised.components().map(|q| q as f32 * quantised.scale));
+        Some(norm2(vector))
     }
 }
 
@@ -348,25 +355,23 @@ mod tests {
         let good = m.carried_vector("Ice floats because it is less dense.");
         assert!(m.read_carried(&good, &mut bytes).is_some());
         let other_table = good.replacen(m.fingerprint(), "00000000", 1);
-        let cut = &good[..good.len() - 4];
-        let longer = format!("{good}AAAA");
-        let junk = good.replace('A', "*");
-        for bad in [
-            "",
-            "static",
-            "static::",
-            "exact:x:AAAA",
-            other_table.as_str(),
-            cut,
-            longer.as_str(),
-            junk.as_str(),
-        ] {
-            assert!(m.read_carried(bad, &mut bytes).is_none(), "{bad:.40}");
+        let bad = ["", "static", "static::", "exact:x:AAAA", &other_table];
+        for bad in bad.into_iter().map(str::to_string).chain(damaged(&good)) {
+            assert!(m.read_carried(&bad, &mut bytes).is_none(), "{bad:.40}");
         }
         let empty = m.carried_vector("");
         let read = m.read_carried(&empty, &mut bytes).unwrap();
         assert_eq!(read.norm2, 0.0, "no tokens: the zero vector, scored 0");
     }
+    /// A good carried vector cut short, made longer, and with junk in it.
+    fn damaged(good: &str) -> [String; 3] {
+        [
+            good[..good.len() - 4].to_string(),
+            format!("{good}AAAA"),
+            good.replace('A', "*"),
+        ]
+    }
+
     /// Unit vectors of the exact model's size, made up but not regular:
     /// each a different mix of a few frequencies.
     fn unit_vectors(n: usize) -> Vec<Vec<f32>> {
@@ -444,30 +449,25 @@ mod tests {
             bytes.extend(std::iter::repeat_n(1u8, 2 * super::EXACT_DIMS));
             format!("exact:all-MiniLM-L6-v2:{}", super::base64::encode(&bytes))
         };
-        let cut = &good[..good.len() - 4];
-        let longer = format!("{good}AAAA");
-        let junk = good.replace('A', "*");
-        for bad in [
+        let bad = [
             "",
             "exact",
             "exact::",
             "exact:all-MiniLM-L6-v2:",
             "exact:all-MiniLM-L6-v2",
-            other_model.as_str(),
-            other_dims.as_str(),
-            static_one.as_str(),
-            nan_scale.as_str(),
-            cut,
-            longer.as_str(),
-            junk.as_str(),
-        ] {
+            &other_model,
+            &other_dims,
+            &static_one,
+            &nan_scale,
+        ];
+        for bad in bad.into_iter().map(str::to_string).chain(damaged(&good)) {
             assert_eq!(
-                super::exact_score(bad, &good, &mut buffers),
+                super::exact_score(&bad, &good, &mut buffers),
                 None,
                 "{bad:.40}"
             );
             assert_eq!(
-                super::exact_score(&good, bad, &mut buffers),
+                super::exact_score(&good, &bad, &mut buffers),
                 None,
                 "{bad:.40}"
             );

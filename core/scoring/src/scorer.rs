@@ -43,6 +43,8 @@ pub struct RecordScorer {
     references: ReferenceCache,
     /// A carried vector's bytes, decoded.
     carried: Vec<u8>,
+    /// A carried reference vector, read.
+    carried_reference: Vec<f32>,
     /// References read from their carried vectors.
     carried_read: u64,
     /// Two carried exact vectors' bytes, decoded.
@@ -98,15 +100,15 @@ impl RecordScorer {
         let answer_norm2 = semantic::norm2(&self.answer);
         let carried = match view.question.reference_vector.text() {
             text if text.is_empty() => None,
-            text => model.read_carried(&text, &mut self.carried),
+            text => model.read_carried_into(&text, &mut self.carried, &mut self.carried_reference),
         };
-        if let Some(reference) = &carried {
+        if let Some(reference_norm2) = carried {
             self.carried_read += 1;
             return semantic::cosine_with_norms(
                 &self.answer,
                 answer_norm2,
-                &reference.vector,
-                reference.norm2,
+                &self.carried_reference,
+                reference_norm2,
             );
         }
         let reference = self.references.embedding(

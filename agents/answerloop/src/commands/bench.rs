@@ -189,6 +189,10 @@ struct ModelBench {
     /// Leave out llama-server even when it is installed.
     #[arg(long)]
     no_llama_server: bool,
+    /// Run the engine and llama-server on the packaged GGUF (Q4_1) instead
+    /// of the one the engine runs (requantised to Q4_0).
+    #[arg(long)]
+    packaged_gguf: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -690,7 +694,13 @@ fn model(args: ModelBench) -> anyhow::Result<ExitCode> {
         "generated_tokens": gen_tokens,
         "generated_tokens_per_sec": gen_tokens as f64 / gen_secs.max(1e-9),
     });
-    let side_by_side = engines(&args, &cache.main_file(&SMOLLM2), &prompts)?;
+    let packaged = cache.main_file(&SMOLLM2);
+    let gguf = if args.packaged_gguf {
+        packaged
+    } else {
+        answerloop_models::requantise::engine_file(&packaged)?
+    };
+    let side_by_side = engines(&args, &gguf, &prompts)?;
     let report = json!({"candle": report, "engines": side_by_side});
     println!("{report}");
     Ok(ExitCode::SUCCESS)
@@ -721,7 +731,9 @@ fn engines(
     let single = engine(model, runs, threads, 1, args.tokens)?;
     let batched = engine(model, requests, batch_threads, args.in_flight, args.tokens)?;
     let mut report = json!({
+        "gguf": model.file_name().map(|n| n.to_string_lossy()),
         "threads": threads,
+        "engines": answerloop_models::batched::model_engines(),
         "batch_threads": batch_threads,
         "in_flight": args.in_flight,
         "requests": requests.len(),

@@ -2,10 +2,11 @@
 //! the producer: traffic sends its first question as soon as the first row
 //! is read, and holds a window of rows, never the file.
 //!
-//! With `--scorer exact` the reader also embeds each reference with the
-//! transformer (see [`crate::exact`]): here, off the async executor and
-//! ahead of the arrival schedule, in batches that grow from one question
-//! (the first goes out at once) to [`MAX_BATCH`].
+//! The reader also embeds each reference (see
+//! [`carry_reference_vector`](super::carry_reference_vector)), off the async
+//! executor and ahead of the arrival schedule; with `--scorer exact` with
+//! the transformer (see [`crate::exact`]), in batches that grow from one
+//! question (the first goes out at once) to [`MAX_BATCH`].
 
 use std::io::Read;
 use std::sync::Arc;
@@ -72,8 +73,8 @@ pub fn spawn<R: Read + Send + 'static>(
     (rx, FeedReader(reader))
 }
 
-/// Send the `ready` questions on (their references embedded first, with
-/// `exact`); false once the receiver is gone.
+/// Send the `ready` questions on, their references embedded first (with
+/// `exact` when given); false once the receiver is gone.
 fn pass_on(
     ready: &mut Vec<Question>,
     exact: Option<&ExactEmbedder>,
@@ -90,6 +91,8 @@ fn pass_on(
         }
     }
     for question in ready.drain(..) {
+        let mut question = question;
+        super::carry_reference_vector(&mut question);
         if tx.blocking_send(question).is_err() {
             return Ok(false);
         }
@@ -132,8 +135,15 @@ mod tests {
         // The sample twice over: every question repeated.
         let text = format!("{SAMPLE_CSV}{SAMPLE_CSV}");
         let (rx, reader) = spawn(questions(&text, None), move |q| !sent.contains(&q.id), None);
-        let got = drain(rx).await;
+        let mut got = drain(rx).await;
         let report = reader.finish().await.unwrap();
+        for question in &mut got {
+            assert!(
+                question.reference_vector.starts_with("static:"),
+                "the reader carries each reference's vector"
+            );
+            question.reference_vector.clear();
+        }
         let expected: Vec<&Question> = all
             .iter()
             .enumerate()

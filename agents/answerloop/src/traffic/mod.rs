@@ -41,9 +41,10 @@ const IN_FLIGHT: usize = 256;
 /// times it).
 pub const FIRST_QUESTION_LOG: &str = "first question queued";
 
-/// Embed the question's reference once, here, so that `answer-score` in
-/// the broker reads its vector from every attempt's record instead of
-/// embedding the reference again (see `answerloop_scoring::carried`).
+/// Embed the question's reference once, as the feed reads it, so that
+/// `answer-score` in the broker reads its vector from every attempt's
+/// record instead of embedding the reference again (see
+/// `answerloop_scoring::carried`). A vector already carried is kept.
 pub fn carry_reference_vector(question: &mut Question) {
     if question.reference_vector.is_empty() {
         question.reference_vector =
@@ -77,7 +78,6 @@ pub async fn run(
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
         question.trace.queued_ms = now_ms();
-        carry_reference_vector(&mut question);
         let value = serde_json::to_vec(&question).expect("a question always serialises");
         if in_flight.len() == IN_FLIGHT {
             let oldest: Pending = in_flight.pop_front().expect("the window is full");

@@ -1,0 +1,70 @@
+//! The engine's GGUF: the packaged Q4_1 weights requantised to Q4_0 by
+//! llama.cpp, made once, made again when the package is newer, and a clear
+//! error (with nothing left behind) for a file that is not a model.
+
+use std::path::Path;
+
+mod common;
+use answerloop_models::batched::BatchedModel;
+use answerloop_models::requantise::engine_file;
+use answerloop_models::SMOLLM2;
+use common::installed_or_skip;
+
+#[test]
+fn the_engine_runs_q4_0_weights_made_once_from_the_package() {
+    let Some(cache) = installed_or_skip(&SMOLLM2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let packaged = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::fs::copy(cache.main_file(&SMOLLM2), &packaged).unwrap();
+
+    let derived = engine_file(&packaged).unwrap();
+    assert_eq!(
+        derived.file_name().unwrap(),
+        "SmolLM2-135M-Instruct.Q4_0.gguf"
+    );
+    let source = BatchedModel::load(&packaged).unwrap();
+    let engine = BatchedModel::load(&derived).unwrap();
+    assert_eq!(source.file_type(), Some(3), "the package is Q4_1");
+    assert_eq!(engine.file_type(), Some(2), "the engine's file is Q4_0");
+    assert!(engine.size() < source.size());
+
+    let made = modified(&derived);
+    assert_eq!(engine_file(&packaged).unwrap(), derived);
+    assert_eq!(modified(&derived), made, "a fresh file is not made again");
+
+    // A package fetched again is newer than what was made from it.
+    let later = made + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&packaged)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    engine_file(&packaged).unwrap();
+    assert!(
+        modified(&derived) > made,
+        "made again from the newer package"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 2, "no partial file left: {left:?}");
+}
+
+#[test]
+fn a_file_that_is_not_a_model_is_a_clear_error_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.Q4_1.gguf");
+    std::fs::write(&bogus, b"not a gguf").unwrap();
+    let err = engine_file(&bogus).unwrap_err().to_string();
+    assert!(err.contains("bogus.Q4_1.gguf"), "{err}");
+    assert!(err.contains("requantise"), "{err}");
+    let missing = engine_file(&dir.path().join("missing.gguf")).unwrap_err();
+    assert!(missing.to_string().contains("no such file"), "{missing}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the bogus file: {left:?}");
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
