@@ -11,6 +11,9 @@
 //! - [`minilm`]: all-MiniLM-L6-v2 sentence embeddings, the original
 //!   project's scorer, as the exact reference for answerloop's own score.
 //! - [`distill`]: the static embedding table distilled from MiniLM.
+//! - [`corpus`], [`teacher`], [`learn`]: the table's vectors fitted to
+//!   MiniLM's sentence embeddings of a corpus kept apart from the
+//!   evaluation data.
 //! - [`requantise`]: the packaged weights in the format the engine batches
 //!   best (Q4_0), made once by llama.cpp's quantizer.
 //! - [`pool`]: model workers on their own threads, off the async executor,
@@ -18,11 +21,14 @@
 
 pub mod batched;
 pub mod cache;
+pub mod corpus;
 pub mod distill;
+pub mod learn;
 pub mod minilm;
 pub mod pool;
 pub mod requantise;
 pub mod smollm;
+pub mod teacher;
 
 pub use cache::{sha256_hex, FetchError, ModelCache, ModelPackage, MINILM, SMOLLM2};
 pub use minilm::MiniLm;

@@ -1,6 +1,6 @@
 //! The semantic score that runs inside WASM: static token embeddings
-//! distilled from all-MiniLM-L6-v2 (see `answerloop models distill` and
-//! docs/scoring.md). A text's vector is the importance-weighted sum of its
+//! distilled from all-MiniLM-L6-v2 and fitted to its sentence embeddings
+//! (see `answerloop models distill`, `models learn` and docs/scoring.md). A text's vector is the importance-weighted sum of its
 //! WordPiece tokens' vectors; the score is the cosine of the answer's and the
 //! reference's vectors, clamped to [0, 1].
 //!
@@ -19,6 +19,10 @@ use crate::vocab::Vocab;
 
 /// The committed table (about 3.9 MB), built into every binary that scores.
 static TABLE: &[u8] = include_bytes!("../data/static-embedding.bin");
+
+/// The table's size budget: it is baked into `answer_score.wasm`, which a
+/// broker loads (and Fluvio stores) whole, so it stays under 4 MB.
+pub const TABLE_BUDGET_BYTES: usize = 4_000_000;
 
 /// BERT gives words longer than this `[UNK]`.
 const MAX_WORD_CHARS: usize = 100;
@@ -317,6 +321,15 @@ mod tests {
         assert!(m.table().tokens.len() > 20_000);
         assert!(m.table().provenance.contains("all-MiniLM-L6-v2"));
         assert!(m.table().provenance.contains("answerloop models distill"));
+    }
+
+    #[test]
+    fn the_committed_table_stays_within_its_budget() {
+        assert!(
+            TABLE.len() <= TABLE_BUDGET_BYTES,
+            "{} bytes, budget {TABLE_BUDGET_BYTES}",
+            TABLE.len()
+        );
     }
 
     #[test]

@@ -55,6 +55,21 @@ enum EvalWhat {
         /// (a candidate from `answerloop models distill`).
         #[arg(long, value_name = "FILE")]
         table: Option<std::path::PathBuf>,
+        /// Also write every pair's scores to this CSV file (kind, half,
+        /// exact, semantic, lexical, answer, reference), to see which pairs
+        /// the scorers disagree on.
+        #[arg(long, value_name = "FILE")]
+        dump: Option<std::path::PathBuf>,
+        /// Also report what the best table in `models learn`'s target space
+        /// could reach: the teacher's own embeddings of the eval texts,
+        /// projected into the space fitted to this training corpus (its
+        /// teacher embeddings must be cached beside it, as `models learn`
+        /// leaves them).
+        #[arg(long, value_name = "CORPUS")]
+        ceiling: Option<std::path::PathBuf>,
+        /// Centre the ceiling's space, as `models learn --centre` does.
+        #[arg(long, requires = "ceiling")]
+        centre: bool,
     },
 }
 
@@ -101,10 +116,17 @@ pub fn pairs() -> anyhow::Result<Vec<Pair>> {
 }
 
 pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let (home, json, table) = match args.what {
+    let (home, json, table, dump, ceiling) = match args.what {
         EvalWhat::Regenerate(args) => return regenerate::execute(*args).await,
         EvalWhat::Carried(args) => return carried::execute(args),
-        EvalWhat::Scorer { home, json, table } => (home, json, table),
+        EvalWhat::Scorer {
+            home,
+            json,
+            table,
+            dump,
+            ceiling,
+            centre,
+        } => (home, json, table, dump, ceiling.map(|c| (c, centre))),
     };
     let candidate: &'static semantic::StaticModel<'static> = match table {
         Some(path) => {
@@ -119,8 +141,19 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let pairs = pairs()?;
 
     let started = Instant::now();
-    let exact = exact_scores(&model, &pairs)?;
+    let vectors = exact_vectors(&model, &pairs)?;
+    let exact = pair_scores(&vectors, &pairs, |a, r| {
+        a.iter()
+            .zip(r)
+            .map(|(x, y)| x * y)
+            .sum::<f32>()
+            .clamp(0.0, 1.0)
+    });
     let exact_secs = started.elapsed().as_secs_f64();
+    let projected = match &ceiling {
+        Some((corpus, centre)) => Some(ceiling_scores(corpus, *centre, &vectors, &pairs)?),
+        None => None,
+    };
     let started = Instant::now();
     let fast: Vec<f32> = pairs
         .iter()
@@ -151,8 +184,11 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
             (kind.to_string(), json!({"pairs": idx.len(), "exact": mean(&exact), "semantic": mean(&fast), "lexical": mean(&words)}))
         })
         .collect();
+    if let Some(path) = dump {
+        write_dump(&path, &pairs, &exact, &fast, &words)?;
+    }
     let semantic_report = report(&fast);
-    let result = json!({
+    let mut result = json!({
         "pairs": pairs.len(),
         "exact_threshold": EXACT_THRESHOLD,
         "spearman": semantic_report["spearman"],
@@ -164,6 +200,9 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
         "exact_pairs_per_sec": pairs.len() as f64 / exact_secs,
         "semantic_pairs_per_sec": pairs.len() as f64 / fast_secs.max(1e-9),
     });
+    if let Some(projected) = projected {
+        result["ceiling"] = report(&projected);
+    }
     if json {
         println!("{result}");
     } else {
@@ -172,34 +211,110 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The exact scores, embedding each distinct text once.
-fn exact_scores(model: &MiniLm, pairs: &[Pair]) -> anyhow::Result<Vec<f32>> {
+/// Every pair's scores as CSV; `half` says whether the pair calibrates the
+/// threshold (even positions) or is held out (odd).
+fn write_dump(
+    path: &std::path::Path,
+    pairs: &[Pair],
+    exact: &[f32],
+    semantic: &[f32],
+    lexical: &[f32],
+) -> anyhow::Result<()> {
+    let mut out = csv::Writer::from_path(path)?;
+    out.write_record([
+        "kind",
+        "half",
+        "exact",
+        "semantic",
+        "lexical",
+        "answer",
+        "reference",
+    ])?;
+    for (i, p) in pairs.iter().enumerate() {
+        let half = if i % 2 == 0 {
+            "calibration"
+        } else {
+            "held-out"
+        };
+        out.write_record([
+            p.kind.as_str(),
+            half,
+            &exact[i].to_string(),
+            &semantic[i].to_string(),
+            &lexical[i].to_string(),
+            &p.answer,
+            &p.reference,
+        ])?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The teacher's embedding of every distinct text of the pairs.
+fn exact_vectors<'a>(
+    model: &MiniLm,
+    pairs: &'a [Pair],
+) -> anyhow::Result<HashMap<&'a str, Vec<f32>>> {
     let mut texts: Vec<&str> = pairs
         .iter()
         .flat_map(|p| [p.answer.as_str(), p.reference.as_str()])
         .collect();
     texts.sort_unstable();
     texts.dedup();
-    let mut vectors: HashMap<&str, Vec<f32>> = HashMap::new();
+    let mut vectors = HashMap::new();
     for chunk in texts.chunks(32) {
         for (text, v) in chunk.iter().zip(model.embed(chunk)?) {
-            vectors.insert(text, v);
+            vectors.insert(*text, v);
         }
     }
-    Ok(pairs
+    Ok(vectors)
+}
+
+/// `score` of each pair's two vectors; an empty answer scores 0.
+fn pair_scores(
+    vectors: &HashMap<&str, Vec<f32>>,
+    pairs: &[Pair],
+    score: impl Fn(&[f32], &[f32]) -> f32,
+) -> Vec<f32> {
+    pairs
         .iter()
         .map(|p| {
             if p.answer.trim().is_empty() {
                 return 0.0;
             }
-            let (a, r) = (&vectors[p.answer.as_str()], &vectors[p.reference.as_str()]);
-            a.iter()
-                .zip(r)
-                .map(|(x, y)| x * y)
-                .sum::<f32>()
-                .clamp(0.0, 1.0)
+            score(&vectors[p.answer.as_str()], &vectors[p.reference.as_str()])
         })
-        .collect())
+        .collect()
+}
+
+/// The pairs scored by the teacher's embeddings in `models learn`'s target
+/// space for `corpus`: the best any table in that space could do.
+fn ceiling_scores(
+    corpus: &std::path::Path,
+    centre: bool,
+    vectors: &HashMap<&str, Vec<f32>>,
+    pairs: &[Pair],
+) -> anyhow::Result<Vec<f32>> {
+    use answerloop_models::{learn, teacher};
+    let lines = super::models::read_corpus(corpus)?;
+    let texts: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut cache = corpus.as_os_str().to_owned();
+    cache.push(".teacher");
+    let key = teacher::key(&texts, MINILM.artifacts[0].sha256);
+    let embeddings = teacher::read(std::path::Path::new(&cache), &key)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no teacher embeddings of {} cached beside it: run `models learn` on it first",
+            corpus.display()
+        )
+    })?;
+    let train: Vec<usize> = (0..embeddings.len())
+        .filter(|i| !learn::held_out(*i, learn::LearnOptions::default().holdout_every))
+        .collect();
+    let dims = semantic::model().table().dims;
+    let space = learn::TargetSpace::fit(&embeddings.rows, embeddings.dims, &train, dims, centre);
+    Ok(pair_scores(vectors, pairs, |a, r| {
+        semantic::cosine(&space.project(a), &space.project(r))
+    }))
 }
 
 /// Spearman's rank correlation (ties get their mean rank).

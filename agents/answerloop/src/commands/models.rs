@@ -1,4 +1,5 @@
-//! `answerloop models fetch|list|verify`: the local model cache.
+//! `answerloop models fetch|list|verify`: the local model cache;
+//! `models distill|corpus|learn`: the static embedding table.
 
 use std::process::ExitCode;
 
@@ -6,6 +7,10 @@ use answerloop_models::cache::{python, Fetched, ALL};
 use answerloop_models::ModelCache;
 
 use crate::cli::HomeArg;
+
+mod learn;
+
+pub use learn::read_corpus;
 
 #[derive(Debug, clap::Args)]
 pub struct ModelsArgs {
@@ -35,7 +40,18 @@ enum ModelsCommand {
         /// SIF smoothing of the token weights.
         #[arg(long, default_value_t = 1e-3)]
         sif_a: f64,
+        /// Take the token frequencies (SIF weights, common component) from
+        /// this corpus file (one text a line, see `models corpus`) instead
+        /// of the sample's questions and answers.
+        #[arg(long, value_name = "FILE")]
+        sif_corpus: Option<std::path::PathBuf>,
     },
+    /// Write a training corpus for `models learn` (one text a line) from
+    /// WordNet's data files and, optionally, fortune files.
+    Corpus(learn::CorpusArgs),
+    /// Fit a table's token vectors to the teacher's sentence embeddings of
+    /// a corpus (Tokenlearn-style), starting from a distilled table.
+    Learn(learn::LearnArgs),
 }
 
 /// The model cache for these arguments: ANSWERLOOP_MODELS_DIR, else the
@@ -80,7 +96,14 @@ pub fn execute(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             }
             println!("cache: {}", cache.root().display());
         }
-        ModelsCommand::Distill { out, dims, sif_a } => distill(&cache, &out, dims, sif_a)?,
+        ModelsCommand::Distill {
+            out,
+            dims,
+            sif_a,
+            sif_corpus,
+        } => distill(&cache, &out, dims, sif_a, sif_corpus.as_deref())?,
+        ModelsCommand::Corpus(args) => learn::corpus(&args)?,
+        ModelsCommand::Learn(args) => learn::learn(&cache, &args)?,
         ModelsCommand::Verify => {
             for package in ALL.iter().filter(|p| cache.is_installed(p)) {
                 cache.verify(package)?;
@@ -96,6 +119,7 @@ fn distill(
     out: &std::path::Path,
     dims: usize,
     sif_a: f64,
+    sif_corpus: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use answerloop_models::distill::{distill, DistillOptions};
     use answerloop_models::{MiniLm, MINILM};
@@ -103,11 +127,30 @@ fn distill(
     crate::providers::ensure_model(cache, &MINILM)?;
     let model = MiniLm::load(cache)?;
     let sample = crate::traffic::dataset::sample();
-    let corpus: Vec<&str> = sample
-        .questions
-        .iter()
-        .flat_map(|q| [q.title.as_str(), q.content.as_str(), q.reference.as_str()])
-        .collect();
+    let lines = match sif_corpus {
+        Some(path) => learn::read_corpus(path)?,
+        None => Vec::new(),
+    };
+    let corpus: Vec<&str> = match sif_corpus {
+        Some(_) => lines.iter().map(String::as_str).collect(),
+        None => sample
+            .questions
+            .iter()
+            .flat_map(|q| [q.title.as_str(), q.content.as_str(), q.reference.as_str()])
+            .collect(),
+    };
+    let frequencies = match sif_corpus {
+        Some(path) => format!(
+            "the corpus file {} ({} texts)",
+            file_name(path),
+            corpus.len()
+        ),
+        None => "data/sample.csv".to_string(),
+    };
+    let sif_flag = match sif_corpus {
+        Some(path) => format!(" --sif-corpus {}", file_name(path)),
+        None => String::new(),
+    };
     let options = DistillOptions {
         dims,
         sif_a,
@@ -119,12 +162,12 @@ fn distill(
         "teacher_package": MINILM.requirement,
         "teacher_sha256": MINILM.artifacts[0].sha256,
         "licence": MINILM.licence,
-        "method": "each WordPiece token alone ([CLS] t [SEP]) through the teacher, mean-pooled; PCA; SIF weights a/(a+p) from token frequencies in data/sample.csv; first principal direction of the weighted sentence vectors projected out; int8 per-token scale",
+        "method": format!("each WordPiece token alone ([CLS] t [SEP]) through the teacher, mean-pooled; PCA; SIF weights a/(a+p) from token frequencies in {frequencies}; first principal direction of the weighted sentence vectors projected out; int8 per-token scale"),
         "dims": table.dims,
         "pca_explained_variance": table.explained,
         "sif_a": sif_a,
         "tokens": table.tokens.len(),
-        "command": format!("answerloop models distill --out {} --dims {dims} --sif-a {sif_a}", out.display()),
+        "command": format!("answerloop models distill --out {} --dims {dims} --sif-a {sif_a}{sif_flag}", file_name(out)),
     })
     .to_string();
     let bytes = answerloop_scoring::table::write(
@@ -145,4 +188,13 @@ fn distill(
         out.display()
     );
     Ok(())
+}
+
+/// A path as it goes into a table's provenance: as given when relative,
+/// else its file name only, so no machine's directories are recorded.
+pub fn file_name(path: &std::path::Path) -> String {
+    match path.file_name() {
+        Some(name) if path.is_absolute() => name.to_string_lossy().into_owned(),
+        _ => path.display().to_string(),
+    }
 }
