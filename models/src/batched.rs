@@ -561,3 +561,28 @@ fn finish(model: &BatchedModel, r: Running, engine: usize) {
     }
     let _ = r.job.reply.send(result);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BatchedOptions;
+
+    fn shares(slots: usize, engines: usize) -> Vec<usize> {
+        let options = BatchedOptions {
+            slots,
+            threads: 1,
+            window: 64,
+            engines,
+        };
+        (0..engines.max(1)).map(|i| options.slots_of(i)).collect()
+    }
+
+    #[test]
+    fn slots_are_shared_out_evenly_and_every_engine_has_one() {
+        assert_eq!(shares(8, 1), [8]);
+        assert_eq!(shares(8, 2), [4, 4]);
+        assert_eq!(shares(7, 2), [4, 3]);
+        assert_eq!(shares(8, 3), [3, 3, 2]);
+        assert_eq!(shares(1, 2), [1, 1], "at least one slot an engine");
+        assert_eq!(shares(0, 0), [1], "at least one engine and one slot");
+    }
+}

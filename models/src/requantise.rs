@@ -1,18 +1,20 @@
-//! The GGUF the llama.cpp engine runs: the packaged Q4_1 weights
-//! requantised to Q4_0 by llama.cpp's own quantizer.
+//! The weights the llama.cpp engine runs: the package's Q4_1 as it is
+//! (the default), or, with `--model-weights q4_0`, the package requantised
+//! to Q4_0 by llama.cpp's own quantizer.
 //!
-//! Why: llama.cpp repacks Q4_0 matrices at load into an interleaved layout
-//! whose matrix-matrix kernels reuse every weight load for several rows of
-//! the batch; Q4_1 has no such layout, so a batch of eight sequences costs
-//! nearly eight one-row products. Measured on this project's model with
-//! llama-server (docs/benchmarks.md): one stream about the same in both
-//! formats, eight in flight on one thread 2.7 times the single stream in
-//! Q4_0 against 1.8 times in Q4_1. The token embeddings (also the output
-//! projection) stay Q8_0, as packaged.
+//! Why Q4_0 is offered: llama.cpp repacks Q4_0 matrices at load into an
+//! interleaved layout whose matrix-matrix kernels reuse every weight load
+//! for several rows of the batch; Q4_1 has no such layout, so a batch of
+//! eight sequences costs nearly eight one-row products. Measured
+//! (docs/benchmarks.md): eight in flight 1.75 times faster than in Q4_1.
+//! Why it is not the default: a 4-bit model requantised to another 4-bit
+//! format loses a little, and the sample's mean score fell by about 0.035
+//! with it. The token embeddings (also the output projection) stay Q8_0,
+//! as packaged.
 //!
-//! The file is derived once, beside its source in the model cache, and made
-//! again when the source is newer (a package fetched again); it is written
-//! to a temporary file and renamed into place.
+//! The Q4_0 file is derived once, beside its source in the model cache,
+//! and made again when the source is newer (a package fetched again); it
+//! is written to a temporary file and renamed into place.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -20,19 +22,64 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::smollm::ModelError;
 
-/// The quantisation the engine runs.
-pub const ENGINE_QUANT: &str = "Q4_0";
+/// The environment variable `--model-weights` sets.
+pub const MODEL_WEIGHTS_ENV: &str = "ANSWERLOOP_MODEL_WEIGHTS";
 
-/// The engine's GGUF for the packaged `source`, made now if it is missing
-/// or older than `source`.
+/// The weights the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineWeights {
+    /// The package's GGUF as it is (Q4_1).
+    #[default]
+    Packaged,
+    /// The package requantised to Q4_0.
+    Q4_0,
+}
+
+impl EngineWeights {
+    /// Every name `--model-weights` takes.
+    pub const NAMES: [&'static str; 2] = ["packaged", "q4_0"];
+
+    pub fn parse(name: &str) -> Result<Self, ModelError> {
+        match name.trim() {
+            "" | "packaged" => Ok(Self::Packaged),
+            "q4_0" => Ok(Self::Q4_0),
+            other => Err(ModelError::Engine(format!(
+                "unknown model weights {other:?}: use {}",
+                Self::NAMES.join(" or ")
+            ))),
+        }
+    }
+
+    /// `ANSWERLOOP_MODEL_WEIGHTS`, else the package's.
+    pub fn from_env() -> Result<Self, ModelError> {
+        Self::parse(&std::env::var(MODEL_WEIGHTS_ENV).unwrap_or_default())
+    }
+
+    /// The GGUF to load for the packaged `source`.
+    pub fn file(self, source: &Path) -> Result<PathBuf, ModelError> {
+        match self {
+            Self::Packaged => Ok(source.to_path_buf()),
+            Self::Q4_0 => q4_0_file(source),
+        }
+    }
+}
+
+/// The GGUF the engine loads for the packaged `source`, as
+/// `--model-weights` says.
 pub fn engine_file(source: &Path) -> Result<PathBuf, ModelError> {
+    EngineWeights::from_env()?.file(source)
+}
+
+/// `source` requantised to Q4_0, made now if it is missing or older than
+/// `source`.
+pub fn q4_0_file(source: &Path) -> Result<PathBuf, ModelError> {
     let name = source
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     let stem = name.trim_end_matches(".gguf");
     let stem = stem.rsplit_once('.').map_or(stem, |(model, _quant)| model);
-    let derived = source.with_file_name(format!("{stem}.{ENGINE_QUANT}.gguf"));
+    let derived = source.with_file_name(format!("{stem}.Q4_0.gguf"));
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let fresh = match (modified(&derived), modified(source)) {
         (Some(derived), Some(source)) => derived >= source,
@@ -78,7 +125,7 @@ pub fn requantise(source: &Path, out: &Path) -> Result<(), ModelError> {
     if code != 0 {
         let _ = std::fs::remove_file(&partial);
         return Err(fail(format!(
-            "llama.cpp could not requantise it to {ENGINE_QUANT} (code {code})"
+            "llama.cpp could not requantise it to Q4_0 (code {code})"
         )));
     }
     std::fs::rename(&partial, out).map_err(|e| {

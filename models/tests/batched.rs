@@ -13,7 +13,8 @@ use answerloop_models::smollm::chat_prompt;
 use answerloop_models::{GenerateOptions, ModelError, SMOLLM2};
 use common::installed_or_skip;
 
-/// The GGUF the engine runs (the packaged one requantised).
+/// The packaged GGUF, the engine's default; `ANSWERLOOP_MODEL_WEIGHTS=q4_0`
+/// runs these tests on the Q4_0 weights.
 fn model_file() -> Option<PathBuf> {
     let packaged = installed_or_skip(&SMOLLM2)?.main_file(&SMOLLM2);
     Some(answerloop_models::requantise::engine_file(&packaged).unwrap())

@@ -1,12 +1,12 @@
-//! The engine's GGUF: the packaged Q4_1 weights requantised to Q4_0 by
-//! llama.cpp, made once, made again when the package is newer, and a clear
-//! error (with nothing left behind) for a file that is not a model.
+//! `--model-weights q4_0`: the packaged Q4_1 weights requantised to Q4_0
+//! by llama.cpp, made once, made again when the package is newer, and a
+//! clear error (with nothing left behind) for a file that is not a model.
 
 use std::path::Path;
 
 mod common;
 use answerloop_models::batched::BatchedModel;
-use answerloop_models::requantise::engine_file;
+use answerloop_models::requantise::{q4_0_file, EngineWeights};
 use answerloop_models::SMOLLM2;
 use common::installed_or_skip;
 
@@ -19,7 +19,7 @@ fn the_engine_runs_q4_0_weights_made_once_from_the_package() {
     let packaged = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     std::fs::copy(cache.main_file(&SMOLLM2), &packaged).unwrap();
 
-    let derived = engine_file(&packaged).unwrap();
+    let derived = q4_0_file(&packaged).unwrap();
     assert_eq!(
         derived.file_name().unwrap(),
         "SmolLM2-135M-Instruct.Q4_0.gguf"
@@ -31,7 +31,7 @@ fn the_engine_runs_q4_0_weights_made_once_from_the_package() {
     assert!(engine.size() < source.size());
 
     let made = modified(&derived);
-    assert_eq!(engine_file(&packaged).unwrap(), derived);
+    assert_eq!(q4_0_file(&packaged).unwrap(), derived);
     assert_eq!(modified(&derived), made, "a fresh file is not made again");
 
     // A package fetched again is newer than what was made from it.
@@ -42,7 +42,7 @@ fn the_engine_runs_q4_0_weights_made_once_from_the_package() {
         .unwrap()
         .set_modified(later)
         .unwrap();
-    engine_file(&packaged).unwrap();
+    q4_0_file(&packaged).unwrap();
     assert!(
         modified(&derived) > made,
         "made again from the newer package"
@@ -56,13 +56,26 @@ fn a_file_that_is_not_a_model_is_a_clear_error_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("bogus.Q4_1.gguf");
     std::fs::write(&bogus, b"not a gguf").unwrap();
-    let err = engine_file(&bogus).unwrap_err().to_string();
+    let err = q4_0_file(&bogus).unwrap_err().to_string();
     assert!(err.contains("bogus.Q4_1.gguf"), "{err}");
     assert!(err.contains("requantise"), "{err}");
-    let missing = engine_file(&dir.path().join("missing.gguf")).unwrap_err();
+    let missing = q4_0_file(&dir.path().join("missing.gguf")).unwrap_err();
     assert!(missing.to_string().contains("no such file"), "{missing}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "only the bogus file: {left:?}");
+}
+
+#[test]
+fn the_package_runs_unless_q4_0_is_asked_for_and_a_wrong_name_is_refused() {
+    let source = Path::new("models/x.Q4_1.gguf");
+    assert_eq!(EngineWeights::parse("").unwrap(), EngineWeights::Packaged);
+    assert_eq!(EngineWeights::Packaged.file(source).unwrap(), source);
+    assert_eq!(EngineWeights::parse("q4_0").unwrap(), EngineWeights::Q4_0);
+    let err = EngineWeights::parse("q5").unwrap_err().to_string();
+    assert!(
+        err.contains("\"q5\"") && err.contains("packaged or q4_0"),
+        "{err}"
+    );
 }
 
 fn modified(path: &Path) -> std::time::SystemTime {

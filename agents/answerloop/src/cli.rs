@@ -35,6 +35,18 @@ pub struct Cli {
         default_value_t = 1
     )]
     pub model_engines: usize,
+    /// Weights of the local model's llama.cpp engine: `packaged` (the
+    /// package's Q4_1) or `q4_0` (requantised by llama.cpp once: eight
+    /// answers in flight about 1.75 times faster, answers scoring about
+    /// 0.035 lower on the sample; docs/benchmarks.md).
+    #[arg(
+        long,
+        global = true,
+        env = "ANSWERLOOP_MODEL_WEIGHTS",
+        default_value = "packaged",
+        value_parser = answerloop_models::requantise::EngineWeights::NAMES
+    )]
+    pub model_weights: String,
     /// Log lines on stderr as plain text or JSON; `RUST_LOG` picks the level.
     #[arg(
         long,
@@ -57,6 +69,10 @@ impl Cli {
         std::env::set_var("CANDLE_NUM_THREADS", &threads);
         // The batched llama.cpp engine reads it when it starts.
         std::env::set_var(answerloop_models::batched::MODEL_THREADS_ENV, &threads);
+        std::env::set_var(
+            answerloop_models::requantise::MODEL_WEIGHTS_ENV,
+            &self.model_weights,
+        );
         std::env::set_var(
             answerloop_models::batched::MODEL_ENGINES_ENV,
             self.model_engines.max(1).to_string(),

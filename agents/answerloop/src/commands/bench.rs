@@ -189,10 +189,6 @@ struct ModelBench {
     /// Leave out llama-server even when it is installed.
     #[arg(long)]
     no_llama_server: bool,
-    /// Run the engine and llama-server on the packaged GGUF (Q4_1) instead
-    /// of the one the engine runs (requantised to Q4_0).
-    #[arg(long)]
-    packaged_gguf: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -694,12 +690,8 @@ fn model(args: ModelBench) -> anyhow::Result<ExitCode> {
         "generated_tokens": gen_tokens,
         "generated_tokens_per_sec": gen_tokens as f64 / gen_secs.max(1e-9),
     });
-    let packaged = cache.main_file(&SMOLLM2);
-    let gguf = if args.packaged_gguf {
-        packaged
-    } else {
-        answerloop_models::requantise::engine_file(&packaged)?
-    };
+    // Both engines on the GGUF the engine runs (`--model-weights`).
+    let gguf = answerloop_models::requantise::engine_file(&cache.main_file(&SMOLLM2))?;
     let side_by_side = engines(&args, &gguf, &prompts)?;
     let report = json!({"candle": report, "engines": side_by_side});
     println!("{report}");
