@@ -93,10 +93,7 @@ pub fn q4_0_file(source: &Path) -> Result<PathBuf, ModelError> {
 
 /// Write `source`'s weights to `out` in Q4_0 (token embeddings in Q8_0).
 pub fn requantise(source: &Path, out: &Path) -> Result<(), ModelError> {
-    let fail = |detail: String| ModelError::Load {
-        path: source.display().to_string(),
-        detail,
-    };
+    let fail = |detail: String| ModelError::load(source, detail);
     if !source.is_file() {
         return Err(fail("no such file".into()));
     }

@@ -114,6 +114,16 @@ pub struct Generation {
     pub engine: usize,
 }
 
+impl ModelError {
+    /// [`ModelError::Load`] for the file at `path`.
+    pub fn load(path: &Path, detail: impl Into<String>) -> Self {
+        Self::Load {
+            path: path.display().to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
 /// The loaded model: weights (shared by every session) and tokenizer.
 pub struct SmolLm {
     weights: ModelWeights,

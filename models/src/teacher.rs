@@ -81,11 +81,11 @@ pub fn read(path: &Path, key: &[u8; 32]) -> Result<Option<Embeddings>, ModelErro
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(path, e.to_string())),
+        Err(e) => return Err(ModelError::load(path, e.to_string())),
     };
     let header = 4 + 4 + 32 + 4 + 4;
     if bytes.len() < header || &bytes[..4] != MAGIC {
-        return Err(bad(path, "not a teacher embedding cache".into()));
+        return Err(ModelError::load(path, "not a teacher embedding cache"));
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     if u32_at(4) != VERSION || bytes[8..40] != key[..] {
@@ -93,7 +93,10 @@ pub fn read(path: &Path, key: &[u8; 32]) -> Result<Option<Embeddings>, ModelErro
     }
     let (n, dims) = (u32_at(40) as usize, u32_at(44) as usize);
     if bytes.len() != header + n * dims * 4 {
-        return Err(bad(path, format!("{} bytes for {n} × {dims}", bytes.len())));
+        return Err(ModelError::load(
+            path,
+            format!("{} bytes for {n} × {dims}", bytes.len()),
+        ));
     }
     let rows = bytes[header..]
         .chunks_exact(4)
@@ -114,15 +117,8 @@ pub fn write(path: &Path, key: &[u8; 32], embeddings: &Embeddings) -> Result<(),
         out.extend_from_slice(&x.to_le_bytes());
     }
     let part = path.with_extension("part");
-    std::fs::write(&part, &out).map_err(|e| bad(&part, e.to_string()))?;
-    std::fs::rename(&part, path).map_err(|e| bad(path, e.to_string()))
-}
-
-fn bad(path: &Path, detail: String) -> ModelError {
-    ModelError::Load {
-        path: path.display().to_string(),
-        detail,
-    }
+    std::fs::write(&part, &out).map_err(|e| ModelError::load(&part, e.to_string()))?;
+    std::fs::rename(&part, path).map_err(|e| ModelError::load(path, e.to_string()))
 }
 
 #[cfg(test)]
