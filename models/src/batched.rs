@@ -133,10 +133,7 @@ impl BatchedModel {
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let tokenizer = SmolLm::load_tokenizer(path, true)?;
         let model = LlamaModel::load_from_file(backend()?, path, &LlamaModelParams::default())
-            .map_err(|e| ModelError::Load {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| ModelError::load(path, e.to_string()))?;
         let stops = ["<|im_end|>", "<|endoftext|>"]
             .iter()
             .filter_map(|t| tokenizer.token_to_id(t))
@@ -564,7 +561,9 @@ fn finish(model: &BatchedModel, r: Running, engine: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::BatchedOptions;
+    use std::sync::mpsc::{channel, TryRecvError};
+
+    use super::{BatchedOptions, Queue};
 
     fn shares(slots: usize, engines: usize) -> Vec<usize> {
         let options = BatchedOptions {
@@ -584,5 +583,26 @@ mod tests {
         assert_eq!(shares(8, 3), [3, 3, 2]);
         assert_eq!(shares(1, 2), [1, 1], "at least one slot an engine");
         assert_eq!(shares(0, 0), [1], "at least one engine and one slot");
+    }
+
+    #[test]
+    fn a_queue_whose_engine_panicked_holding_it_is_closed_to_the_others() {
+        let (_requests, jobs) = channel();
+        let queue = Queue::new(jobs);
+        assert!(
+            matches!(queue.poll(), Err(TryRecvError::Empty)),
+            "open and empty"
+        );
+        let held = Queue(queue.0.clone());
+        let panicked = std::thread::spawn(move || {
+            let _jobs = held.0.lock().unwrap();
+            panic!("an engine fails while it waits for a request");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(
+            matches!(queue.poll(), Err(TryRecvError::Disconnected)),
+            "a poisoned queue reads as closed, so a busy engine finishes and stops"
+        );
     }
 }

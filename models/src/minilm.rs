@@ -34,13 +34,10 @@ impl MiniLm {
     }
 
     pub fn load_from(weights: &Path, config: &Path, tokenizer: &Path) -> Result<Self, ModelError> {
-        let fail = |path: &Path, detail: String| ModelError::Load {
-            path: path.display().to_string(),
-            detail,
-        };
-        let text = std::fs::read_to_string(config).map_err(|e| fail(config, e.to_string()))?;
+        let text =
+            std::fs::read_to_string(config).map_err(|e| ModelError::load(config, e.to_string()))?;
         let config_value: Config =
-            serde_json::from_str(&text).map_err(|e| fail(config, e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| ModelError::load(config, e.to_string()))?;
         // Safety: the file is mapped read-only; the cache never rewrites an
         // installed file in place (installs rename a new file over it).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DTYPE, &Device::Cpu)? };
@@ -49,8 +46,8 @@ impl MiniLm {
             .ok()
             .and_then(|v| v["hidden_size"].as_u64())
             .unwrap_or(384) as usize;
-        let mut tokenizer =
-            Tokenizer::from_file(tokenizer).map_err(|e| fail(tokenizer, e.to_string()))?;
+        let mut tokenizer = Tokenizer::from_file(tokenizer)
+            .map_err(|e| ModelError::load(tokenizer, e.to_string()))?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,

@@ -1,6 +1,6 @@
 //! The weights the llama.cpp engine runs: the package's Q4_1 as it is
-//! (the default), or, with `--model-weights q4_0`, the package requantised
-//! to Q4_0 by llama.cpp's own quantizer.
+//! (the default), or, with `--model-weights q4_0` or `q8_0`, the package
+//! requantised by llama.cpp's own quantizer.
 //!
 //! Why Q4_0 is offered: llama.cpp repacks Q4_0 matrices at load into an
 //! interleaved layout whose matrix-matrix kernels reuse every weight load
@@ -12,7 +12,11 @@
 //! with it. The token embeddings (also the output projection) stay Q8_0,
 //! as packaged.
 //!
-//! The Q4_0 file is derived once, beside its source in the model cache,
+//! Q8_0 is offered as the lossless-in-practice counterpart: 8-bit weights
+//! need no 4-bit repacking, so it tells apart what the format costs in
+//! speed from what requantising costs in quality.
+//!
+//! A derived file is made once, beside its source in the model cache,
 //! and made again when the source is newer (a package fetched again); it
 //! is written to a temporary file and renamed into place.
 
@@ -33,19 +37,22 @@ pub enum EngineWeights {
     Packaged,
     /// The package requantised to Q4_0.
     Q4_0,
+    /// The package requantised to Q8_0.
+    Q8_0,
 }
 
 impl EngineWeights {
     /// Every name `--model-weights` takes.
-    pub const NAMES: [&'static str; 2] = ["packaged", "q4_0"];
+    pub const NAMES: [&'static str; 3] = ["packaged", "q4_0", "q8_0"];
 
     pub fn parse(name: &str) -> Result<Self, ModelError> {
         match name.trim() {
             "" | "packaged" => Ok(Self::Packaged),
             "q4_0" => Ok(Self::Q4_0),
+            "q8_0" => Ok(Self::Q8_0),
             other => Err(ModelError::Engine(format!(
                 "unknown model weights {other:?}: use {}",
-                Self::NAMES.join(" or ")
+                Self::NAMES.join(", ")
             ))),
         }
     }
@@ -59,7 +66,32 @@ impl EngineWeights {
     pub fn file(self, source: &Path) -> Result<PathBuf, ModelError> {
         match self {
             Self::Packaged => Ok(source.to_path_buf()),
-            Self::Q4_0 => q4_0_file(source),
+            Self::Q4_0 => derived_file(source, Quant::Q4_0),
+            Self::Q8_0 => derived_file(source, Quant::Q8_0),
+        }
+    }
+}
+
+/// A format the package can be requantised to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quant {
+    Q4_0,
+    Q8_0,
+}
+
+impl Quant {
+    /// As in GGUF file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q4_0 => "Q4_0",
+            Self::Q8_0 => "Q8_0",
+        }
+    }
+
+    fn ftype(self) -> llama_cpp_sys_2::llama_ftype {
+        match self {
+            Self::Q4_0 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_0,
+            Self::Q8_0 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q8_0,
         }
     }
 }
@@ -70,29 +102,29 @@ pub fn engine_file(source: &Path) -> Result<PathBuf, ModelError> {
     EngineWeights::from_env()?.file(source)
 }
 
-/// `source` requantised to Q4_0, made now if it is missing or older than
-/// `source`.
-pub fn q4_0_file(source: &Path) -> Result<PathBuf, ModelError> {
+/// `source` requantised to `quant`, beside it, made now if it is missing
+/// or older than `source`.
+pub fn derived_file(source: &Path, quant: Quant) -> Result<PathBuf, ModelError> {
     let name = source
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     let stem = name.trim_end_matches(".gguf");
     let stem = stem.rsplit_once('.').map_or(stem, |(model, _quant)| model);
-    let derived = source.with_file_name(format!("{stem}.Q4_0.gguf"));
+    let derived = source.with_file_name(format!("{stem}.{}.gguf", quant.name()));
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let fresh = match (modified(&derived), modified(source)) {
         (Some(derived), Some(source)) => derived >= source,
         _ => false,
     };
     if !fresh {
-        requantise(source, &derived)?;
+        requantise(source, &derived, quant)?;
     }
     Ok(derived)
 }
 
-/// Write `source`'s weights to `out` in Q4_0 (token embeddings in Q8_0).
-pub fn requantise(source: &Path, out: &Path) -> Result<(), ModelError> {
+/// Write `source`'s weights to `out` in `quant` (token embeddings in Q8_0).
+pub fn requantise(source: &Path, out: &Path, quant: Quant) -> Result<(), ModelError> {
     let fail = |detail: String| ModelError::load(source, detail);
     if !source.is_file() {
         return Err(fail("no such file".into()));
@@ -113,7 +145,7 @@ pub fn requantise(source: &Path, out: &Path) -> Result<(), ModelError> {
     let code = unsafe {
         let mut params = llama_cpp_sys_2::llama_model_quantize_default_params();
         params.nthread = 1;
-        params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_0;
+        params.ftype = quant.ftype();
         params.allow_requantize = true;
         params.token_embedding_type = llama_cpp_sys_2::GGML_TYPE_Q8_0;
         params.output_tensor_type = llama_cpp_sys_2::GGML_TYPE_Q8_0;
@@ -122,7 +154,8 @@ pub fn requantise(source: &Path, out: &Path) -> Result<(), ModelError> {
     if code != 0 {
         let _ = std::fs::remove_file(&partial);
         return Err(fail(format!(
-            "llama.cpp could not requantise it to Q4_0 (code {code})"
+            "llama.cpp could not requantise it to {} (code {code})",
+            quant.name()
         )));
     }
     std::fs::rename(&partial, out).map_err(|e| {

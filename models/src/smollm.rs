@@ -135,10 +135,7 @@ pub struct SmolLm {
 
 impl SmolLm {
     pub fn load(path: &Path, options: LoadOptions) -> Result<Self, ModelError> {
-        let fail = |detail: String| ModelError::Load {
-            path: path.display().to_string(),
-            detail,
-        };
+        let fail = |detail: String| ModelError::load(path, detail);
         let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| fail(e.to_string()))?;
@@ -179,10 +176,7 @@ impl SmolLm {
 
     /// Just the tokenizer of the GGUF at `path` (reads the header only).
     pub fn load_tokenizer(path: &Path, fix: bool) -> Result<Tokenizer, ModelError> {
-        let fail = |detail: String| ModelError::Load {
-            path: path.display().to_string(),
-            detail,
-        };
+        let fail = |detail: String| ModelError::load(path, detail);
         let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| fail(e.to_string()))?;
         tokenizer(&content, fix)

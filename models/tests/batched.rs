@@ -15,6 +15,14 @@ use common::installed_or_skip;
 
 /// The packaged GGUF, the engine's default; `ANSWERLOOP_MODEL_WEIGHTS=q4_0`
 /// runs these tests on the Q4_0 weights.
+/// Options for greedy decoding of at most `max_tokens` tokens.
+fn greedy(max_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        ..GenerateOptions::default()
+    }
+}
+
 fn model_file() -> Option<PathBuf> {
     let packaged = installed_or_skip(&SMOLLM2)?.main_file(&SMOLLM2);
     Some(answerloop_models::requantise::engine_file(&packaged).unwrap())
@@ -50,10 +58,7 @@ fn prompt(question: &str) -> String {
 async fn answers_decoded_together_equal_the_answers_decoded_alone() {
     let Some(path) = model_file() else { return };
     let pool = pool(&path, 4);
-    let options = GenerateOptions {
-        max_tokens: 24,
-        ..GenerateOptions::default()
-    };
+    let options = greedy(24);
     let mut alone = Vec::new();
     for q in QUESTIONS {
         alone.push(pool.generate(prompt(q), options).await.unwrap().unwrap());
@@ -70,10 +75,7 @@ async fn answers_decoded_together_equal_the_answers_decoded_alone() {
 #[tokio::test(flavor = "current_thread")]
 async fn two_engines_share_the_requests_and_answer_as_one_engine_does() {
     let Some(path) = model_file() else { return };
-    let options = GenerateOptions {
-        max_tokens: 24,
-        ..GenerateOptions::default()
-    };
+    let options = greedy(24);
     let one = futures_join(&pool(&path, 4), options).await;
     let two = futures_join(&pool_of_engines(&path, 4, 2), options).await;
     for (a, b) in one.iter().zip(&two) {
@@ -142,10 +144,7 @@ async fn a_prompt_longer_than_the_window_is_refused_and_the_engine_goes_on() {
     let Some(path) = model_file() else { return };
     let pool = pool(&path, 2);
     let long = prompt(&"word ".repeat(600));
-    let options = GenerateOptions {
-        max_tokens: 8,
-        ..GenerateOptions::default()
-    };
+    let options = greedy(8);
     let refused = pool.generate(long, options).await.unwrap();
     assert!(
         matches!(refused, Err(ModelError::PromptTooLong { limit: 512, .. })),
@@ -159,10 +158,7 @@ async fn a_prompt_longer_than_the_window_is_refused_and_the_engine_goes_on() {
 async fn streamed_pieces_add_up_to_the_answer() {
     let Some(path) = model_file() else { return };
     let pool = pool(&path, 2);
-    let options = GenerateOptions {
-        max_tokens: 24,
-        ..GenerateOptions::default()
-    };
+    let options = greedy(24);
     let mut streaming = pool.stream(prompt(QUESTIONS[1]), options).unwrap();
     let mut text = String::new();
     let mut pieces = 0;
@@ -182,10 +178,7 @@ async fn streamed_pieces_add_up_to_the_answer() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_cached_prompt_start_changes_no_answer() {
     let Some(path) = model_file() else { return };
-    let options = GenerateOptions {
-        max_tokens: 24,
-        ..GenerateOptions::default()
-    };
+    let options = greedy(24);
     let system = "You answer questions from a community question-and-answer site. \
         Answer the question directly and helpfully in a few plain sentences.";
     let asked = |q: &str| chat_prompt([("system", system), ("user", q)]);

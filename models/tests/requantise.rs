@@ -6,9 +6,13 @@ use std::path::Path;
 
 mod common;
 use answerloop_models::batched::BatchedModel;
-use answerloop_models::requantise::{q4_0_file, EngineWeights};
+use answerloop_models::requantise::{derived_file, EngineWeights, Quant};
 use answerloop_models::SMOLLM2;
 use common::installed_or_skip;
+
+fn q4_0_file(packaged: &Path) -> Result<std::path::PathBuf, answerloop_models::ModelError> {
+    derived_file(packaged, Quant::Q4_0)
+}
 
 #[test]
 fn the_engine_runs_q4_0_weights_made_once_from_the_package() {
@@ -52,6 +56,28 @@ fn the_engine_runs_q4_0_weights_made_once_from_the_package() {
 }
 
 #[test]
+fn q8_0_weights_are_made_beside_the_package() {
+    let Some(cache) = installed_or_skip(&SMOLLM2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let packaged = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::fs::copy(cache.main_file(&SMOLLM2), &packaged).unwrap();
+    let derived = EngineWeights::parse("q8_0")
+        .unwrap()
+        .file(&packaged)
+        .unwrap();
+    assert_eq!(
+        derived.file_name().unwrap(),
+        "SmolLM2-135M-Instruct.Q8_0.gguf"
+    );
+    let source = BatchedModel::load(&packaged).unwrap();
+    let engine = BatchedModel::load(&derived).unwrap();
+    assert_eq!(engine.file_type(), Some(7), "the engine's file is Q8_0");
+    assert!(engine.size() > source.size());
+}
+
+#[test]
 fn a_file_that_is_not_a_model_is_a_clear_error_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("bogus.Q4_1.gguf");
@@ -72,8 +98,9 @@ fn the_package_runs_unless_q4_0_is_asked_for_and_a_wrong_name_is_refused() {
     assert_eq!(EngineWeights::Packaged.file(source).unwrap(), source);
     assert_eq!(EngineWeights::parse("q4_0").unwrap(), EngineWeights::Q4_0);
     let err = EngineWeights::parse("q5").unwrap_err().to_string();
+    assert_eq!(EngineWeights::parse("q8_0").unwrap(), EngineWeights::Q8_0);
     assert!(
-        err.contains("\"q5\"") && err.contains("packaged or q4_0"),
+        err.contains("\"q5\"") && err.contains("packaged, q4_0, q8_0"),
         "{err}"
     );
 }

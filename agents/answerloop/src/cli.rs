@@ -36,9 +36,11 @@ pub struct Cli {
     )]
     pub model_engines: usize,
     /// Weights of the local model's llama.cpp engine: `packaged` (the
-    /// package's Q4_1) or `q4_0` (requantised by llama.cpp once: eight
+    /// package's Q4_1), `q4_0` (requantised by llama.cpp once: eight
     /// answers in flight about 1.75 times faster, answers scoring about
-    /// 0.035 lower on the sample; docs/benchmarks.md).
+    /// 0.035 lower on the sample; docs/benchmarks.md) or `q8_0` (requantised
+    /// once to 8-bit: no 4-bit repacking loss, speed as measured in
+    /// docs/benchmarks.md).
     #[arg(
         long,
         global = true,
