@@ -39,8 +39,7 @@ pub struct Cli {
     /// package's Q4_1), `q4_0` (requantised by llama.cpp once: eight
     /// answers in flight about 1.75 times faster, answers scoring about
     /// 0.035 lower on the sample; docs/benchmarks.md) or `q8_0` (requantised
-    /// once to 8-bit: no 4-bit repacking loss, speed as measured in
-    /// docs/benchmarks.md).
+    /// once to 8-bit: no 4-bit-to-4-bit loss; not yet benchmarked).
     #[arg(
         long,
         global = true,
