@@ -15,17 +15,17 @@ use common::installed_or_skip;
 
 /// The packaged GGUF, the engine's default; `ANSWERLOOP_MODEL_WEIGHTS=q4_0`
 /// runs these tests on the Q4_0 weights.
+fn model_file() -> Option<PathBuf> {
+    let packaged = installed_or_skip(&SMOLLM2)?.main_file(&SMOLLM2);
+    Some(answerloop_models::requantise::engine_file(&packaged).unwrap())
+}
+
 /// Options for greedy decoding of at most `max_tokens` tokens.
 fn greedy(max_tokens: usize) -> GenerateOptions {
     GenerateOptions {
         max_tokens,
         ..GenerateOptions::default()
     }
-}
-
-fn model_file() -> Option<PathBuf> {
-    let packaged = installed_or_skip(&SMOLLM2)?.main_file(&SMOLLM2);
-    Some(answerloop_models::requantise::engine_file(&packaged).unwrap())
 }
 
 fn pool(path: &Path, slots: usize) -> ModelPool {

@@ -1,8 +1,8 @@
-//! `--model-weights q4_0`: the packaged Q4_1 weights requantised to Q4_0
-//! by llama.cpp, made once, made again when the package is newer, and a
+//! `--model-weights q4_0` and `q8_0`: the packaged Q4_1 weights
+//! requantised by llama.cpp, made once, made again when the package is newer, and a
 //! clear error (with nothing left behind) for a file that is not a model.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 mod common;
 use answerloop_models::batched::BatchedModel;
@@ -10,18 +10,25 @@ use answerloop_models::requantise::{derived_file, EngineWeights, Quant};
 use answerloop_models::SMOLLM2;
 use common::installed_or_skip;
 
-fn q4_0_file(packaged: &Path) -> Result<std::path::PathBuf, answerloop_models::ModelError> {
+fn q4_0_file(packaged: &Path) -> Result<PathBuf, answerloop_models::ModelError> {
     derived_file(packaged, Quant::Q4_0)
+}
+
+/// A copy of the installed package in `dir`, or None (the test skips) when
+/// the model is not installed.
+fn package_copy(dir: &Path) -> Option<PathBuf> {
+    let cache = installed_or_skip(&SMOLLM2)?;
+    let packaged = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::fs::copy(cache.main_file(&SMOLLM2), &packaged).unwrap();
+    Some(packaged)
 }
 
 #[test]
 fn the_engine_runs_q4_0_weights_made_once_from_the_package() {
-    let Some(cache) = installed_or_skip(&SMOLLM2) else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(packaged) = package_copy(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let packaged = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    std::fs::copy(cache.main_file(&SMOLLM2), &packaged).unwrap();
 
     let derived = q4_0_file(&packaged).unwrap();
     assert_eq!(
@@ -57,12 +64,10 @@ fn the_engine_runs_q4_0_weights_made_once_from_the_package() {
 
 #[test]
 fn q8_0_weights_are_made_beside_the_package() {
-    let Some(cache) = installed_or_skip(&SMOLLM2) else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(packaged) = package_copy(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let packaged = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    std::fs::copy(cache.main_file(&SMOLLM2), &packaged).unwrap();
     let derived = EngineWeights::parse("q8_0")
         .unwrap()
         .file(&packaged)
