@@ -53,7 +53,8 @@ pub struct BatchedOptions {
 
 impl Default for BatchedOptions {
     /// Eight slots on the threads `--model-threads` names (one unless set),
-    /// in the engines `--model-engines` names (one unless set).
+    /// in the engines `--model-engines` names (unless set, one a core, at
+    /// most two: [`default_engines`]).
     ///
     /// One thread by default: the pipeline shares the machine (broker,
     /// SmartModules, HTTP), and llama.cpp's OpenMP threads spin at every
@@ -92,21 +93,31 @@ pub const MODEL_ENGINES_ENV: &str = "ANSWERLOOP_MODEL_ENGINES";
 
 /// Threads a generation uses: `ANSWERLOOP_MODEL_THREADS`, else one.
 pub fn model_threads() -> usize {
-    positive_env(MODEL_THREADS_ENV)
+    positive_env(MODEL_THREADS_ENV).unwrap_or(1)
 }
 
-/// Engines the local model runs: `ANSWERLOOP_MODEL_ENGINES`, else one.
+/// Engines the local model runs: `ANSWERLOOP_MODEL_ENGINES`, else
+/// [`default_engines`].
 pub fn model_engines() -> usize {
-    positive_env(MODEL_ENGINES_ENV)
+    positive_env(MODEL_ENGINES_ENV).unwrap_or_else(default_engines)
 }
 
-/// A positive count from the environment, else one.
-fn positive_env(name: &str) -> usize {
+/// One engine a core, at most two. Measured on 2 cores of a Zen 4
+/// (docs/benchmarks.md): the whole sample in 240 s on two engines against
+/// 425 s on one, with the same answers, because llama.cpp's batched
+/// kernels there gain little from a second sequence in a batch, while a
+/// second engine on the second core nearly doubles the answers a second.
+/// More than two is not measured.
+pub fn default_engines() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
+/// A positive count from the environment, if set.
+fn positive_env(name: &str) -> Option<usize> {
     std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or(1)
 }
 
 /// llama.cpp's backend may be initialised once a process.

@@ -27,19 +27,22 @@ pub struct Cli {
     /// Engines of the local model (llama.cpp): each a thread of
     /// `--model-threads` with its own context, the slots shared out among
     /// them. Two engines of one thread use two cores without the spinning
-    /// of one engine's two threads waiting for each other.
+    /// of one engine's two threads waiting for each other. Default: one a
+    /// core, at most two (the whole sample 1.8 times faster on two cores
+    /// than one engine; docs/benchmarks.md).
     #[arg(
         long,
         global = true,
         env = "ANSWERLOOP_MODEL_ENGINES",
-        default_value_t = 1
+        default_value_t = answerloop_models::batched::default_engines()
     )]
     pub model_engines: usize,
     /// Weights of the local model's llama.cpp engine: `packaged` (the
     /// package's Q4_1), `q4_0` (requantised by llama.cpp once: eight
     /// answers in flight about 1.75 times faster, answers scoring about
     /// 0.035 lower on the sample; docs/benchmarks.md) or `q8_0` (requantised
-    /// once to 8-bit: no 4-bit-to-4-bit loss; not yet benchmarked).
+    /// once to 8-bit: no 4-bit-to-4-bit loss; in flight faster than the
+    /// package's, slower than `q4_0`).
     #[arg(
         long,
         global = true,
