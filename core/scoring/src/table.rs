@@ -122,37 +122,23 @@ impl<'a> Table<'a> {
     /// Set `sum` (`dims` long) to the sum of `scale × vector` over `ids`:
     /// the very additions, in the same order for each dimension, as
     /// [`Table::accumulate`] for each id in turn from zero, so the same
-    /// bits.
-    ///
-    /// In WASM it takes [`simd::GROUP`] rows at a time across all the
-    /// dimensions, sixteen at a time, the sixteen sums loaded and stored
-    /// once a group; elsewhere a block of dimensions at a time across all
-    /// the tokens, the block's sums held in registers. Either way no sum is
-    /// loaded and stored for every token: under fuel metering every
-    /// instruction counts, and the WASM way needs no pass over the ids per
-    /// block.
+    /// bits. It goes a block of dimensions at a time, the block's sums held
+    /// in registers across all the tokens, instead of loading and storing
+    /// every sum for every token.
     pub fn sum_rows(&self, ids: &[u32], sum: &mut [f32]) {
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        {
-            self.sum_rows_grouped(ids, sum);
-        }
-        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-        {
-            let mut start = 0;
-            while start < self.dims {
-                start += match self.dims - start {
-                    32.. => self.sum_block::<32>(ids, start, sum),
-                    16.. => self.sum_block::<16>(ids, start, sum),
-                    8.. => self.sum_block::<8>(ids, start, sum),
-                    4.. => self.sum_block::<4>(ids, start, sum),
-                    _ => self.sum_block::<1>(ids, start, sum),
-                };
-            }
+        let mut start = 0;
+        while start < self.dims {
+            start += match self.dims - start {
+                32.. => self.sum_block::<32>(ids, start, sum),
+                16.. => self.sum_block::<16>(ids, start, sum),
+                8.. => self.sum_block::<8>(ids, start, sum),
+                4.. => self.sum_block::<4>(ids, start, sum),
+                _ => self.sum_block::<1>(ids, start, sum),
+            };
         }
     }
 
     /// [`Table::sum_rows`] for dimensions `start..start + W`; returns `W`.
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     #[inline(always)]
     fn sum_block<const W: usize>(&self, ids: &[u32], start: usize, sum: &mut [f32]) -> usize {
         let mut acc = [0.0f32; W];
@@ -169,90 +155,6 @@ impl<'a> Table<'a> {
         }
         sum[start..start + W].copy_from_slice(&acc);
         W
-    }
-
-    /// [`Table::sum_rows`] a group of rows at a time. A short last group is
-    /// filled with row 0 at scale 0: adding `0 × q` (±0) to a sum that
-    /// starts at +0 never changes its bits.
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    fn sum_rows_grouped(&self, ids: &[u32], sum: &mut [f32]) {
-        let sum = &mut sum[..self.dims];
-        sum.fill(0.0);
-        for group in ids.chunks(simd::GROUP) {
-            let mut rows = [&self.vectors[..self.dims]; simd::GROUP];
-            let mut scales = [0.0f32; simd::GROUP];
-            for (i, &id) in group.iter().enumerate() {
-                let at = id as usize * self.dims;
-                rows[i] = &self.vectors[at..at + self.dims];
-                scales[i] = self.scales[id as usize];
-            }
-            simd::add_rows(&rows, &scales, sum);
-        }
-    }
-}
-
-/// The WASM SIMD sum of [`Table::sum_rows`].
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod simd {
-    use core::arch::wasm32::*;
-
-    /// Rows added in one sweep over the dimensions.
-    pub const GROUP: usize = 8;
-
-    /// Add `scales[g] × rows[g]` into `sum` for each `g` in turn, for every
-    /// dimension (each row at least `sum.len()` bytes of `i8`).
-    #[inline]
-    pub fn add_rows(rows: &[&[u8]; GROUP], scales: &[f32; GROUP], sum: &mut [f32]) {
-        let dims = sum.len();
-        assert!(
-            rows.iter().all(|row| row.len() >= dims),
-            "rows as long as the sum"
-        );
-        let splat = scales.map(|scale| f32x4_splat(scale));
-        let add = |acc: v128, scale: v128, q: v128| {
-            f32x4_add(acc, f32x4_mul(scale, f32x4_convert_i32x4(q)))
-        };
-        let mut d = 0;
-        while d + 16 <= dims {
-            let at = sum[d..d + 16].as_mut_ptr();
-            // SAFETY: `d + 16 <= dims` bytes of each row and floats of
-            // `sum` are in bounds (asserted above); loads and stores of a
-            // v128 have no alignment requirement.
-            unsafe {
-                let mut acc = [0, 4, 8, 12].map(|k| v128_load(at.add(k).cast::<v128>()));
-                for (row, &scale) in rows.iter().zip(&splat) {
-                    let q = v128_load(row.as_ptr().add(d).cast::<v128>());
-                    let (lo, hi) = (i16x8_extend_low_i8x16(q), i16x8_extend_high_i8x16(q));
-                    acc[0] = add(acc[0], scale, i32x4_extend_low_i16x8(lo));
-                    acc[1] = add(acc[1], scale, i32x4_extend_high_i16x8(lo));
-                    acc[2] = add(acc[2], scale, i32x4_extend_low_i16x8(hi));
-                    acc[3] = add(acc[3], scale, i32x4_extend_high_i16x8(hi));
-                }
-                for (k, acc) in [0, 4, 8, 12].into_iter().zip(acc) {
-                    v128_store(at.add(k).cast::<v128>(), acc);
-                }
-            }
-            d += 16;
-        }
-        while d + 4 <= dims {
-            let at = sum[d..d + 4].as_mut_ptr();
-            // SAFETY: as above, four bytes and four floats.
-            unsafe {
-                let mut acc = v128_load(at.cast::<v128>());
-                for (row, &scale) in rows.iter().zip(&splat) {
-                    let q = v128_load32_zero(row.as_ptr().add(d).cast::<u32>());
-                    let q = i32x4_extend_low_i16x8(i16x8_extend_low_i8x16(q));
-                    acc = add(acc, scale, q);
-                }
-                v128_store(at.cast::<v128>(), acc);
-            }
-            d += 4;
-        }
-        for (d, s) in sum.iter_mut().enumerate().skip(d) {
-            for (row, &scale) in rows.iter().zip(scales) {
-                *s += scale * f32::from(row[d] as i8);
-            }
-        }
     }
 }
 
