@@ -14,9 +14,10 @@ use crate::commands;
     broker with WASM SmartModules, regenerates weak ones and stores the final answers."
 )]
 pub struct Cli {
-    /// Threads of the local model: the llama.cpp engine's forward pass (one
-    /// leaves a core to the broker and agents of the same machine), or each
-    /// candle worker's.
+    /// Threads of the local model: each llama.cpp engine's forward pass
+    /// (one: a second thread of one engine spins waiting for the first; a
+    /// second core serves better as a second engine, `--model-engines`), or
+    /// each candle worker's.
     #[arg(
         long,
         global = true,
