@@ -51,8 +51,20 @@ enum Reply {
 }
 
 /// Decide a request: `user` is the last user message, `prompt` all message
-/// text, `key` the credential sent, if any.
-async fn decide(state: &SimState, user: Option<&str>, prompt: &str, key: Option<&str>) -> Reply {
+/// text, `key` the credential sent and `seed` the sampling seed, if any.
+///
+/// The answer's text is drawn from a generator of its own, seeded from the
+/// simulator's seed, the request's seed and its prompt: the same request
+/// gets the same text whatever else is in flight, as from a real model
+/// sampling with a seed, so a test's outcome does not hang on the order
+/// in which concurrent requests arrive.
+async fn decide(
+    state: &SimState,
+    user: Option<&str>,
+    prompt: &str,
+    key: Option<&str>,
+    seed: Option<u64>,
+) -> Reply {
     let fault = state.admit(&mut state.rng.lock().expect("rng poisoned"));
     if let Some(expected) = &state.config.api_key {
         if key != Some(expected.as_str()) {
@@ -75,23 +87,20 @@ async fn decide(state: &SimState, user: Option<&str>, prompt: &str, key: Option<
     }
     // Looked up before the generator is locked: it may read a file.
     let reference = state.reference(question_text(user));
-    let (delay, reply) = {
-        let mut rng = state.rng.lock().expect("rng poisoned");
-        let delay = latency(state, &mut *rng);
-        let reply = match reference {
-            Some(reference) => {
-                let q = state.config.quality.sample(&mut *rng);
-                text::answer(&reference, q, &mut *rng)
-            }
-            None => {
-                state
-                    .stats
-                    .unknown_questions
-                    .fetch_add(1, Ordering::Relaxed);
-                text::unknown(&mut *rng)
-            }
-        };
-        (delay, reply)
+    let delay = latency(state, &mut *state.rng.lock().expect("rng poisoned"));
+    let rng = &mut text::request_rng(state.config.seed, seed, prompt);
+    let reply = match reference {
+        Some(reference) => {
+            let q = state.config.quality.sample(rng);
+            text::answer(&reference, q, rng)
+        }
+        None => {
+            state
+                .stats
+                .unknown_questions
+                .fetch_add(1, Ordering::Relaxed);
+            text::unknown(rng)
+        }
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -190,7 +199,8 @@ mod openai {
             }
         };
         let (user, all) = messages(&body);
-        match decide(&state, user.as_deref(), &all, key).await {
+        let seed = body["seed"].as_u64();
+        match decide(&state, user.as_deref(), &all, key, seed).await {
             Reply::Answer {
                 text,
                 prompt_tokens,
@@ -303,7 +313,8 @@ mod ollama {
             Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
         };
         let (user, all) = messages(&body);
-        match decide(&state, user.as_deref(), &all, None).await {
+        let seed = body["options"]["seed"].as_u64();
+        match decide(&state, user.as_deref(), &all, None, seed).await {
             Reply::Answer {
                 text,
                 prompt_tokens,
@@ -415,7 +426,8 @@ mod gemini {
             parts(&body["systemInstruction"]),
             contents.iter().map(parts).collect::<Vec<_>>().join(" ")
         );
-        match decide(&state, user.as_deref(), &all, key).await {
+        let seed = body["generationConfig"]["seed"].as_u64();
+        match decide(&state, user.as_deref(), &all, key, seed).await {
             Reply::Answer {
                 text,
                 prompt_tokens,

@@ -4,7 +4,8 @@
 
 use std::str::FromStr;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution};
 
 /// The distribution of `q`, the share of reference words an answer keeps.
@@ -108,6 +109,27 @@ const FILLER: &[&str] = &[
     "waffle",
 ];
 
+/// The generator of one request's text: the same simulator seed, request
+/// seed and prompt give the same generator (FNV-1a over the three, so it
+/// does not change with the Rust version).
+pub fn request_rng(sim_seed: u64, request_seed: Option<u64>, prompt: &str) -> StdRng {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let seed_bytes = request_seed.map_or([0xff; 9], |s| {
+        let mut b = [0; 9];
+        b[1..].copy_from_slice(&s.to_le_bytes());
+        b
+    });
+    for byte in sim_seed
+        .to_le_bytes()
+        .iter()
+        .chain(&seed_bytes)
+        .chain(prompt.as_bytes())
+    {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    StdRng::seed_from_u64(hash)
+}
+
 /// An answer that keeps each word of `reference` with probability `q`.
 pub fn answer(reference: &str, q: f64, rng: &mut impl Rng) -> String {
     let words: Vec<&str> = reference
@@ -134,7 +156,6 @@ pub fn unknown(rng: &mut impl Rng) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn qualities_parse_and_reject_nonsense() {
@@ -171,5 +192,16 @@ mod tests {
                 .abs()
                 < 1e-6
         );
+    }
+
+    #[test]
+    fn a_request_draws_the_same_text_whatever_else_was_drawn() {
+        let reference = "Ice floats because water expands as it freezes.";
+        let draw = |seed, prompt| answer(reference, 0.5, &mut request_rng(7, seed, prompt));
+        assert_eq!(draw(Some(1), "why"), draw(Some(1), "why"));
+        // A later attempt's seed, another prompt or no seed at all: other text.
+        assert_ne!(draw(Some(1), "why"), draw(Some(2), "why"));
+        assert_ne!(draw(Some(1), "why"), draw(Some(1), "why?"));
+        assert_ne!(draw(Some(0), "why"), draw(None, "why"));
     }
 }
