@@ -3,7 +3,7 @@
 //! seeking to its row, which is how llm-sim finds a reference answer
 //! without holding the file.
 
-use std::io::{Seek, SeekFrom};
+use std::io::SeekFrom;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -19,7 +19,9 @@ use crate::{
 pub struct RowIndex {
     /// (id number, byte offset of its first row), sorted.
     rows: Vec<(u64, u64)>,
-    file: Mutex<std::fs::File>,
+    /// One reader, moved to a row for each lookup: building a CSV reader
+    /// (its parser's tables and buffer) costs more than reading the row.
+    file: Mutex<csv::Reader<std::fs::File>>,
     source_name: String,
 }
 
@@ -65,7 +67,7 @@ impl RowIndex {
         report.duplicates = duplicates + before - rows.len();
         let index = Self {
             rows,
-            file: Mutex::new(open_file(path)?.1),
+            file: Mutex::new(row_reader(open_file(path)?.1)),
             source_name,
         };
         Ok((index, report))
@@ -89,15 +91,12 @@ impl RowIndex {
         };
         let offset = self.rows[at].1;
         let io = |error| io_error(&self.source_name, error);
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(16 * 1024)
-            .from_reader(&mut *file);
+        let mut reader = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let mut record = csv::ByteRecord::new();
-        match reader.read_byte_record(&mut record).map_err(read_failure) {
+        let read = reader
+            .seek_raw(SeekFrom::Start(offset), csv::Position::new())
+            .and_then(|()| reader.read_byte_record(&mut record));
+        match read.map_err(read_failure) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(Ok(error)) => return Err(io(error)),
@@ -109,4 +108,13 @@ impl RowIndex {
             _ => None,
         })
     }
+}
+
+/// A reader of single rows, wherever it is moved to.
+fn row_reader(file: std::fs::File) -> csv::Reader<std::fs::File> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(16 * 1024)
+        .from_reader(file)
 }
