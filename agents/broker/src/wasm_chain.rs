@@ -7,6 +7,12 @@
 //! `answerloop-smartmodule-entry`, which frees it, and a kept instance stays
 //! flat (`tests/smartmodule_memory.rs`). A rebuild compiled the module
 //! again: half a second for `answer-score`.
+//!
+//! Modules compile on [`compile_pool`], one thread a core: wasmtime
+//! compiles a module's functions in parallel on the rayon pool it is called
+//! from, and the global pool is sized for the local model's threads
+//! (`--model-threads`, one by default), which left every chain to compile
+//! on one core while the pipeline waited for it.
 
 use fluvio_smartengine::{
     SmartEngine, SmartModuleChainBuilder, SmartModuleChainInstance, SmartModuleConfig,
@@ -149,7 +155,22 @@ fn instantiate(engine: &SmartEngine, spec: &ChainSpec) -> Result<SmartModuleChai
         let config = config.build().map_err(|e| e.to_string())?;
         builder.add_smart_module(config, module.wasm.to_vec());
     }
-    builder.initialize(engine).map_err(|e| format!("{e:#}"))
+    compile_pool()
+        .install(|| builder.initialize(engine))
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// The threads chains compile on: one a core.
+fn compile_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cores)
+            .thread_name(|i| format!("wasm-compile-{i}"))
+            .build()
+            .expect("a thread pool of one thread a core")
+    })
 }
 
 /// Add up, in the process's metrics, what fluvio-smartengine counted for a
