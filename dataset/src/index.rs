@@ -21,7 +21,7 @@ pub struct RowIndex {
     rows: Vec<(u64, u64)>,
     /// One reader, moved to a row for each lookup: building a CSV reader
     /// (its parser's tables and buffer) costs more than reading the row.
-    file: Mutex<csv::Reader<std::fs::File>>,
+    reader: Mutex<csv::Reader<std::fs::File>>,
     source_name: String,
 }
 
@@ -67,7 +67,7 @@ impl RowIndex {
         report.duplicates = duplicates + before - rows.len();
         let index = Self {
             rows,
-            file: Mutex::new(row_reader(open_file(path)?.1)),
+            reader: Mutex::new(row_reader(open_file(path)?.1)),
             source_name,
         };
         Ok((index, report))
@@ -91,7 +91,7 @@ impl RowIndex {
         };
         let offset = self.rows[at].1;
         let io = |error| io_error(&self.source_name, error);
-        let mut reader = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let mut record = csv::ByteRecord::new();
         let read = reader
             .seek_raw(SeekFrom::Start(offset), csv::Position::new())
