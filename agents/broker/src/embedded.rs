@@ -34,9 +34,10 @@ const TOPIC_PREFIX: &str = "topic/";
 const OFFSETS: &str = "consumer-offsets";
 /// sled's page cache (its default is 1 GiB). Consumers read near the log's
 /// end, which this holds many times over (about 6,000 answer records).
-/// 32 MB before: side by side over 20,000 questions, the broker server
-/// peaked at 122-128 MB with 16 against 128-142 MB with 32, at the same
-/// rate within the machine's noise (docs/benchmarks.md).
+/// 32 MB before: side by side over 20,000 questions, the page cache
+/// dropped before each run, the broker server peaked at 117-122 MB with 16
+/// against 125-131 MB with 32, at the same rate within the machine's noise
+/// (docs/benchmarks.md).
 const CACHE_BYTES: u64 = 16 << 20;
 
 pub struct EmbeddedBroker {
