@@ -22,6 +22,12 @@
 //! the partition was assigned, nor for a partition this process no longer
 //! owns, so a late commit cannot move another owner's position back.
 //!
+//! A member never leaves its group in the middle of its first join: closed
+//! before the group has given it an assignment, it waits for that first
+//! (see [`JoinSettle`]). A broker may keep a member that leaves between its
+//! JoinGroup and its SyncGroup as the forming group's leader (Tansu does),
+//! and no later member of that group is ever given an assignment.
+//!
 //! Without a consumer id (a scan) the consumer is assigned the partition
 //! from its beginning, joins no group and commits nothing.
 
@@ -59,6 +65,21 @@ pub fn drain_timeout(config: &ClientConfig) -> Duration {
         .unwrap_or(MAX_POLL_INTERVAL_MS);
     DRAIN_TIMEOUT.min(Duration::from_millis(interval * 2 / 3))
 }
+/// librdkafka's default `session.timeout.ms`.
+const SESSION_TIMEOUT_MS: u64 = 45_000;
+
+/// How long a member closed before its first assignment waits for it: the
+/// group's session timeout, counted from the join. A broker takes a member
+/// that is silent for that long as gone, and none answers a JoinGroup later
+/// (Tansu holds it for half the session timeout).
+pub fn join_settle_timeout(config: &ClientConfig) -> Duration {
+    let session = config
+        .get("session.timeout.ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(SESSION_TIMEOUT_MS);
+    Duration::from_millis(session)
+}
+
 /// Records the polling thread holds for a slot (of a partition without a
 /// queue of its own) before it pauses the partition.
 const SLOT_HIGH_WATER: usize = 2048;
@@ -159,6 +180,40 @@ struct Shared {
     stop: AtomicBool,
     /// Partitions already handed to an agent as a slot.
     claimed: Mutex<Vec<i32>>,
+    /// Whether the group has given this member its first assignment.
+    joined: JoinSettle,
+}
+
+/// Whether a member's first join has finished, for a close to wait on.
+#[derive(Default)]
+struct JoinSettle {
+    joined: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl JoinSettle {
+    fn set(&self) {
+        *self.joined.lock().expect("join lock poisoned") = true;
+        self.changed.notify_all();
+    }
+
+    /// Wait until the first join has finished or `deadline` has passed;
+    /// whether it finished.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut joined = self.joined.lock().expect("join lock poisoned");
+        while !*joined {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            joined = self
+                .changed
+                .wait_timeout(joined, left)
+                .expect("join lock poisoned")
+                .0;
+        }
+        true
+    }
 }
 
 impl Shared {
@@ -227,6 +282,8 @@ impl ConsumerContext for GroupContext {
         };
         let assigned = partitions_of(list, &self.shared.topic);
         tracing::info!(topic = %self.shared.topic, ?assigned, "partitions assigned");
+        // Called after every finished join, with an empty list too.
+        self.shared.joined.set();
         for partition in assigned {
             self.shared.with_slot(partition, |slot| {
                 slot.ownership = Ownership::Owned;
@@ -261,6 +318,8 @@ pub struct Group {
     queues: HashMap<i32, Arc<OwnQueue>>,
     consumer: Arc<GroupConsumer>,
     committing: bool,
+    /// For a group member: until when a close waits for its first join.
+    join_deadline: Option<Instant>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -320,7 +379,9 @@ impl Group {
             committed: Condvar::new(),
             stop: AtomicBool::new(false),
             claimed: Mutex::new(Vec::new()),
+            joined: JoinSettle::default(),
         });
+        let join_deadline = committing.then(|| Instant::now() + join_settle_timeout(&config));
         let context = GroupContext {
             shared: shared.clone(),
             drain_timeout: drain_timeout(&config),
@@ -357,6 +418,7 @@ impl Group {
             queues,
             consumer,
             committing,
+            join_deadline,
             thread: Some(thread),
         }))
     }
@@ -376,6 +438,15 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
+        // The polling thread serves the rebalance that ends the join.
+        if let Some(deadline) = self.join_deadline {
+            if !self.shared.joined.wait_until(deadline) {
+                tracing::warn!(
+                    topic = %self.shared.topic,
+                    "leaving a group that never gave this member an assignment"
+                );
+            }
+        }
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -664,6 +735,29 @@ mod tests {
         assert_eq!(drain_timeout(&config), DRAIN_TIMEOUT);
         config.set("max.poll.interval.ms", "9000");
         assert_eq!(drain_timeout(&config), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn a_close_waits_for_the_first_join_up_to_the_session_timeout() {
+        let mut config = ClientConfig::new();
+        assert_eq!(join_settle_timeout(&config), Duration::from_secs(45));
+        config.set("session.timeout.ms", "6000");
+        assert_eq!(join_settle_timeout(&config), Duration::from_secs(6));
+
+        let settle = Arc::new(JoinSettle::default());
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(!settle.wait_until(soon), "nobody joined");
+        let joiner = {
+            let settle = settle.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                settle.set();
+            })
+        };
+        let far = Instant::now() + Duration::from_secs(600);
+        assert!(settle.wait_until(far), "woken by the join");
+        joiner.join().unwrap();
+        assert!(settle.wait_until(Instant::now()), "stays joined");
     }
 
     #[test]
