@@ -197,6 +197,10 @@ impl JoinSettle {
         self.changed.notify_all();
     }
 
+    fn is_set(&self) -> bool {
+        *self.joined.lock().expect("join lock poisoned")
+    }
+
     /// Wait until the first join has finished or `deadline` has passed;
     /// whether it finished.
     fn wait_until(&self, deadline: Instant) -> bool {
@@ -440,6 +444,12 @@ impl Drop for Group {
     fn drop(&mut self) {
         // The polling thread serves the rebalance that ends the join.
         if let Some(deadline) = self.join_deadline {
+            if !self.shared.joined.is_set() {
+                tracing::info!(
+                    topic = %self.shared.topic,
+                    "waiting for the group's first assignment before leaving it"
+                );
+            }
             if !self.shared.joined.wait_until(deadline) {
                 tracing::warn!(
                     topic = %self.shared.topic,
@@ -747,6 +757,7 @@ mod tests {
         let settle = Arc::new(JoinSettle::default());
         let soon = Instant::now() + Duration::from_millis(20);
         assert!(!settle.wait_until(soon), "nobody joined");
+        assert!(!settle.is_set());
         let joiner = {
             let settle = settle.clone();
             std::thread::spawn(move || {
@@ -757,7 +768,7 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(600);
         assert!(settle.wait_until(far), "woken by the join");
         joiner.join().unwrap();
-        assert!(settle.wait_until(Instant::now()), "stays joined");
+        assert!(settle.is_set(), "stays joined");
     }
 
     #[test]
