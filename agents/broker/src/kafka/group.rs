@@ -65,13 +65,15 @@ pub fn drain_timeout(config: &ClientConfig) -> Duration {
         .unwrap_or(MAX_POLL_INTERVAL_MS);
     DRAIN_TIMEOUT.min(Duration::from_millis(interval * 2 / 3))
 }
+
 /// librdkafka's default `session.timeout.ms`.
 const SESSION_TIMEOUT_MS: u64 = 45_000;
 
 /// How long a member closed before its first assignment waits for it: the
-/// group's session timeout, counted from the join. A broker takes a member
-/// that is silent for that long as gone, and none answers a JoinGroup later
-/// (Tansu holds it for half the session timeout).
+/// group's session timeout, counted from the join. Long enough for Tansu,
+/// which holds a new member's JoinGroup for half of it, and for Kafka,
+/// which answers within seconds unless the group's other members are slow
+/// to join again; past it a broker takes a silent member as gone anyway.
 pub fn join_settle_timeout(config: &ClientConfig) -> Duration {
     let session = config
         .get("session.timeout.ms")
