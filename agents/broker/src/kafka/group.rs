@@ -447,10 +447,7 @@ impl Drop for Group {
         // The polling thread serves the rebalance that ends the join.
         if let Some(deadline) = self.join_deadline {
             if !self.shared.joined.is_set() {
-                tracing::info!(
-                    topic = %self.shared.topic,
-                    "waiting for the group's first assignment before leaving it"
-                );
+                say_join_wait(deadline);
             }
             if !self.shared.joined.wait_until(deadline) {
                 tracing::warn!(
@@ -466,6 +463,20 @@ impl Drop for Group {
         // The queues hold the consumer: let them go first, so the consumer
         // closes (and leaves its group) with the last of them.
         self.queues.clear();
+    }
+}
+
+/// Say once a process, where a command's user sees it, why a close
+/// pauses: a `run` stopped seconds after it started otherwise sits silent
+/// until its groups have formed (on Tansu up to half the session timeout).
+fn say_join_wait(deadline: Instant) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "waiting up to {}s for Kafka consumer groups still joining before leaving them \
+             (a member that leaves mid-join can leave its group with a leader that never syncs)",
+            deadline.saturating_duration_since(Instant::now()).as_secs()
+        );
     }
 }
 
