@@ -59,10 +59,7 @@ const MAX_POLL_INTERVAL_MS: u64 = 300_000;
 /// of the rebalance timeout (`max.poll.interval.ms`) when that is shorter,
 /// so a consumer busy draining is never taken for a dead one.
 pub fn drain_timeout(config: &ClientConfig) -> Duration {
-    let interval = config
-        .get("max.poll.interval.ms")
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .unwrap_or(MAX_POLL_INTERVAL_MS);
+    let interval = millis(config, "max.poll.interval.ms", MAX_POLL_INTERVAL_MS);
     DRAIN_TIMEOUT.min(Duration::from_millis(interval * 2 / 3))
 }
 
@@ -75,11 +72,15 @@ const SESSION_TIMEOUT_MS: u64 = 45_000;
 /// which answers within seconds unless the group's other members are slow
 /// to join again; past it a broker takes a silent member as gone anyway.
 pub fn join_settle_timeout(config: &ClientConfig) -> Duration {
-    let session = config
-        .get("session.timeout.ms")
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .unwrap_or(SESSION_TIMEOUT_MS);
-    Duration::from_millis(session)
+    Duration::from_millis(millis(config, "session.timeout.ms", SESSION_TIMEOUT_MS))
+}
+
+/// A property in milliseconds, else librdkafka's `default`.
+fn millis(config: &ClientConfig, name: &str, default: u64) -> u64 {
+    config
+        .get(name)
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Records the polling thread holds for a slot (of a partition without a
@@ -206,19 +207,13 @@ impl JoinSettle {
     /// Wait until the first join has finished or `deadline` has passed;
     /// whether it finished.
     fn wait_until(&self, deadline: Instant) -> bool {
-        let mut joined = self.joined.lock().expect("join lock poisoned");
-        while !*joined {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            joined = self
-                .changed
-                .wait_timeout(joined, left)
-                .expect("join lock poisoned")
-                .0;
-        }
-        true
+        let joined = self.joined.lock().expect("join lock poisoned");
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (joined, _) = self
+            .changed
+            .wait_timeout_while(joined, left, |joined| !*joined)
+            .expect("join lock poisoned");
+        *joined
     }
 }
 
