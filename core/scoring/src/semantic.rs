@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 
 use crate::classify::{next_clear, next_set, ByteClasses, PADDING};
-use crate::table::{Table, TableError};
+use crate::table::{RowRef, Table, TableError};
 use crate::vocab::head_mask;
 use crate::vocab::Vocab;
 
@@ -45,6 +45,7 @@ pub struct StaticModel<'a> {
 #[derive(Debug, Default)]
 pub struct Scratch {
     ids: Vec<u32>,
+    rows: Vec<RowRef>,
     word: String,
     classes: ByteClasses,
 }
@@ -116,7 +117,9 @@ impl<'a> StaticModel<'a> {
     /// read in one load; a run that touches a non-ASCII character goes a
     /// char at a time, as BERT's tokenizer would.
     fn tokens_into(&self, text: &str, scratch: &mut Scratch) {
-        let Scratch { ids, word, classes } = scratch;
+        let Scratch {
+            ids, word, classes, ..
+        } = scratch;
         ids.clear();
         let bytes = text.as_bytes();
         let len = bytes.len();
@@ -239,7 +242,7 @@ impl<'a> StaticModel<'a> {
     /// [`StaticModel::embed`] into `sum` (`dims` long), reusing `scratch`.
     pub fn embed_into(&self, text: &str, scratch: &mut Scratch, sum: &mut [f32]) {
         self.tokens_into(text, scratch);
-        self.table.sum_rows(&scratch.ids, sum);
+        self.table.sum_rows(&scratch.ids, &mut scratch.rows, sum);
     }
 
     /// The text's [`Embedding`].

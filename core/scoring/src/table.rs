@@ -124,38 +124,53 @@ impl<'a> Table<'a> {
     /// [`Table::accumulate`] for each id in turn from zero, so the same
     /// bits. It goes a block of dimensions at a time, the block's sums held
     /// in registers across all the tokens, instead of loading and storing
-    /// every sum for every token.
-    pub fn sum_rows(&self, ids: &[u32], sum: &mut [f32]) {
+    /// every sum for every token; each token's row and scale are looked up
+    /// once into `rows`, not once a block.
+    pub fn sum_rows(&self, ids: &[u32], rows: &mut Vec<RowRef>, sum: &mut [f32]) {
+        rows.clear();
+        rows.extend(ids.iter().map(|&id| {
+            let id = id as usize;
+            RowRef {
+                at: (id * self.dims) as u32,
+                scale: self.scales[id],
+            }
+        }));
         let mut start = 0;
         while start < self.dims {
             start += match self.dims - start {
-                32.. => self.sum_block::<32>(ids, start, sum),
-                16.. => self.sum_block::<16>(ids, start, sum),
-                8.. => self.sum_block::<8>(ids, start, sum),
-                4.. => self.sum_block::<4>(ids, start, sum),
-                _ => self.sum_block::<1>(ids, start, sum),
+                32.. => self.sum_block::<32>(rows, start, sum),
+                16.. => self.sum_block::<16>(rows, start, sum),
+                8.. => self.sum_block::<8>(rows, start, sum),
+                4.. => self.sum_block::<4>(rows, start, sum),
+                _ => self.sum_block::<1>(rows, start, sum),
             };
         }
     }
 
     /// [`Table::sum_rows`] for dimensions `start..start + W`; returns `W`.
     #[inline(always)]
-    fn sum_block<const W: usize>(&self, ids: &[u32], start: usize, sum: &mut [f32]) -> usize {
+    fn sum_block<const W: usize>(&self, rows: &[RowRef], start: usize, sum: &mut [f32]) -> usize {
         let mut acc = [0.0f32; W];
-        for &id in ids {
-            let id = id as usize;
-            let scale = self.scales[id];
-            let at = id * self.dims + start;
-            let row: &[u8; W] = self.vectors[at..at + W]
+        for row in rows {
+            let at = row.at as usize + start;
+            let block: &[u8; W] = self.vectors[at..at + W]
                 .try_into()
                 .expect("a block lies within its row");
-            for (a, &q) in acc.iter_mut().zip(row) {
-                *a += scale * f32::from(q as i8);
+            for (a, &q) in acc.iter_mut().zip(block) {
+                *a += row.scale * f32::from(q as i8);
             }
         }
         sum[start..start + W].copy_from_slice(&acc);
         W
     }
+}
+
+/// Where a token's vector starts in the table, and its scale: what each
+/// block of [`Table::sum_rows`] reads a token.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef {
+    at: u32,
+    scale: f32,
 }
 
 /// Serialise a table (used by `answerloop models distill`).

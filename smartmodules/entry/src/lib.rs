@@ -12,18 +12,20 @@
 //! the next call, when the engine has copied it, so a module holds at most
 //! one batch's output and a chain is never rebuilt for memory.
 //!
-//! The rest is the macro's code: the same decoding, the same encoding, the
-//! same error statuses, so the engine (and a Fluvio SPU) sees no difference.
-//! One thing less: the macro decodes the records from a copy of the whole
+//! The rest is the macro's code: the same error statuses, and the same
+//! bytes in and out, so the engine (and a Fluvio SPU) sees no difference.
+//! The decoding and encoding are fluvio-protocol's but for the records'
+//! bytes, which are read and written as slices instead of a byte at a time
+//! ([`wire`]); and the macro decodes the records from a copy of the whole
 //! input, here from the input itself.
 
 use std::sync::Mutex;
 
-use fluvio_smartmodule::dataplane::core::{Decoder, Encoder};
+mod wire;
+
 pub use fluvio_smartmodule::dataplane::smartmodule::SmartModuleKind;
 use fluvio_smartmodule::dataplane::smartmodule::{
-    SmartModuleInput, SmartModuleOutput, SmartModuleTransformErrorStatus,
-    SmartModuleTransformRuntimeError,
+    SmartModuleOutput, SmartModuleTransformErrorStatus, SmartModuleTransformRuntimeError,
 };
 use fluvio_smartmodule::{RecordData, Result, SmartModuleRecord};
 
@@ -92,20 +94,10 @@ pub unsafe fn transform(
     drop(std::mem::take(&mut *last_output()));
     // SAFETY: the caller's contract: the engine's buffer, now ours.
     let input = unsafe { Vec::from_raw_parts(ptr, len, len) };
-    let mut smartmodule_input = SmartModuleInput::default();
-    if Decoder::decode(
-        &mut smartmodule_input,
-        &mut std::io::Cursor::new(input),
-        version,
-    )
-    .is_err()
-    {
-        return SmartModuleTransformErrorStatus::DecodingBaseInput as i32;
-    }
-    let base_offset = smartmodule_input.base_offset();
-    let Ok(records) = smartmodule_input.try_into_smartmodule_records(version) else {
+    let Ok((base_offset, records)) = wire::decode_input(&input, version) else {
         return SmartModuleTransformErrorStatus::DecodingBaseInput as i32;
     };
+    drop(input);
     let mut output = SmartModuleOutput {
         successes: Vec::with_capacity(records.len()),
         error: None,
@@ -127,10 +119,9 @@ pub unsafe fn transform(
             }
         }
     }
-    let mut out = Vec::new();
-    if Encoder::encode(&output, &mut out, version).is_err() {
+    let Ok(out) = wire::encode_output(&output, version) else {
         return SmartModuleTransformErrorStatus::EncodingOutput as i32;
-    }
+    };
     // SAFETY: `out` stays allocated, unmoved, until the next call: the
     // engine reads it after this call returns.
     unsafe { copy_records(out.as_ptr() as i32, out.len() as i32) };

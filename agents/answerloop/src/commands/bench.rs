@@ -763,6 +763,16 @@ fn engines(
     Ok(report)
 }
 
+/// Fuel the SmartModule `name` has burnt in this process so far, as the
+/// broker's chains count it into the metrics.
+fn fuel_used(name: &str) -> u64 {
+    use answerloop_telemetry::metrics::{metrics, smartmodule};
+    metrics()
+        .smartmodule_fuel_used
+        .get_or_create(&smartmodule(name))
+        .get()
+}
+
 /// Text of about `bytes` bytes made of the sample's answers, starting at `from`.
 fn text_of(questions: &[answerloop_schema::Question], from: usize, bytes: usize) -> String {
     let mut text = String::new();
@@ -851,22 +861,27 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     let (batches, record_bytes) = batches_of(true);
     let (uncarried, uncarried_bytes) = batches_of(false);
     let engine = fluvio_smartengine::SmartEngine::new();
-    // Batches through a chain of `module`; its output and the time. Never
+    // Batches through a chain of `module`; its output, the time and the
+    // fuel it burnt (wasm instructions, as wasmtime meters them: the same
+    // for the same build and records however busy the machine is). Never
     // rebuilt: the engine alone is measured.
     let run = |module: &answerloop_wasm::SmartModule,
                batches: &[Vec<Record>]|
-     -> anyhow::Result<(Vec<Vec<Record>>, f64)> {
+     -> anyhow::Result<(Vec<Vec<Record>>, f64, u64)> {
         let spec = ChainSpec::single(module.name, &answerloop_scoring::Params::default());
         let mut chain = WasmChain::build(&engine, &spec)?;
         let inputs = batches.to_vec();
+        let fuel = || fuel_used(module.name);
+        let fuel_before = fuel();
         let started = Instant::now();
         let mut out = Vec::with_capacity(inputs.len());
         for records in inputs {
             out.push(chain.process(records)?);
         }
-        Ok((out, started.elapsed().as_secs_f64()))
+        let secs = started.elapsed().as_secs_f64();
+        Ok((out, secs, fuel() - fuel_before))
     };
-    let (scored, chain_secs) = run(&answerloop_wasm::ANSWER_SCORE, &batches)?;
+    let (scored, chain_secs, chain_fuel) = run(&answerloop_wasm::ANSWER_SCORE, &batches)?;
     let out: usize = scored.iter().map(Vec::len).sum();
     if exact_vectors.is_some() {
         // The chain took the exact path: its score is the vectors' cosine.
@@ -882,10 +897,10 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
             first.score
         );
     }
-    let (_, uncarried_secs) = run(&answerloop_wasm::ANSWER_SCORE, &uncarried)?;
+    let (_, uncarried_secs, uncarried_fuel) = run(&answerloop_wasm::ANSWER_SCORE, &uncarried)?;
     // The same records, scored, through a SmartModule that only parses
     // them: what the engine and the JSON cost without the scoring.
-    let (_, parse_secs) = run(&answerloop_wasm::QUALITY_GATE, &scored)?;
+    let (_, parse_secs, parse_fuel) = run(&answerloop_wasm::QUALITY_GATE, &scored)?;
 
     let started = Instant::now();
     for i in 0..args.exact_pairs {
@@ -911,6 +926,9 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
         "chain_uncarried_records_per_sec": out as f64 / uncarried_secs,
         "parse_only_records_per_sec": out as f64 / parse_secs,
         "chain_to_parse_only": parse_secs / chain_secs,
+        "chain_fuel_per_record": chain_fuel as f64 / out as f64,
+        "chain_uncarried_fuel_per_record": uncarried_fuel as f64 / out as f64,
+        "parse_only_fuel_per_record": parse_fuel as f64 / out as f64,
         "exact_pairs": args.exact_pairs,
         "exact_records_per_sec": args.exact_pairs as f64 / exact_secs,
         "speedup": (out as f64 / chain_secs) / (args.exact_pairs as f64 / exact_secs),
