@@ -20,6 +20,7 @@ use fluvio_smartengine::{
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 
 use super::{BrokerError, ChainSpec, Record};
+use answerloop_smartmodule_entry::wire;
 use answerloop_telemetry::metrics::{metrics, smartmodule};
 
 /// The SmartModule API version the chains are called with (Fluvio's current).
@@ -58,8 +59,12 @@ impl WasmChain {
                 None => fluvio_smartmodule::Record::new(r.value),
             })
             .collect();
-        let input = SmartModuleInput::try_from_records(input, SMARTMODULE_VERSION)
+        // Encoded as `SmartModuleInput::try_from_records` encodes them, the
+        // values written as slices rather than a byte at a time.
+        let mut raw = Vec::with_capacity(4 + wire::encoded_size(&input));
+        wire::encode_records(&input, &mut raw, SMARTMODULE_VERSION)
             .map_err(|e| format!("cannot encode the chain's input: {e}"))?;
+        let input = SmartModuleInput::new(raw, 0, 0);
         let output = self.instance.process(input).map_err(|e| format!("{e:#}"));
         count_chain(self.instance.metrics_export());
         let output = output?;

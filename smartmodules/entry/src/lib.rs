@@ -21,7 +21,7 @@
 
 use std::sync::Mutex;
 
-mod wire;
+pub mod wire;
 
 pub use fluvio_smartmodule::dataplane::smartmodule::SmartModuleKind;
 use fluvio_smartmodule::dataplane::smartmodule::{

@@ -49,19 +49,30 @@ pub fn decode_input(input: &[u8], version: i16) -> Result<(i64, Vec<SmartModuleR
 /// `output` encoded as fluvio-protocol encodes it, each record's value
 /// written as one slice.
 pub fn encode_output(output: &SmartModuleOutput, version: i16) -> Result<Vec<u8>, Error> {
-    let size = output
-        .successes
-        .iter()
-        .map(|r| r.value.len() + r.key.as_ref().map_or(0, |k| k.len()) + 24)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(8 + size);
-    (output.successes.len() as i32).encode(&mut out, version)?;
-    let mut head = Vec::new();
-    for record in &output.successes {
-        encode_record(record, &mut head, &mut out, version)?;
-    }
+    let mut out = Vec::with_capacity(8 + encoded_size(&output.successes));
+    encode_records(&output.successes, &mut out, version)?;
     output.error.encode(&mut out, version)?;
     Ok(out)
+}
+
+/// `records` appended to `out` as fluvio-protocol encodes a `Vec<Record>`
+/// (its length, then each record), each value written as one slice: also
+/// what the broker puts into a chain's input (`SmartModuleInput::new`).
+pub fn encode_records(records: &[Record], out: &mut Vec<u8>, version: i16) -> Result<(), Error> {
+    (records.len() as i32).encode(out, version)?;
+    let mut head = Vec::new();
+    for record in records {
+        encode_record(record, &mut head, out, version)?;
+    }
+    Ok(())
+}
+
+/// About what `records` take encoded: room to reserve.
+pub fn encoded_size(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| r.value.len() + r.key.as_ref().map_or(0, |k| k.len()) + 24)
+        .sum()
 }
 
 /// One record as `Record::encode` writes it: its length as a varint, then
@@ -145,6 +156,16 @@ mod tests {
         input.encode(&mut bytes, 21).unwrap();
         for end in [0, 5, 11, 12, 40, bytes.len() - 1] {
             assert!(decode_input(&bytes[..end], 21).is_err(), "cut at {end}");
+        }
+    }
+
+    #[test]
+    fn records_encode_as_a_chain_input_encodes_them() {
+        for version in [11, 21, 25] {
+            let theirs = SmartModuleInput::try_from_records(records(), version).unwrap();
+            let mut ours = Vec::new();
+            encode_records(&records(), &mut ours, version).unwrap();
+            assert_eq!(ours, theirs.raw_bytes());
         }
     }
 
