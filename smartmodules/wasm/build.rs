@@ -52,12 +52,21 @@ fn main() {
     require_target(&rustc, WASM_TARGET, "SmartModules");
     require_target(&rustc, TRANSFORM_TARGET, "Redpanda Data Transform");
 
-    // <target>/<profile>/build/<crate>-<hash>/out -> <target>/<profile>/smartmodules
+    // <target>/<profile>/build/<crate>-<hash>/out ->
+    // <target>/<profile>/smartmodules-<workspace>: one a checkout. The
+    // nested cargo copies each module to a fixed path in its target
+    // directory only when it builds it, so two checkouts sharing one
+    // target directory (a clone for CI beside the working tree) would
+    // otherwise each take whichever modules the other built last.
+    let nested = format!(
+        "smartmodules-{:016x}",
+        fnv1a(workspace.as_os_str().as_encoded_bytes())
+    );
     let target_dir = out_dir
         .ancestors()
         .nth(3)
-        .map(|profile_dir| profile_dir.join("smartmodules"))
-        .unwrap_or_else(|| out_dir.join("smartmodules"));
+        .map(|profile_dir| profile_dir.join(&nested))
+        .unwrap_or_else(|| out_dir.join(&nested));
 
     // Two nested builds, one a target: the transform's crate is a WASI
     // program, and the SmartModules are not.
@@ -137,6 +146,13 @@ fn require_target(rustc: &str, target: &str, what: &str) {
              for it.\nFix: rustup target add {target}\n\n"
         );
     }
+}
+
+/// FNV-1a: a name for the checkout that stays the same from build to build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn copy(from: &Path, to: &Path) {
