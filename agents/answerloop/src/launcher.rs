@@ -45,6 +45,9 @@ pub struct FleetPlan {
     pub sim_latency_ms: u64,
     /// LLM calls in flight at once in each LLM agent; `None`: the default.
     pub concurrency: Option<usize>,
+    /// Answers drawn for a regenerated attempt in each LLM agent; `None`:
+    /// the default.
+    pub regenerate_candidates: Option<u32>,
     pub broker: FleetBroker,
 }
 
@@ -60,6 +63,7 @@ impl FleetPlan {
             store_agents: 1,
             sim_latency_ms: 0,
             concurrency: None,
+            regenerate_candidates: None,
             broker: FleetBroker::Served,
         }
     }
@@ -203,6 +207,9 @@ impl Fleet {
             llm.extend(plan.broker.member_args(k, n));
             if let Some(concurrency) = plan.concurrency {
                 llm.extend(strings(&["--concurrency", &concurrency.to_string()]));
+            }
+            if let Some(n) = plan.regenerate_candidates {
+                llm.extend(strings(&["--regenerate-candidates", &n.to_string()]));
             }
             agents.push(AgentProcess::new(
                 numbered("llm", k, n),

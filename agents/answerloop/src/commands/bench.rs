@@ -113,6 +113,14 @@ struct PipelineBench {
     /// Leave out the separate processes.
     #[arg(long, conflicts_with = "processes_only")]
     no_processes: bool,
+    /// Answers drawn for a regenerated attempt (best of n) in the LLM
+    /// agent; default: the agent's (3). Each draw is an LLM call: with 1, a
+    /// question of this bench takes about 2.2 calls instead of 4.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::config::MAX_REGENERATE_CANDIDATES as i64))]
+    regenerate_candidates: Option<u32>,
+    /// LLM calls in flight at once in the LLM agent; default: the agent's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: Option<u32>,
     /// With `--broker fluvio` (or `--sc`, `--topic-*`), the one-process run
     /// is made on the embedded broker and then on the cluster, side by side,
     /// under a fresh topic prefix (the given one, if any, before it). The
@@ -243,7 +251,7 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
         (None, None)
     } else {
         let home = dir.path().join("embedded");
-        let embedded = in_process(&home, &csv, BrokerArgs::embedded()).await?;
+        let embedded = in_process(&home, &csv, BrokerArgs::embedded(), &args).await?;
         let cluster = match kind {
             BrokerKind::Fluvio | BrokerKind::Kafka => {
                 let mut broker = args.broker.clone();
@@ -253,7 +261,7 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
                     broker.topic_prefix(),
                     answerloop_schema::clock::now_ms()
                 ));
-                Some(in_process(&dir.path().join(kind.name()), &csv, broker).await?)
+                Some(in_process(&dir.path().join(kind.name()), &csv, broker, &args).await?)
             }
             _ => None,
         };
@@ -269,11 +277,14 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
     let processes = if args.no_processes {
         None
     } else {
-        Some(processes(&dir.path().join("processes"), args.questions).await?)
+        Some(processes(&dir.path().join("processes"), &args).await?)
     };
+    let agent = pipeline_agent(&args);
     let mut report = json!({
         "questions": args.questions,
         "llm": "llm-sim, zero latency, no faults",
+        "regenerate_candidates": agent.regenerate_candidates,
+        "concurrency": agent.rate.concurrency,
         "in_process": embedded,
         "processes": processes,
     });
@@ -288,10 +299,24 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
 /// The whole pipeline in this process (`run`) on `broker`, from a fresh home
 /// in `home`: final questions a second, and the peak memory of this process
 /// and of the local cluster's, counted from the start of the run.
+/// The LLM agent's settings for `bench pipeline`: the defaults, with the
+/// bench's `--regenerate-candidates` and `--concurrency`.
+fn pipeline_agent(args: &PipelineBench) -> crate::llm_agent::LlmAgentConfig {
+    let mut agent = crate::llm_agent::LlmAgentConfig::default();
+    if let Some(n) = args.regenerate_candidates {
+        agent.regenerate_candidates = n;
+    }
+    if let Some(n) = args.concurrency {
+        agent.rate.concurrency = n as usize;
+    }
+    agent
+}
+
 async fn in_process(
     home: &std::path::Path,
     csv: &std::path::Path,
     broker: BrokerArgs,
+    args: &PipelineBench,
 ) -> anyhow::Result<serde_json::Value> {
     let kind = broker.kind()?;
     let on_cluster = matches!(kind, BrokerKind::Fluvio | BrokerKind::Kafka);
@@ -310,13 +335,16 @@ async fn in_process(
         provider: ProviderSpec::new(ProviderKind::Sim, None, None, None, Duration::from_secs(30)),
         fallbacks: Vec::new(),
         sim: SimConfig::default(),
-        agent: Default::default(),
+        agent: pipeline_agent(args),
         schedule: Default::default(),
         broker,
         stall_timeout: Duration::from_secs(600),
         progress: false,
     };
+    let cpu_before = cpu_secs_of_self();
     let summary = crate::pipeline::run(options).await?;
+    let cpu_s = cpu_secs_of_self() - cpu_before;
+    let finals = summary.stored + summary.dead_letters;
     let mut peak_rss_mb = serde_json::Map::new();
     peak_rss_mb.insert(
         "pipeline".into(),
@@ -327,8 +355,13 @@ async fn in_process(
     }
     Ok(json!({
         "broker": kind.name(),
-        "questions_per_s": (summary.stored + summary.dead_letters) as f64 / summary.elapsed_s,
+        "questions_per_s": finals as f64 / summary.elapsed_s,
         "elapsed_s": summary.elapsed_s,
+        // All of this process's CPU over the run (every thread: the agents,
+        // the broker's chains and compiles, sled's threads and llm-sim's
+        // server), and its share of each final question.
+        "cpu_s": cpu_s,
+        "cpu_ms_per_question": cpu_s * 1000.0 / finals.max(1) as f64,
         "llm_calls": summary.llm_calls,
         "peak_rss_mb": peak_rss_mb,
         // Whether the peaks count from this run's start (else from each
@@ -340,15 +373,33 @@ async fn in_process(
 /// The pipeline as processes (the broker server and three agents), no
 /// faults, until every question is final: questions a second from the
 /// agents' start to the last one, and each process's peak memory.
-async fn processes(dir: &std::path::Path, questions: usize) -> anyhow::Result<serde_json::Value> {
-    let plan = FleetPlan::new(0.0, None, 1);
-    let run = run_fleet(dir, questions, &plan).await?;
+async fn processes(
+    dir: &std::path::Path,
+    args: &PipelineBench,
+) -> anyhow::Result<serde_json::Value> {
+    let mut plan = FleetPlan::new(0.0, None, 1);
+    plan.concurrency = args.concurrency.map(|n| n as usize);
+    plan.regenerate_candidates = args.regenerate_candidates;
+    let run = run_fleet(dir, args.questions, &plan).await?;
     Ok(json!({
         "questions_per_s": run.questions_per_s,
         "elapsed_s": run.elapsed_s,
         "answer_records": run.answer_records,
+        "llm_calls": run.llm_calls,
         "peak_rss_mb": run.peak_rss_mb,
     }))
+}
+
+/// The CPU time (user and system, every thread) this process has used.
+fn cpu_secs_of_self() -> f64 {
+    // SAFETY: getrusage writes the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// What a fleet run came to.
@@ -935,4 +986,50 @@ fn score(args: ScoreBench) -> anyhow::Result<ExitCode> {
     });
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        what: BenchWhat,
+    }
+
+    fn pipeline_args(args: &[&str]) -> Result<PipelineBench, clap::Error> {
+        let argv = ["bench", "pipeline"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.what {
+            BenchWhat::Pipeline(bench) => Ok(bench),
+            _ => unreachable!("the pipeline subcommand was parsed"),
+        }
+    }
+
+    #[test]
+    fn the_pipeline_bench_runs_the_agent_with_its_draws_and_concurrency() {
+        let default = pipeline_agent(&pipeline_args(&[]).unwrap());
+        let agent = crate::llm_agent::LlmAgentConfig::default();
+        assert_eq!(default.regenerate_candidates, agent.regenerate_candidates);
+        assert_eq!(default.rate.concurrency, agent.rate.concurrency);
+
+        let set = pipeline_args(&["--regenerate-candidates", "1", "--concurrency", "32"]).unwrap();
+        let set = pipeline_agent(&set);
+        assert_eq!(set.regenerate_candidates, 1);
+        assert_eq!(set.rate.concurrency, 32);
+
+        for bad in [
+            &["--regenerate-candidates", "0"][..],
+            &["--regenerate-candidates", "17"],
+            &["--concurrency", "0"],
+        ] {
+            let error = pipeline_args(bad).err().map(|e| e.to_string());
+            assert!(
+                error.as_deref().is_some_and(|e| e.contains(bad[0])),
+                "{bad:?} was taken: {error:?}"
+            );
+        }
+    }
 }
