@@ -296,9 +296,6 @@ async fn pipeline(args: PipelineBench) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The whole pipeline in this process (`run`) on `broker`, from a fresh home
-/// in `home`: final questions a second, and the peak memory of this process
-/// and of the local cluster's, counted from the start of the run.
 /// The LLM agent's settings for `bench pipeline`: the defaults, with the
 /// bench's `--regenerate-candidates` and `--concurrency`.
 fn pipeline_agent(args: &PipelineBench) -> crate::llm_agent::LlmAgentConfig {
@@ -312,6 +309,10 @@ fn pipeline_agent(args: &PipelineBench) -> crate::llm_agent::LlmAgentConfig {
     agent
 }
 
+/// The whole pipeline in this process (`run`) on `broker`, from a fresh home
+/// in `home`, the LLM agent set by `args`: final questions a second, this
+/// process's CPU a question, and the peak memory of this process and of the
+/// local cluster's, counted from the start of the run.
 async fn in_process(
     home: &std::path::Path,
     csv: &std::path::Path,
